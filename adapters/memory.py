@@ -1,0 +1,143 @@
+"""The in-process store: a bounded cachetools ``Cache`` with second-chance (CLOCK) eviction.
+
+Why not ``cachetools.LRUCache``: its OrderedDict costs about 100 bytes an entry on top of the
+dict, and its Python-level ``__getitem__`` about 300 ns a read. Here a read is the dict's own
+C ``get`` plus setting the entry's ``used`` bit, and the recency order is a deque of keys (8
+bytes an entry). Eviction walks the deque from the oldest key: an entry read since the last
+pass gets a second chance (bit cleared, key moved to the back), the first unread one goes.
+That is CLOCK, the classic approximation of LRU: an entry read recently survives an eviction
+that takes an entry not read since. Measured bookkeeping is about 150 to 185 bytes an entry
+beyond key and value (see ``benchmarks/memory.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import ClassVar
+
+import cachetools
+
+from isr._entry import Entry, Generation, Mode
+
+from .base import Adapter
+
+__all__ = ["MemoryAdapter"]
+
+
+class _ClockCache(cachetools.Cache[str, Entry]):
+    """``cachetools.Cache`` bounded by entry count, evicting by second chance."""
+
+    def __init__(self, maxsize: int, evicted: Callable[[str, Entry], None]) -> None:
+        super().__init__(maxsize)
+        self._ring: deque[str] = deque()
+        self._evicted = evicted
+        # The C-level get of cachetools' own dict: the hot path's read. Fall back to the
+        # (slower, still correct) public get should a cachetools release rename it.
+        data = getattr(self, "_Cache__data", None)
+        self.peek: Callable[[str], Entry | None] = (
+            data.get if isinstance(data, dict) else self.get
+        )
+
+    def __setitem__(self, key: str, value: Entry) -> None:
+        new = key not in self
+        super().__setitem__(key, value)
+        if new:
+            ring = self._ring
+            ring.append(key)
+            if len(ring) > 2 * len(self) + 64:
+                # Deleted keys leave their place in the ring behind; drop them now and then.
+                self._ring = deque(k for k in dict.fromkeys(ring) if k in self)
+
+    def popitem(self) -> tuple[str, Entry]:
+        ring = self._ring
+        while ring:
+            key = ring.popleft()
+            entry = self.peek(key)
+            if entry is None:
+                continue
+            if entry.used:
+                entry.used = False
+                ring.append(key)
+                continue
+            del self[key]
+            self._evicted(key, entry)
+            return key, entry
+        raise KeyError("cache is empty")
+
+
+class MemoryAdapter(Adapter):
+    """Bounded in-process store (``memory://?max_entries=N``); the development default.
+
+    Values are kept as they are (no codec). ``namespace`` is accepted for symmetry with the
+    shared stores and has no effect: a memory store belongs to the runtime that made it.
+    """
+
+    local: ClassVar[bool] = True
+
+    def __init__(self, max_entries: int = 10_000, *, namespace: str | None = None) -> None:
+        if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
+            raise ValueError(f"max_entries must be a positive integer, not {max_entries!r}")
+        self.max_entries = max_entries
+        self.namespace = namespace
+        self.evictions = 0
+        self._lock = threading.RLock()
+        self._tags: dict[str, set[str]] = {}
+        self._generation = Generation()
+        self.gen = 0
+        self._cache = _ClockCache(max_entries, self._on_evict)
+        self.peek = self._cache.peek  # type: ignore[method-assign]
+
+    def _unindex(self, key: str, tags: tuple[str, ...]) -> None:
+        for tag in tags:
+            keys = self._tags.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._tags[tag]
+
+    def _on_evict(self, key: str, entry: Entry) -> None:
+        self.evictions += 1
+        self._unindex(key, entry.tags)
+
+    def get(self, key: str) -> Entry | None:
+        return self._cache.peek(key)
+
+    def set(self, key: str, entry: Entry) -> None:
+        with self._lock:
+            old = self._cache.peek(key)
+            if old is not None and old.tags != entry.tags:
+                self._unindex(key, old.tags)
+            for tag in entry.tags:
+                self._tags.setdefault(tag, set()).add(key)
+            self._cache[key] = entry
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self._unindex(key, old.tags)
+
+    def tagged(self, tag: str) -> list[str]:
+        with self._lock:
+            return list(self._tags.get(tag, ()))
+
+    def generation(self) -> Generation:
+        return self._generation
+
+    def bump_generation(self, mode: Mode) -> Generation:
+        with self._lock:
+            self._generation = self._generation.bumped(mode)
+            self.gen = self._generation.current
+            return self._generation
+
+    def size(self) -> int:
+        return len(self._cache)
+
+    def clear(self) -> None:
+        """Drop every entry (the generation record stays)."""
+        with self._lock:
+            self._cache.clear()
+            self._cache._ring.clear()
+            self._tags.clear()

@@ -1,0 +1,57 @@
+"""isr-runtime: incremental static regeneration for any Python server.
+
+    import isr
+
+    @isr.with_revalidate("post:{slug}", ttl=60, swr=None, tags=["posts"])
+    async def get_post(slug: str) -> dict: ...
+
+    await get_post("hello")                  # HIT, STALE (+ one refresh) or MISS
+    await isr.invalidate("post:hello")       # after a mutation: next read fetches
+    await isr.invalidate_tag("posts", mode="revalidate")
+"""
+
+from ._api import (
+    configure,
+    get_runtime,
+    invalidate,
+    invalidate_all,
+    invalidate_all_sync,
+    invalidate_sync,
+    invalidate_tag,
+    invalidate_tag_sync,
+    with_revalidate,
+)
+from ._context import cache_life, cache_tag, no_store
+from ._decorator import AsyncCached, Revalidate, SyncCached
+from ._entry import Mode
+from ._errors import ConfigError, ISRError, TemplateError
+from ._runtime import ISR, Stats
+from ._status import Result, Status
+
+__all__ = [
+    "ISR",
+    "AsyncCached",
+    "ConfigError",
+    "ISRError",
+    "Mode",
+    "Result",
+    "Revalidate",
+    "Stats",
+    "Status",
+    "SyncCached",
+    "TemplateError",
+    "cache_life",
+    "cache_tag",
+    "configure",
+    "get_runtime",
+    "invalidate",
+    "invalidate_all",
+    "invalidate_all_sync",
+    "invalidate_sync",
+    "invalidate_tag",
+    "invalidate_tag_sync",
+    "no_store",
+    "with_revalidate",
+]
+
+__version__ = "0.1.0"

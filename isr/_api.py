@@ -1,0 +1,138 @@
+"""The module-level API: a default runtime that ``isr.configure`` replaces.
+
+Functions decorated with ``isr.with_revalidate`` (no ``runtime=``) follow the default runtime:
+``configure`` rebinds them, so decorating at import time and configuring at start-up works.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from adapters.base import Adapter
+
+from ._decorator import Revalidate, make_decorator
+from ._entry import Mode, ModeName
+from ._runtime import ISR, ErrorHook, Loader
+
+__all__ = [
+    "configure",
+    "get_runtime",
+    "invalidate",
+    "invalidate_all",
+    "invalidate_all_sync",
+    "invalidate_sync",
+    "invalidate_tag",
+    "invalidate_tag_sync",
+    "with_revalidate",
+]
+
+_lock = threading.Lock()
+_default: ISR | None = None
+_followers: weakref.WeakSet[Loader[Any]] = weakref.WeakSet()
+
+
+def get_runtime() -> ISR:
+    """The default runtime (``memory://`` until `configure` says otherwise)."""
+    global _default
+    if _default is None:
+        with _lock:
+            if _default is None:
+                _default = ISR()
+    return _default
+
+
+def configure(url_or_adapter: str | Adapter = "memory://", **options: Any) -> ISR:
+    """Replace the default runtime (same arguments as `ISR`) and move every function
+    decorated without ``runtime=`` onto it. Call it at start-up, before serving: entries and
+    refreshes of the old default runtime are left behind."""
+    global _default
+    runtime = ISR(url_or_adapter, **options)
+    with _lock:
+        old, _default = _default, runtime
+        for loader in list(_followers):
+            runtime.attach(loader)
+    if old is not None and old._pool is not None:
+        old._pool.shutdown(wait=False)
+    return runtime
+
+
+def _follow_default(loader: Loader[Any]) -> None:
+    runtime = get_runtime()
+    with _lock:
+        _followers.add(loader)
+    runtime.attach(loader)
+
+
+def with_revalidate(
+    key: str | Callable[..., str],
+    ttl: float,
+    *,
+    swr: float | None = None,
+    stale_if_error: float = 86400,
+    tags: Iterable[str | Callable[..., str]] | str = (),
+    runtime: ISR | None = None,
+    soft_timeout: float | None = None,
+    timeout: float | None = None,
+    xfetch: float | None = None,
+    on_error: ErrorHook | None = None,
+) -> Revalidate[Any]:
+    """Cache an async or sync loader with incremental static regeneration.
+
+    ``key`` is a template over the function's parameters (``"post:{slug}"``; defaults
+    count) or a callable taking the same arguments; ``tags`` likewise. An answer is fresh for
+    ``ttl`` seconds (HIT); for ``swr`` seconds more (None: without bound, classic ISR) it is
+    served at once while one background refresh runs (STALE); after that the call fetches,
+    and if the fetch raises, the old value is served for ``stale_if_error`` seconds more
+    (STALE-IF-ERROR) before the origin's exception reaches the caller. ``soft_timeout``:
+    serve the old value (STALE) when a fetch takes longer, the fetch going on in the
+    background. ``timeout``: a fetch taking longer fails with TimeoutError. ``xfetch``: the
+    beta of probabilistic early refresh (1.0 is usual). ``on_error(key, exc)`` hears of every
+    origin failure. ``runtime``: an `ISR`; by default the module's runtime (see `configure`).
+    Bad templates or windows raise at decoration time.
+    """
+    return make_decorator(
+        key,
+        ttl,
+        swr=swr,
+        stale_if_error=stale_if_error,
+        tags=tags,
+        runtime=runtime if runtime is not None else get_runtime(),
+        bind_default=None if runtime is not None else _follow_default,
+        soft_timeout=soft_timeout,
+        timeout=timeout,
+        xfetch=xfetch,
+        on_error=on_error,
+    )
+
+
+async def invalidate(key: str, mode: ModeName | Mode = "expire") -> bool:
+    """`ISR.invalidate` on the default runtime."""
+    return await get_runtime().invalidate(key, mode)
+
+
+async def invalidate_tag(tag: str, mode: ModeName | Mode = "expire") -> int:
+    """`ISR.invalidate_tag` on the default runtime."""
+    return await get_runtime().invalidate_tag(tag, mode)
+
+
+async def invalidate_all(mode: ModeName | Mode = "expire") -> None:
+    """`ISR.invalidate_all` on the default runtime."""
+    await get_runtime().invalidate_all(mode)
+
+
+def invalidate_sync(key: str, mode: ModeName | Mode = "expire") -> bool:
+    """`invalidate` for sync code (a Django view, a CLI, a thread)."""
+    return get_runtime().invalidate_sync(key, mode)
+
+
+def invalidate_tag_sync(tag: str, mode: ModeName | Mode = "expire") -> int:
+    """`invalidate_tag` for sync code."""
+    return get_runtime().invalidate_tag_sync(tag, mode)
+
+
+def invalidate_all_sync(mode: ModeName | Mode = "expire") -> None:
+    """`invalidate_all` for sync code."""
+    get_runtime().invalidate_all_sync(mode)

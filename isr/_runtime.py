@@ -1,0 +1,867 @@
+"""The runtime: singleflight, background refresh, stale-if-error, invalidation and stats.
+
+``ISR`` drives the pure core (`isr._entry.classify`) with real I/O. There are two drivers
+over one set of helpers: an async one (anyio; asyncio and trio) and a sync one (threads).
+Both follow the same steps: read the entry, classify it, then serve it, serve it and refresh
+in the background, or fetch (once per key however many callers ask) with the old value as
+the fallback should the fetch fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random as _random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import cachetools
+from typing_extensions import Self
+
+from adapters.base import Adapter
+from adapters.memory import MemoryAdapter
+
+from ._context import FetchContext, current_fetch
+from ._entry import Entry, Generation, Mode, ModeName, Policy, Verdict, classify, parse_mode
+from ._errors import ConfigError
+from ._spawn import spawn_detached
+from ._status import Result, Status
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ["ISR", "Loader", "Stats"]
+
+logger = logging.getLogger("isr")
+
+T = TypeVar("T")
+ErrorHook = Callable[[str, BaseException], None]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counters since the runtime started (a snapshot; see `ISR.stats`)."""
+
+    hits: int
+    """Fresh answers, the loader not called."""
+    stale: int
+    """Stale answers served at once while a refresh ran (or a soft timeout elapsed)."""
+    misses: int
+    """Answers fetched from the origin (including callers that shared a concurrent fetch)."""
+    stale_if_error: int
+    """Old values served because the origin failed (or was in backoff after failing)."""
+    errors: int
+    """Calls that raised the origin's exception (nothing to fall back on)."""
+    loader_calls: int
+    """Times a loader actually ran (foreground and background)."""
+    coalesced: int
+    """Callers that waited for a fetch another caller had started, instead of fetching."""
+    refreshes: int
+    """Background refreshes started."""
+    refresh_failures: int
+    """Background refreshes whose loader raised (the old value was kept)."""
+    invalidations: int
+    """Calls to invalidate, invalidate_tag and invalidate_all."""
+    evictions: int
+    """Entries the store evicted to stay within its bounds (memory store)."""
+    entries: int | None
+    """Entries in the store, where the store can tell cheaply."""
+    refreshing: int
+    """Background refreshes running now."""
+
+
+class Loader(Generic[T]):
+    """What the runtime needs to know of one decorated function (made by the decorator)."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        is_async: bool,
+        policy: Policy,
+        tags: Callable[..., tuple[str, ...]],
+        soft_timeout: float | None,
+        timeout: float | None,
+        xfetch: float | None,
+        on_error: ErrorHook | None,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.is_async = is_async
+        self.policy = policy
+        self.tags = tags
+        self.soft_timeout = soft_timeout
+        self.timeout = timeout
+        self.xfetch = xfetch
+        self.on_error = on_error
+        #: Moving average of the loader's duration: XFetch's "delta".
+        self.delta = 0.0
+        #: The generated wrapper's namespace; its ``_isr_hits`` counts fast-path hits.
+        self.namespace: dict[str, Any] = {}
+        self.runtime: ISR | None = None
+
+    def observe(self, seconds: float) -> None:
+        self.delta = seconds if self.delta == 0.0 else 0.8 * self.delta + 0.2 * seconds
+
+    def fast_hits(self) -> int:
+        return int(self.namespace.get("_isr_hits", 0))
+
+
+class _Flight:
+    """One fetch of one key, shared by every caller that asks meanwhile."""
+
+    __slots__ = ("age_base", "cancelled", "done", "error", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.done = False
+        self.age_base: float | None = None  # ``created`` of the stored entry, if any
+
+
+class _AsyncFlight(_Flight):
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = anyio.Event()
+
+
+class _SyncFlight(_Flight):
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = threading.Event()
+
+
+class _Backoff:
+    __slots__ = ("error", "failures", "retry_at")
+
+    def __init__(self, retry_at: float, failures: int, error: BaseException) -> None:
+        self.retry_at = retry_at
+        self.failures = failures
+        self.error = error
+
+
+def adapter_from_url(url: str, *, namespace: str | None = None) -> Adapter:
+    """Make the store a cache URL names: ``memory://[?max_entries=N]``."""
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if parts.scheme == "memory":
+        unknown = set(options) - {"max_entries"}
+        if unknown or parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(
+                f"cache URL {url!r}: memory:// takes only ?max_entries=N "
+                f"(unknown: {', '.join(sorted(unknown)) or parts.netloc + parts.path})"
+            )
+        try:
+            max_entries = int(options.get("max_entries", "10000"))
+        except ValueError:
+            raise ConfigError(f"cache URL {url!r}: max_entries must be an integer") from None
+        try:
+            return MemoryAdapter(max_entries, namespace=namespace)
+        except ValueError as exc:
+            raise ConfigError(f"cache URL {url!r}: {exc}") from None
+    raise ConfigError(
+        f"cache URL {url!r}: unknown scheme {parts.scheme!r}; this version supports "
+        "'memory://' (disk:// and redis:// come with the shared-store adapters)"
+    )
+
+
+class ISR:
+    """A cache runtime: a store, a clock, and the refreshes and fetches under way.
+
+    ``url_or_adapter`` is a cache URL (``"memory://?max_entries=50000"``) or an `Adapter`.
+    ``clock`` returns seconds (monotonic by default); tests pass a fake one. ``backoff`` is
+    the delay after a failed refresh before the origin is tried again for that key (doubling
+    per failure up to ``max_backoff``). ``refresh_workers`` bounds the threads that refresh
+    sync loaders. Use it as ``async with ISR() as rt:`` to run refreshes in its own task
+    group, or call `aclose` (or `close` from sync code) when done: both wait for running
+    refreshes to finish.
+    """
+
+    def __init__(
+        self,
+        url_or_adapter: str | Adapter = "memory://",
+        *,
+        namespace: str | None = None,
+        clock: Callable[[], float] | None = None,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        refresh_workers: int = 8,
+        on_error: ErrorHook | None = None,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        if isinstance(url_or_adapter, Adapter):
+            if namespace is not None:
+                raise ConfigError("pass namespace= to the adapter itself, not to ISR()")
+            self.adapter = url_or_adapter
+        elif isinstance(url_or_adapter, str):
+            self.adapter = adapter_from_url(url_or_adapter, namespace=namespace)
+        else:
+            raise ConfigError(
+                f"ISR() takes a cache URL or an Adapter, not {type(url_or_adapter).__name__}"
+            )
+        if not (backoff > 0 and max_backoff >= backoff):
+            raise ConfigError("backoff must be > 0 and max_backoff >= backoff")
+        if not isinstance(refresh_workers, int) or refresh_workers < 1:
+            raise ConfigError("refresh_workers must be a positive integer")
+        self.clock: Callable[[], float] = clock or time.monotonic
+        self.random: Callable[[], float] = random or _random.random
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.refresh_workers = refresh_workers
+        self.on_error = on_error
+        self._local = self.adapter.local
+        self._lock = threading.RLock()
+        self._aflights: dict[str, _AsyncFlight] = {}
+        self._sflights: dict[str, _SyncFlight] = {}
+        self._pending: set[_AsyncFlight] = set()
+        self._spending: set[_SyncFlight] = set()
+        self._backoffs: cachetools.LRUCache[str, _Backoff] = cachetools.LRUCache(10_000)
+        # Invalidations made while fetches run: (sequence, kind, name, mode). A fetch that
+        # started before an invalidation of its key or one of its tags stores its value
+        # with that mark, so a publish never loses to a refresh that read the old content.
+        self._seq = 0
+        self._active: dict[int, int] = {}
+        self._log: list[tuple[int, str, str, Mode]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._tg: TaskGroup | None = None
+        self._loaders: list[Loader[Any]] = []
+        self._closed = False
+        self._n = dict.fromkeys(
+            (
+                "hits",
+                "stale",
+                "misses",
+                "stale_if_error",
+                "errors",
+                "loader_calls",
+                "coalesced",
+                "refreshes",
+                "refresh_failures",
+                "invalidations",
+            ),
+            0,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg, self._tg = self._tg, None
+        try:
+            await self.aclose()
+        finally:
+            if tg is not None:
+                await tg.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def aclose(self) -> None:
+        """Wait for running refreshes, stop the refresh threads, close the store."""
+        while self._pending:
+            await next(iter(self._pending)).event.wait()
+        pool = self._pool
+        if pool is not None:
+            await anyio.to_thread.run_sync(pool.shutdown)
+            self._pool = None
+        self._closed = True
+        await self.adapter.aclose()
+
+    def close(self) -> None:
+        """`aclose` for sync code: waits for running sync refreshes, then closes the store."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._closed = True
+        self.adapter.close()
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> Stats:
+        n = self._n
+        fast = sum(loader.fast_hits() for loader in self._loaders if loader.runtime is self)
+        evictions = getattr(self.adapter, "evictions", 0)
+        return Stats(
+            hits=n["hits"] + fast,
+            stale=n["stale"],
+            misses=n["misses"],
+            stale_if_error=n["stale_if_error"],
+            errors=n["errors"],
+            loader_calls=n["loader_calls"],
+            coalesced=n["coalesced"],
+            refreshes=n["refreshes"],
+            refresh_failures=n["refresh_failures"],
+            invalidations=n["invalidations"],
+            evictions=evictions if isinstance(evictions, int) else 0,
+            entries=self.adapter.size(),
+            refreshing=len(self._pending) + len(self._spending),
+        )
+
+    def _count(self, name: str) -> None:
+        self._n[name] += 1
+
+    # ------------------------------------------------------------------ shared helpers
+
+    def attach(self, loader: Loader[Any]) -> None:
+        """Bind a decorated function's generated wrapper to this runtime."""
+        ns = loader.namespace
+        ns["_isr_peek"] = self.adapter.peek
+        ns["_isr_ad"] = self.adapter
+        ns["_isr_clock"] = self.clock
+        ns["_isr_miss"] = self._amiss if loader.is_async else self._smiss
+        ns["_isr_lookup"] = self._alookup if loader.is_async else self._slookup
+        ns["_isr_early"] = self._aearly if loader.is_async else self._searly
+        if loader.runtime is not self:
+            loader.runtime = self
+            self._loaders.append(loader)
+
+    def _generation(self) -> Generation:
+        return self.adapter.generation()
+
+    def _begin_fetch(self) -> tuple[int, int]:
+        with self._lock:
+            self._seq += 1
+            fid = self._seq
+            self._active[fid] = fid
+        return fid, self._generation().current
+
+    def _end_fetch(self, fid: int) -> None:
+        with self._lock:
+            self._active.pop(fid, None)
+            if not self._active:
+                self._log.clear()
+            elif self._log:
+                oldest = min(self._active)
+                self._log = [item for item in self._log if item[0] > oldest]
+
+    def _log_invalidation(self, kind: str, name: str, mode: Mode) -> None:
+        # Called with self._lock held.
+        self._seq += 1
+        if self._active:
+            self._log.append((self._seq, kind, name, mode))
+
+    def _mark_since(self, fid: int, key: str, tags: tuple[str, ...]) -> Mode | None:
+        mark: Mode | None = None
+        for seq, kind, name, mode in self._log:
+            if seq > fid and (
+                (kind == "key" and name == key) or (kind == "tag" and name in tags)
+            ):
+                mark = mode if mark is None else max(mark, mode)
+        return mark
+
+    def _make_entry(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        value: Any,
+        ctx: FetchContext,
+        fid: int,
+        gen: int,
+    ) -> Entry | None:
+        """The entry to store for a fetched value (None: keep nothing). Lock held."""
+        if ctx.no_store:
+            return None
+        policy = loader.policy
+        if ctx.ttl is not None or ctx.swr_set or ctx.sie is not None:
+            policy = Policy(
+                policy.ttl if ctx.ttl is None else ctx.ttl,
+                (None if policy.swr == math.inf else policy.swr) if not ctx.swr_set else ctx.swr,
+                policy.sie if ctx.sie is None else ctx.sie,
+            )
+        tags = loader.tags(*args, **kwargs)
+        if ctx.tags:
+            tags = tuple(dict.fromkeys((*tags, *ctx.tags)))
+        entry = Entry(value, self.clock(), policy, gen, tags)
+        if self._log:
+            mark = self._mark_since(fid, key, tags)
+            if mark is Mode.PURGE:
+                return None
+            if mark is not None:
+                entry = entry.marked(mark)
+        return entry
+
+    def _backoff_for(self, key: str, now: float) -> _Backoff | None:
+        b = self._backoffs.get(key)
+        if b is not None and now < b.retry_at:
+            return b
+        return None
+
+    def _failed(self, loader: Loader[Any], key: str, exc: BaseException, what: str) -> None:
+        """Record a loader failure: backoff for the key, log, error hook."""
+        with self._lock:
+            prev = self._backoffs.get(key)
+            failures = 1 if prev is None else prev.failures + 1
+            delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
+            self._backoffs[key] = _Backoff(self.clock() + delay, failures, exc)
+        logger.warning(
+            "%s of %r failed (%s: %s); next try in %.3g s",
+            what,
+            key,
+            type(exc).__name__,
+            exc,
+            delay,
+            exc_info=exc if what == "background refresh" else None,
+        )
+        hook = loader.on_error or self.on_error
+        if hook is not None:
+            try:
+                hook(key, exc)
+            except Exception:
+                logger.exception("the on_error hook raised for %r", key)
+
+    def _succeeded(self, key: str) -> None:
+        if key in self._backoffs:
+            with self._lock:
+                self._backoffs.pop(key, None)
+
+    def _answer(
+        self, flight: _Flight, fallback: Entry | None, now: float, key: str
+    ) -> Result[Any]:
+        """Turn a finished flight into this caller's answer (or raise the origin's error)."""
+        if flight.error is None:
+            self._count("misses")
+            age = 0.0 if flight.age_base is None else max(0.0, self.clock() - flight.age_base)
+            return Result(flight.value, Status.MISS, age)
+        if fallback is not None:
+            self._count("stale_if_error")
+            return Result(
+                fallback.value,
+                Status.STALE_IF_ERROR,
+                max(0.0, self.clock() - fallback.created),
+                flight.error,
+            )
+        self._count("errors")
+        raise flight.error
+
+    # ------------------------------------------------------------------ async driver
+
+    async def _amiss(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return (await self._alookup(loader, key, args, kwargs)).value
+
+    async def _aread(self, key: str) -> tuple[Entry | None, Generation]:
+        if self._local:
+            return self.adapter.get(key), self.adapter.generation()
+        return await self.adapter.aget(key), await self.adapter.ageneration()
+
+    async def _alookup(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Result[Any]:
+        while True:
+            entry, generation = await self._aread(key)
+            now = self.clock()
+            verdict = classify(entry, now, generation)
+            if verdict is Verdict.FRESH:
+                assert entry is not None
+                entry.used = True
+                self._count("hits")
+                if loader.xfetch is not None and self._xfetch_due(loader, entry, now):
+                    self._aspawn(loader, key, args, kwargs)
+                return Result(entry.value, Status.HIT, now - entry.created)
+            if verdict is Verdict.STALE:
+                assert entry is not None
+                self._count("stale")
+                self._aspawn(loader, key, args, kwargs)
+                return Result(entry.value, Status.STALE, now - entry.created)
+            fallback = entry if verdict is Verdict.EXPIRED else None
+            if fallback is not None:
+                backoff = self._backoff_for(key, now)
+                if backoff is not None:
+                    self._count("stale_if_error")
+                    return Result(
+                        fallback.value, Status.STALE_IF_ERROR, now - fallback.created,
+                        backoff.error,
+                    )
+            flight = self._aflights.get(key)
+            soft = loader.soft_timeout if fallback is not None else None
+            if flight is None and soft is None:
+                flight = _AsyncFlight()
+                self._aflights[key] = flight
+                await self._arun(loader, key, args, kwargs, flight, background=False)
+                return self._answer(flight, fallback, now, key)
+            if flight is None:
+                # With a soft timeout the fetch runs in the background, so that it can
+                # outlive this caller when the old value is served instead.
+                flight = self._aspawn(loader, key, args, kwargs)
+                assert flight is not None
+            else:
+                self._count("coalesced")
+            if soft is not None:
+                assert fallback is not None
+                with anyio.move_on_after(soft):
+                    await flight.event.wait()
+                if not flight.done:
+                    self._count("stale")
+                    return Result(fallback.value, Status.STALE, now - fallback.created)
+            else:
+                await flight.event.wait()
+            if flight.cancelled:
+                continue  # the caller that was fetching was cancelled: try again
+            return self._answer(flight, fallback, now, key)
+
+    def _xfetch_due(self, loader: Loader[Any], entry: Entry, now: float) -> bool:
+        """XFetch (Vattani et al., VLDB 2015): refresh early with a probability that grows
+        as expiry nears, scaled by how long the loader takes (``delta``) and ``beta``."""
+        beta = loader.xfetch
+        if beta is None or loader.delta <= 0.0:
+            return False
+        r = self.random()
+        gap = -loader.delta * beta * math.log(r) if r > 0.0 else math.inf
+        return now + gap >= entry.fresh_until
+
+    def _aearly(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._aspawn(loader, key, args, kwargs)
+
+    def _aspawn(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _AsyncFlight | None:
+        """Start one background refresh of ``key`` unless one runs or the key backs off."""
+        flight = self._aflights.get(key)
+        if flight is not None:
+            return flight
+        if self._backoff_for(key, self.clock()) is not None:
+            return None
+        flight = _AsyncFlight()
+        self._aflights[key] = flight
+        self._pending.add(flight)
+        self._count("refreshes")
+
+        async def refresh() -> None:
+            await self._arun(loader, key, args, kwargs, flight, background=True)
+
+        if self._tg is not None:
+            self._tg.start_soon(refresh)
+        else:
+            spawn_detached(refresh)
+        return flight
+
+    async def _arun(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        flight: _AsyncFlight,
+        *,
+        background: bool,
+    ) -> None:
+        """Run the loader once for ``flight``; store and publish its outcome. Never raises
+        but for the caller's own cancellation."""
+        fid, gen = self._begin_fetch()
+        ctx = FetchContext()
+        token = current_fetch.set(ctx)
+        started = self.clock()
+        self._count("loader_calls")
+        try:
+            try:
+                if loader.timeout is not None:
+                    with anyio.fail_after(loader.timeout):
+                        value = await loader.fn(*args, **kwargs)
+                else:
+                    value = await loader.fn(*args, **kwargs)
+            finally:
+                current_fetch.reset(token)
+            loader.observe(self.clock() - started)
+            with self._lock:
+                entry = self._make_entry(loader, key, args, kwargs, value, ctx, fid, gen)
+                if entry is not None and self._local:
+                    self.adapter.set(key, entry)
+            if entry is not None and not self._local:
+                await self.adapter.aset(key, entry)
+            flight.value = value
+            flight.age_base = None if entry is None else entry.created
+            self._succeeded(key)
+        except anyio.get_cancelled_exc_class():
+            flight.cancelled = True
+            raise
+        except Exception as exc:
+            flight.error = exc
+            if background:
+                self._count("refresh_failures")
+            self._failed(loader, key, exc, "background refresh" if background else "fetch")
+        finally:
+            self._end_fetch(fid)
+            flight.done = True
+            if self._aflights.get(key) is flight:
+                del self._aflights[key]
+            self._pending.discard(flight)
+            flight.event.set()
+
+    # ------------------------------------------------------------------ sync driver
+
+    def _smiss(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return self._slookup(loader, key, args, kwargs).value
+
+    def _slookup(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Result[Any]:
+        adapter = self.adapter
+        while True:
+            entry = adapter.get(key)
+            now = self.clock()
+            verdict = classify(entry, now, adapter.generation())
+            if verdict is Verdict.FRESH:
+                assert entry is not None
+                entry.used = True
+                self._count("hits")
+                if loader.xfetch is not None and self._xfetch_due(loader, entry, now):
+                    self._sspawn(loader, key, args, kwargs)
+                return Result(entry.value, Status.HIT, now - entry.created)
+            if verdict is Verdict.STALE:
+                assert entry is not None
+                self._count("stale")
+                self._sspawn(loader, key, args, kwargs)
+                return Result(entry.value, Status.STALE, now - entry.created)
+            fallback = entry if verdict is Verdict.EXPIRED else None
+            if fallback is not None:
+                backoff = self._backoff_for(key, now)
+                if backoff is not None:
+                    self._count("stale_if_error")
+                    return Result(
+                        fallback.value, Status.STALE_IF_ERROR, now - fallback.created,
+                        backoff.error,
+                    )
+            soft = loader.soft_timeout if fallback is not None else None
+            with self._lock:
+                flight = self._sflights.get(key)
+                lead = flight is None
+                if flight is None:
+                    flight = _SyncFlight()
+                    self._sflights[key] = flight
+            if lead and soft is None and loader.timeout is None:
+                self._srun(loader, key, args, kwargs, flight, background=False)
+                return self._answer(flight, fallback, now, key)
+            if lead:
+                # A timeout needs the loader off this thread: it runs on the refresh pool
+                # (a thread cannot be interrupted; a late value is still stored).
+                self._spending.add(flight)
+                self._executor().submit(
+                    self._srun, loader, key, args, kwargs, flight, background=False
+                )
+            else:
+                self._count("coalesced")
+            started = time.monotonic()
+            if soft is not None and not flight.event.wait(soft):
+                assert fallback is not None
+                self._count("stale")
+                return Result(fallback.value, Status.STALE, now - fallback.created)
+            if loader.timeout is not None:
+                left = loader.timeout - (time.monotonic() - started)
+                if not flight.event.wait(max(0.0, left)):
+                    late = _SyncFlight()
+                    late.error = TimeoutError(
+                        f"{loader.name}() took longer than {loader.timeout} s for {key!r}"
+                    )
+                    self._failed(loader, key, late.error, "fetch")
+                    return self._answer(late, fallback, now, key)
+            else:
+                flight.event.wait()
+            if flight.cancelled:
+                continue
+            return self._answer(flight, fallback, now, key)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        self.refresh_workers, thread_name_prefix="isr-refresh"
+                    )
+                pool = self._pool
+        return pool
+
+    def _searly(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._sspawn(loader, key, args, kwargs)
+
+    def _sspawn(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _SyncFlight | None:
+        with self._lock:
+            flight = self._sflights.get(key)
+            if flight is not None:
+                return flight
+            if self._backoff_for(key, self.clock()) is not None:
+                return None
+            flight = _SyncFlight()
+            self._sflights[key] = flight
+            self._spending.add(flight)
+        self._count("refreshes")
+        self._executor().submit(self._srun, loader, key, args, kwargs, flight, background=True)
+        return flight
+
+    def _srun(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        flight: _SyncFlight,
+        *,
+        background: bool,
+    ) -> None:
+        fid, gen = self._begin_fetch()
+        ctx = FetchContext()
+        token = current_fetch.set(ctx)
+        started = self.clock()
+        self._count("loader_calls")
+        try:
+            try:
+                value = loader.fn(*args, **kwargs)
+            finally:
+                current_fetch.reset(token)
+            loader.observe(self.clock() - started)
+            with self._lock:
+                entry = self._make_entry(loader, key, args, kwargs, value, ctx, fid, gen)
+                if entry is not None:
+                    self.adapter.set(key, entry)
+            flight.value = value
+            flight.age_base = None if entry is None else entry.created
+            self._succeeded(key)
+        except Exception as exc:
+            flight.error = exc
+            if background:
+                self._count("refresh_failures")
+            self._failed(loader, key, exc, "background refresh" if background else "fetch")
+        except BaseException:
+            flight.cancelled = True
+            raise
+        finally:
+            self._end_fetch(fid)
+            flight.done = True
+            with self._lock:
+                if self._sflights.get(key) is flight:
+                    del self._sflights[key]
+                self._spending.discard(flight)
+            flight.event.set()
+
+    # ------------------------------------------------------------------ invalidation
+
+    def _mark_sync(self, key: str, mode: Mode) -> bool:
+        """Apply ``mode`` to the entry under ``key`` through the store's sync calls. Lock held."""
+        self._backoffs.pop(key, None)
+        entry = self.adapter.get(key)
+        if entry is None:
+            return False
+        if mode is Mode.PURGE:
+            self.adapter.delete(key)
+        else:
+            self.adapter.set(key, entry.marked(mode))
+        return True
+
+    async def _amark(self, key: str, mode: Mode) -> bool:
+        with self._lock:
+            self._backoffs.pop(key, None)
+        entry = await self.adapter.aget(key)
+        if entry is None:
+            return False
+        if mode is Mode.PURGE:
+            await self.adapter.adelete(key)
+        else:
+            await self.adapter.aset(key, entry.marked(mode))
+        return True
+
+    def invalidate_sync(self, key: str, mode: ModeName | Mode = "expire") -> bool:
+        """Invalidate one key from sync code; True if an entry was there. See `invalidate`."""
+        m = self._check(key, "key", mode)
+        self._count("invalidations")
+        with self._lock:
+            self._log_invalidation("key", key, m)
+            return self._mark_sync(key, m)
+
+    async def invalidate(self, key: str, mode: ModeName | Mode = "expire") -> bool:
+        """Invalidate one key: ``"expire"`` (default; the next read fetches, the old value is
+        kept only as the stale-if-error fallback), ``"revalidate"`` (next reads are served
+        stale at once while one refresh runs) or ``"purge"`` (gone; never served again).
+        A fetch of the key already under way stores its value with the same mark.
+        Returns True if an entry was there."""
+        m = self._check(key, "key", mode)
+        self._count("invalidations")
+        with self._lock:
+            self._log_invalidation("key", key, m)
+            if self._local:
+                return self._mark_sync(key, m)
+        return await self._amark(key, m)
+
+    def invalidate_tag_sync(self, tag: str, mode: ModeName | Mode = "expire") -> int:
+        """`invalidate_tag` for sync code."""
+        m = self._check(tag, "tag", mode)
+        self._count("invalidations")
+        with self._lock:
+            self._log_invalidation("tag", tag, m)
+            return sum(self._mark_sync(key, m) for key in self.adapter.tagged(tag))
+
+    async def invalidate_tag(self, tag: str, mode: ModeName | Mode = "expire") -> int:
+        """Invalidate every entry carrying ``tag`` (modes as in `invalidate`); costs
+        O(entries with the tag). Returns how many entries were affected."""
+        m = self._check(tag, "tag", mode)
+        self._count("invalidations")
+        with self._lock:
+            self._log_invalidation("tag", tag, m)
+            if self._local:
+                return sum(self._mark_sync(key, m) for key in self.adapter.tagged(tag))
+        keys = await self.adapter.atagged(tag)
+        return sum([await self._amark(key, m) for key in keys])
+
+    def invalidate_all_sync(self, mode: ModeName | Mode = "expire") -> None:
+        """`invalidate_all` for sync code."""
+        m = parse_mode(mode)
+        self._count("invalidations")
+        with self._lock:
+            self._backoffs.clear()
+            self.adapter.bump_generation(m)
+
+    async def invalidate_all(self, mode: ModeName | Mode = "expire") -> None:
+        """Invalidate every entry at once, in O(1): the store's generation moves on and each
+        entry is judged against it when next read."""
+        m = parse_mode(mode)
+        self._count("invalidations")
+        with self._lock:
+            self._backoffs.clear()
+            if self._local:
+                self.adapter.bump_generation(m)
+                return
+        await self.adapter.abump_generation(m)
+
+    @staticmethod
+    def _check(name: str, what: str, mode: ModeName | Mode) -> Mode:
+        m = parse_mode(mode)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"the {what} to invalidate must be a non-empty str, not {name!r}")
+        return m
+
+    def __repr__(self) -> str:
+        return f"ISR({type(self.adapter).__name__}, loaders={len(self._loaders)})"
+
+
+AsyncLoaderFn = Callable[..., Awaitable[Any]]
