@@ -36,9 +36,7 @@ class _ClockCache(cachetools.Cache[str, Entry]):
         # The C-level get of cachetools' own dict: the hot path's read. Fall back to the
         # (slower, still correct) public get should a cachetools release rename it.
         data = getattr(self, "_Cache__data", None)
-        self.peek: Callable[[str], Entry | None] = (
-            data.get if isinstance(data, dict) else self.get
-        )
+        self.peek: Callable[[str], Entry | None] = data.get if isinstance(data, dict) else self.get
 
     def __setitem__(self, key: str, value: Entry) -> None:
         new = key not in self
@@ -87,7 +85,7 @@ class MemoryAdapter(Adapter):
         self._generation = Generation()
         self.gen = 0
         self._cache = _ClockCache(max_entries, self._on_evict)
-        self.peek = self._cache.peek  # type: ignore[method-assign]
+        self.peek = self._cache.peek
 
     def _unindex(self, key: str, tags: tuple[str, ...]) -> None:
         for tag in tags:

@@ -1,13 +1,13 @@
 """isr-runtime: incremental static regeneration for any Python server.
 
-    import isr
+import isr
 
-    @isr.with_revalidate("post:{slug}", ttl=60, swr=None, tags=["posts"])
-    async def get_post(slug: str) -> dict: ...
+@isr.with_revalidate("post:{slug}", ttl=60, swr=None, tags=["posts"])
+async def get_post(slug: str) -> dict: ...
 
-    await get_post("hello")                  # HIT, STALE (+ one refresh) or MISS
-    await isr.invalidate("post:hello")       # after a mutation: next read fetches
-    await isr.invalidate_tag("posts", mode="revalidate")
+await get_post("hello")                  # HIT, STALE (+ one refresh) or MISS
+await isr.invalidate("post:hello")       # after a mutation: next read fetches
+await isr.invalidate_tag("posts", mode="revalidate")
 """
 
 from ._api import (

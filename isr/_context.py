@@ -57,7 +57,7 @@ _KEEP: object = object()
 def cache_life(
     *,
     ttl: float | None = None,
-    swr: float | None | object = _KEEP,
+    swr: float | object | None = _KEEP,
     stale_if_error: float | None = None,
 ) -> None:
     """Override the decorator's windows for the value the running loader returns.

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, Protocol, TypeVar, overload
 
-from typing_extensions import ParamSpec
+from typing_extensions import ParamSpec, Self
 
 from ._entry import Policy
 from ._errors import TemplateError
@@ -33,8 +33,17 @@ class AsyncCached(Protocol[P, R_co]):
     """An async function decorated by ``with_revalidate``."""
 
     __wrapped__: Callable[..., Any]
+    __name__: str
+    __qualname__: str
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(
+        self, instance: object, owner: type[Any] | None = None
+    ) -> Callable[..., Coroutine[Any, Any, R_co]]: ...
 
     def lookup(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Result[R_co]]:
         """Like calling it, but the answer comes with its status and age."""
@@ -53,8 +62,17 @@ class SyncCached(Protocol[P, R_co]):
     """A sync function decorated by ``with_revalidate``."""
 
     __wrapped__: Callable[..., Any]
+    __name__: str
+    __qualname__: str
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Callable[..., R_co]:
+        """Bound to an instance (a decorated method); the key template sees ``self``."""
+        ...
 
     def lookup(self, *args: P.args, **kwargs: P.kwargs) -> Result[R_co]:
         """Like calling it, but the answer comes with its status and age."""
@@ -204,8 +222,8 @@ def _check_callable_accepts(
         ksig = inspect.signature(keyfn)
     except (TypeError, ValueError):
         return
-    args = []
-    kwargs = {}
+    args: list[None] = []
+    kwargs: dict[str, None] = {}
     for p in sig.parameters.values():
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             args.append(None)
@@ -250,7 +268,9 @@ def make_decorator(
     if xfetch is not None and (
         isinstance(xfetch, bool) or not isinstance(xfetch, (int, float)) or xfetch <= 0
     ):
-        raise ValueError(f"with_revalidate(xfetch=...) takes a beta > 0 (1.0 is usual), not {xfetch!r}")
+        raise ValueError(
+            f"with_revalidate(xfetch=...) takes a beta > 0 (1.0 is usual), not {xfetch!r}"
+        )
     tag_list: list[str | Callable[..., str]] = [tags] if isinstance(tags, str) else list(tags)
     policy = Policy(ttl, swr, stale_if_error)
 

@@ -65,9 +65,7 @@ class Policy:
 
     __slots__ = ("mark", "sie", "swr", "ttl")
 
-    def __init__(
-        self, ttl: float, swr: float | None, sie: float, mark: Mode | None = None
-    ) -> None:
+    def __init__(self, ttl: float, swr: float | None, sie: float, mark: Mode | None = None) -> None:
         self.ttl = float(ttl)
         self.swr = INF if swr is None else float(swr)
         self.sie = float(sie)

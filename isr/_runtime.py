@@ -277,10 +277,23 @@ class ISR:
                 await tg.__aexit__(exc_type, exc, tb)
         return None
 
+    async def drain(self) -> None:
+        """Wait until no background refresh (async or in a thread) is running."""
+        while self._pending or self._spending:
+            if self._pending:
+                await next(iter(self._pending)).event.wait()
+            else:
+                await anyio.to_thread.run_sync(self.drain_sync)
+
+    def drain_sync(self) -> None:
+        """`drain` for sync code: wait for the refreshes running in threads."""
+        while self._spending:
+            for flight in list(self._spending):
+                flight.event.wait()
+
     async def aclose(self) -> None:
         """Wait for running refreshes, stop the refresh threads, close the store."""
-        while self._pending:
-            await next(iter(self._pending)).event.wait()
+        await self.drain()
         pool = self._pool
         if pool is not None:
             await anyio.to_thread.run_sync(pool.shutdown)
@@ -290,6 +303,7 @@ class ISR:
 
     def close(self) -> None:
         """`aclose` for sync code: waits for running sync refreshes, then closes the store."""
+        self.drain_sync()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -364,9 +378,7 @@ class ISR:
     def _mark_since(self, fid: int, key: str, tags: tuple[str, ...]) -> Mode | None:
         mark: Mode | None = None
         for seq, kind, name, mode in self._log:
-            if seq > fid and (
-                (kind == "key" and name == key) or (kind == "tag" and name in tags)
-            ):
+            if seq > fid and ((kind == "key" and name == key) or (kind == "tag" and name in tags)):
                 mark = mode if mark is None else max(mark, mode)
         return mark
 
@@ -437,9 +449,7 @@ class ISR:
             with self._lock:
                 self._backoffs.pop(key, None)
 
-    def _answer(
-        self, flight: _Flight, fallback: Entry | None, now: float, key: str
-    ) -> Result[Any]:
+    def _answer(self, flight: _Flight, fallback: Entry | None, now: float, key: str) -> Result[Any]:
         """Turn a finished flight into this caller's answer (or raise the origin's error)."""
         if flight.error is None:
             self._count("misses")
@@ -493,7 +503,9 @@ class ISR:
                 if backoff is not None:
                     self._count("stale_if_error")
                     return Result(
-                        fallback.value, Status.STALE_IF_ERROR, now - fallback.created,
+                        fallback.value,
+                        Status.STALE_IF_ERROR,
+                        now - fallback.created,
                         backoff.error,
                     )
             flight = self._aflights.get(key)
@@ -646,7 +658,9 @@ class ISR:
                 if backoff is not None:
                     self._count("stale_if_error")
                     return Result(
-                        fallback.value, Status.STALE_IF_ERROR, now - fallback.created,
+                        fallback.value,
+                        Status.STALE_IF_ERROR,
+                        now - fallback.created,
                         backoff.error,
                     )
             soft = loader.soft_timeout if fallback is not None else None

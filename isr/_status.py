@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 
 __all__ = ["Result", "Status"]
 
-T = TypeVar("T")
+T = TypeVar("T", covariant=True)
 
 
 class Status(str, enum.Enum):

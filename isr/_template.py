@@ -86,8 +86,12 @@ def compile_template(
                 if not item.isidentifier():
                     raise TemplateError(f"{what} template {template!r}: bad attribute {item!r}")
                 expr += f".{item}"
-            else:
-                expr += f"[{item!r}]"
+            elif isinstance(item, int):
+                expr += f"[{item}]"
+            else:  # a string index: kept as a constant, no quotes inside the f-string
+                name = f"{RESERVED_PREFIX}c{len(consts)}"
+                consts[name] = item
+                expr += f"[{name}]"
         if conversion:
             if conversion not in "rsa":
                 raise TemplateError(

@@ -1,0 +1,120 @@
+"""The module-level API, configure, the URL parser and the public surface."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import adapters
+import isr
+from isr import Status
+
+from .conftest import FakeClock
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {n for n in vars(isr) if not n.startswith("_")} - {"annotations"}
+    assert set(isr.__all__) == public
+    assert set(adapters.__all__) == {n for n in vars(adapters) if not n.startswith("_")} - {
+        "base",
+        "memory",
+        "annotations",
+    }
+
+
+def test_module_level_functions_follow_configure(clock: FakeClock) -> None:
+    calls = 0
+
+    @isr.with_revalidate("mod:{x}", ttl=10)
+    def get(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        return x
+
+    runtime = isr.configure("memory://?max_entries=50", clock=clock)
+    assert isr.get_runtime() is runtime
+    get(1)
+    assert get.lookup(1).status is Status.HIT  # served from the new runtime
+    assert isr.invalidate_sync("mod:1") is True
+    assert get.lookup(1).status is Status.MISS
+    assert isr.invalidate_tag_sync("none") == 0
+    isr.invalidate_all_sync("purge")
+    assert get.lookup(1).status is Status.MISS
+    clock.advance(10)
+    assert get.lookup(1).status is Status.STALE
+    runtime.close()
+    isr.configure()
+
+
+@pytest.mark.anyio
+async def test_module_level_async_invalidation() -> None:
+    runtime = isr.configure()
+
+    @isr.with_revalidate("amod:{x}", ttl=10, tags=["t"])
+    async def get(x: int) -> int:
+        return x
+
+    await get(1)
+    assert await isr.invalidate("amod:1", mode="revalidate") is True
+    assert (await get.lookup(1)).status is Status.STALE
+    await runtime.drain()
+    assert await isr.invalidate_tag("t", mode="purge") == 1
+    await isr.invalidate_all()
+    assert (await get.lookup(1)).status is Status.MISS
+    await runtime.aclose()
+    isr.configure()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("memcached://x", "unknown scheme 'memcached'"),
+        ("memory://?max_entries=abc", "max_entries must be an integer"),
+        ("memory://?max_entries=0", "max_entries must be a positive integer"),
+        ("memory://?size=3", "unknown: size"),
+    ],
+)
+def test_bad_cache_urls_say_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(isr.ConfigError, match=message):
+        isr.ISR(url)
+
+
+def test_cache_life_outside_a_loader_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="outside a function decorated by isr"):
+        isr.cache_tag("x")
+
+
+def test_stats_add_up(srt: isr.ISR, clock: FakeClock) -> None:
+    @isr.with_revalidate("s:{x}", ttl=1, swr=None, runtime=srt)
+    def get(x: int) -> int:
+        return x
+
+    get(1)
+    get(1)
+    get.lookup(1)
+    clock.advance(1)
+    get(1)
+    srt.drain_sync()
+    s = srt.stats()
+    assert (s.misses, s.hits, s.stale, s.refreshes, s.loader_calls, s.entries) == (1, 2, 1, 1, 2, 1)
+
+
+def test_import_needs_no_optional_dependency() -> None:
+    code = (
+        "import sys, builtins\n"
+        "real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    if name.split('.')[0] in ('redis', 'trio', 'sniffio'):\n"
+        "        raise ModuleNotFoundError(name)\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        "import isr, asyncio\n"
+        "@isr.with_revalidate('k', ttl=1)\n"
+        "async def f(): return 1\n"
+        "async def main():\n"
+        "    assert await f() == 1\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,91 @@
+"""The memory store: bounded, evicts what was not read, keeps its tag index exact, small."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+import isr
+from adapters.memory import MemoryAdapter
+from isr._entry import Entry, Mode, Policy
+
+POLICY = Policy(60, None, 0)
+
+
+def put(adapter: MemoryAdapter, key: str, tags: tuple[str, ...] = ()) -> None:
+    adapter.set(key, Entry(key.upper(), 0.0, POLICY, 0, tags))
+
+
+def test_bounded_to_max_entries() -> None:
+    adapter = MemoryAdapter(100)
+    for i in range(1000):
+        put(adapter, f"k{i}")
+    assert adapter.size() == 100
+    assert adapter.evictions == 900
+    assert adapter.get("k999") is not None  # the newest stay
+    assert adapter.get("k0") is None
+
+
+def test_a_recently_read_entry_survives_eviction() -> None:
+    rt = isr.ISR(MemoryAdapter(3))
+    calls: list[str] = []
+
+    @isr.with_revalidate("k:{name}", ttl=60, runtime=rt)
+    def get(name: str) -> str:
+        calls.append(name)
+        return name
+
+    for name in "abc":
+        get(name)
+    get("a")  # read: a gets a second chance
+    get("d")  # evicts b, the oldest entry not read since it was stored
+    assert rt.adapter.get("k:a") is not None
+    assert rt.adapter.get("k:b") is None
+    get("a")
+    assert calls == ["a", "b", "c", "d"]
+    rt.close()
+
+
+def test_tag_index_follows_sets_deletes_and_evictions() -> None:
+    adapter = MemoryAdapter(2)
+    put(adapter, "a", ("t1", "t2"))
+    put(adapter, "b", ("t1",))
+    assert sorted(adapter.tagged("t1")) == ["a", "b"]
+    put(adapter, "a", ("t2",))  # retagged
+    assert adapter.tagged("t1") == ["b"]
+    adapter.delete("b")
+    assert adapter.tagged("t1") == []
+    put(adapter, "c", ("t3",))
+    put(adapter, "d", ("t3",))  # evicts a
+    assert adapter.tagged("t2") == []
+    assert adapter._tags.keys() == {"t3"}  # no empty sets left behind
+
+
+def test_generation_bump_is_recorded() -> None:
+    adapter = MemoryAdapter()
+    g = adapter.bump_generation(Mode.EXPIRE)
+    assert (g.current, g.expire, adapter.gen) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "10", True])
+def test_bad_bounds_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_entries must be a positive integer"):
+        MemoryAdapter(bad)  # type: ignore[arg-type]
+
+
+def test_bookkeeping_is_at_most_200_bytes_an_entry() -> None:
+    """Beyond key and value: dict slot, ring slot, the Entry and its two timestamps."""
+    n = 50_000
+    keys = [f"post:{i}" for i in range(n)]
+    values = [object() for _ in range(n)]
+    adapter = MemoryAdapter(n)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, (key, value) in enumerate(zip(keys, values, strict=True)):
+            adapter.set(key, Entry(value, float(i), POLICY, 0))
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert per_entry <= 200, per_entry

@@ -1,0 +1,484 @@
+"""The runtime's semantics for async loaders, on asyncio and trio, with a fake clock."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+
+import isr
+from isr import Status
+
+from .conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+class Origin:
+    """A loader's origin: counts calls, can fail, can be slowed down by an event."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.version = 1
+        self.fail: Exception | None = None
+        self.gate: anyio.Event | None = None
+
+    async def load(self, name: str) -> str:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return f"{name} v{self.version}"
+
+
+def cached(rt: isr.ISR, origin: Origin, **options: Any) -> isr.AsyncCached[[str], str]:
+    options.setdefault("ttl", 10)
+
+    @isr.with_revalidate("item:{name}", runtime=rt, **options)
+    async def get(name: str) -> str:
+        return await origin.load(name)
+
+    return get
+
+
+async def test_miss_then_hit_without_calling_the_loader(rt: isr.ISR, clock: FakeClock) -> None:
+    origin = Origin()
+    get = cached(rt, origin)
+    first = await get.lookup("a")
+    assert (first.value, first.status, first.age) == ("a v1", Status.MISS, 0.0)
+    clock.advance(4)
+    again = await get.lookup("a")
+    assert (again.value, again.status, again.age) == ("a v1", Status.HIT, 4.0)
+    assert await get("a") == "a v1"
+    assert origin.calls == 1
+    assert rt.stats().hits == 2
+
+
+async def test_stale_is_served_at_once_while_one_refresh_runs(
+    rt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin, swr=None)
+    await get("a")
+    origin.version = 2
+    clock.advance(10)  # ttl reached
+    origin.gate = anyio.Event()  # the refresh will hang until released
+    answers = [await get.lookup("a") for _ in range(5)]
+    assert {(r.value, r.status) for r in answers} == {("a v1", Status.STALE)}
+    assert answers[0].age == 10.0  # age is time since produced, not time left
+    assert rt.stats().refreshing == 1
+    origin.gate.set()
+    await rt.drain()
+    assert origin.calls == 2  # one refresh for five stale reads
+    fresh = await get.lookup("a")
+    assert (fresh.value, fresh.status) == ("a v2", Status.HIT)
+
+
+async def test_past_swr_the_call_fetches(rt: isr.ISR, clock: FakeClock) -> None:
+    origin = Origin()
+    get = cached(rt, origin, swr=5)
+    await get("a")
+    origin.version = 2
+    clock.advance(15)  # ttl 10 + swr 5
+    result = await get.lookup("a")
+    assert (result.value, result.status) == ("a v2", Status.MISS)
+
+
+async def test_failed_fetch_serves_the_old_value_within_stale_if_error(
+    rt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin, swr=5, stale_if_error=100)
+    await get("a")
+    clock.advance(20)
+    origin.fail = ConnectionError("origin down")
+    result = await get.lookup("a")
+    assert (result.value, result.status, result.age) == ("a v1", Status.STALE_IF_ERROR, 20.0)
+    assert isinstance(result.error, ConnectionError)
+    assert await get("a") == "a v1"
+    assert rt.stats().stale_if_error == 2
+
+
+async def test_failed_fetch_past_stale_if_error_raises_the_origins_error(
+    rt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin, swr=5, stale_if_error=100)
+    await get("a")
+    clock.advance(10 + 5 + 100)
+    origin.fail = ConnectionError("origin down")
+    with pytest.raises(ConnectionError, match="origin down"):
+        await get("a")
+    assert rt.stats().errors == 1
+
+
+async def test_an_exception_is_never_cached(rt: isr.ISR) -> None:
+    origin = Origin()
+    get = cached(rt, origin)
+    origin.fail = KeyError("nope")
+    with pytest.raises(KeyError):
+        await get("a")
+    origin.fail = None
+    assert (await get.lookup("a")).status is Status.MISS
+    assert origin.calls == 2
+
+
+async def test_concurrent_cold_callers_share_one_fetch(rt: isr.ISR) -> None:
+    origin = Origin()
+    origin.gate = anyio.Event()
+    get = cached(rt, origin)
+    results: list[isr.Result[str]] = []
+
+    async def call() -> None:
+        results.append(await get.lookup("a"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(200):
+            tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        origin.gate.set()
+    assert origin.calls == 1
+    assert len(results) == 200
+    assert {(r.value, r.status) for r in results} == {("a v1", Status.MISS)}
+    assert rt.stats().coalesced == 199
+
+
+async def test_concurrent_cold_callers_share_the_exception(rt: isr.ISR) -> None:
+    origin = Origin()
+    origin.gate = anyio.Event()
+    origin.fail = TimeoutError("slow origin")
+    get = cached(rt, origin)
+    errors: list[BaseException] = []
+
+    async def call() -> None:
+        try:
+            await get("a")
+        except TimeoutError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        origin.gate.set()
+    assert origin.calls == 1
+    assert len(errors) == 50
+
+
+async def test_cancelled_fetcher_hands_over_to_a_waiter(rt: isr.ISR) -> None:
+    origin = Origin()
+    origin.gate = anyio.Event()
+    get = cached(rt, origin)
+    results: list[str] = []
+
+    async def waiter() -> None:
+        results.append(await get("a"))
+
+    async with anyio.create_task_group() as outer:
+        async with anyio.create_task_group() as leader:
+            leader.start_soon(get, "a")
+            await anyio.wait_all_tasks_blocked()
+            outer.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()
+            leader.cancel_scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        origin.gate.set()
+    assert results == ["a v1"]
+    assert origin.calls == 2
+
+
+async def test_failed_refresh_keeps_stale_backs_off_logs_and_calls_the_hook(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[str, BaseException]] = []
+    async with isr.ISR(clock=clock, backoff=5, on_error=lambda k, e: seen.append((k, e))) as rt:
+        origin = Origin()
+        get = cached(rt, origin, swr=None)
+        await get("a")
+        clock.advance(10)
+        origin.fail = ConnectionError("down")
+        with caplog.at_level(logging.WARNING, logger="isr"):
+            assert (await get.lookup("a")).status is Status.STALE
+            await rt.drain()
+        assert origin.calls == 2
+        assert [k for k, _ in seen] == ["item:a"]
+        assert "background refresh of 'item:a' failed" in caplog.text
+        # within the backoff, stale reads do not hit the failing origin again
+        for _ in range(10):
+            assert (await get.lookup("a")).value == "a v1"
+        await rt.drain()
+        assert origin.calls == 2
+        clock.advance(5)
+        await get("a")
+        await rt.drain()
+        assert origin.calls == 3  # tried again after the backoff: failed again, doubled
+        assert rt.stats().refresh_failures == 2
+        origin.fail = None
+        clock.advance(10)
+        await get("a")
+        await rt.drain()
+        assert (await get.lookup("a")) == isr.Result("a v1", Status.HIT, 0.0)
+
+
+async def test_expired_entry_in_backoff_serves_fallback_without_calling_origin(
+    rt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin, swr=0)
+    await get("a")
+    clock.advance(10)
+    origin.fail = ConnectionError("down")
+    assert (await get.lookup("a")).status is Status.STALE_IF_ERROR
+    assert (await get.lookup("a")).status is Status.STALE_IF_ERROR
+    assert origin.calls == 2  # the second read fell inside the backoff
+
+
+@pytest.mark.parametrize("mode", ["expire", "revalidate", "purge"])
+async def test_invalidate_key_modes(rt: isr.ISR, clock: FakeClock, mode: str) -> None:
+    origin = Origin()
+    get = cached(rt, origin)
+    await get("a")
+    await get("b")
+    origin.version = 2
+    assert await rt.invalidate("item:a", mode=mode) is True  # type: ignore[arg-type]
+    result = await get.lookup("a")
+    if mode == "revalidate":
+        assert (result.value, result.status) == ("a v1", Status.STALE)
+        await rt.drain()
+        assert (await get.lookup("a")).value == "a v2"
+    else:
+        assert (result.value, result.status) == ("a v2", Status.MISS)
+    assert (await get.lookup("b")).status is Status.HIT  # other keys untouched
+
+
+async def test_expire_keeps_the_old_value_as_fallback_and_purge_does_not(
+    rt: isr.ISR,
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin)
+    await get("a")
+    await get("b")
+    origin.fail = ConnectionError("down")
+    await rt.invalidate("item:a")  # expire
+    await rt.invalidate("item:b", mode="purge")
+    assert (await get.lookup("a")).status is Status.STALE_IF_ERROR
+    with pytest.raises(ConnectionError):
+        await get("b")  # unpublished content is never served again
+
+
+@pytest.mark.parametrize("mode", ["expire", "revalidate", "purge"])
+async def test_invalidate_tag(rt: isr.ISR, mode: str) -> None:
+    origin = Origin()
+
+    @isr.with_revalidate("post:{slug}", ttl=60, tags=["posts", "author:{author}"], runtime=rt)
+    async def get_post(slug: str, author: str) -> str:
+        return await origin.load(slug)
+
+    await get_post("a", "ann")
+    await get_post("b", "bob")
+    origin.version = 2
+    assert await rt.invalidate_tag("author:ann", mode=mode) == 1  # type: ignore[arg-type]
+    a = await get_post.lookup("a", "ann")
+    b = await get_post.lookup("b", "bob")
+    assert b.status is Status.HIT
+    expected = Status.STALE if mode == "revalidate" else Status.MISS
+    assert a.status is expected
+    await rt.drain()
+    assert await rt.invalidate_tag("posts", mode=mode) == 2  # type: ignore[arg-type]
+    assert (await get_post.lookup("b", "bob")).status is expected
+
+
+@pytest.mark.parametrize("mode", ["expire", "revalidate", "purge"])
+async def test_invalidate_all(rt: isr.ISR, mode: str) -> None:
+    origin = Origin()
+    get = cached(rt, origin)
+    for name in "abc":
+        await get(name)
+    origin.version = 2
+    origin.fail = ConnectionError("down")
+    await rt.invalidate_all(mode=mode)  # type: ignore[arg-type]
+    statuses: set[Status | None] = set()
+
+    async def status_of(name: str) -> Status | None:
+        try:
+            return (await get.lookup(name)).status
+        except ConnectionError:
+            return None
+
+    for name in "ab":
+        statuses.add(await status_of(name))
+    expected = {
+        "revalidate": Status.STALE,
+        "expire": Status.STALE_IF_ERROR,
+        "purge": None,  # nothing left to serve
+    }[mode]
+    assert statuses == {expected}
+    await rt.drain()
+    origin.fail = None
+    assert (await get.lookup("c")).value == ("c v1" if mode == "revalidate" else "c v2")
+
+
+async def test_invalidate_all_is_o1_and_new_entries_are_fresh(rt: isr.ISR) -> None:
+    origin = Origin()
+    get = cached(rt, origin)
+    for i in range(1000):
+        await get(str(i))
+    await rt.invalidate_all()
+    assert rt.stats().entries == 1000  # nothing was scanned or rewritten
+    await get("1")
+    assert (await get.lookup("1")).status is Status.HIT
+
+
+async def test_invalidation_during_a_fetch_wins_over_its_result(rt: isr.ISR) -> None:
+    """A publish that lands while a refresh is reading the old content must not be lost."""
+    origin = Origin()
+    origin.gate = anyio.Event()
+    get = cached(rt, origin)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(get, "a")
+        await anyio.wait_all_tasks_blocked()
+        await rt.invalidate("item:a")  # the fetch in flight read v1 before the publish
+        origin.gate.set()
+    origin.gate = None
+    origin.version = 2
+    result = await get.lookup("a")
+    assert (result.value, result.status) == ("a v2", Status.MISS)
+
+
+async def test_bad_mode_changes_nothing(rt: isr.ISR) -> None:
+    origin = Origin()
+    get = cached(rt, origin)
+    await get("a")
+    with pytest.raises(ValueError, match="invalid invalidation mode 'delete'"):
+        await rt.invalidate("item:a", mode="delete")  # type: ignore[arg-type]
+    assert (await get.lookup("a")).status is Status.HIT
+    assert rt.stats().invalidations == 0
+
+
+async def test_soft_timeout_serves_stale_and_the_fetch_lands_later(
+    rt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin, swr=0, soft_timeout=0.05)
+    await get("a")
+    clock.advance(10)
+    origin.version = 2
+    origin.gate = anyio.Event()
+    result = await get.lookup("a")
+    assert (result.value, result.status) == ("a v1", Status.STALE)
+    origin.gate.set()
+    await rt.drain()
+    assert (await get.lookup("a")) == isr.Result("a v2", Status.HIT, 0.0)
+
+
+async def test_hard_timeout_fails_the_fetch(rt: isr.ISR, clock: FakeClock) -> None:
+    origin = Origin()
+    origin.gate = anyio.Event()  # never set: the origin hangs
+    get = cached(rt, origin, swr=0, timeout=0.05)
+    with pytest.raises(TimeoutError):
+        await get("a")
+    origin.gate = None
+    await get("a")
+    clock.advance(10)
+    origin.gate = anyio.Event()
+    result = await get.lookup("a")  # hangs again, but now there is a fallback
+    assert (result.value, result.status) == ("a v1", Status.STALE_IF_ERROR)
+    assert isinstance(result.error, TimeoutError)
+
+
+async def test_loader_sets_its_own_ttl_and_tags(rt: isr.ISR, clock: FakeClock) -> None:
+    calls = 0
+
+    @isr.with_revalidate("post:{slug}", ttl=60, swr=0, runtime=rt)
+    async def get_post(slug: str) -> str:
+        nonlocal calls
+        calls += 1
+        if slug == "breaking":
+            isr.cache_life(ttl=5)
+        isr.cache_tag("author:ann")
+        return slug
+
+    await get_post("breaking")
+    await get_post("evergreen")
+    clock.advance(6)
+    assert (await get_post.lookup("breaking")).status is Status.MISS
+    assert (await get_post.lookup("evergreen")).status is Status.HIT
+    assert await rt.invalidate_tag("author:ann") == 2
+
+
+async def test_no_store_returns_the_value_without_caching_it(rt: isr.ISR) -> None:
+    calls = 0
+
+    @isr.with_revalidate("user:{uid}", ttl=60, runtime=rt)
+    async def get_user(uid: int) -> str | None:
+        nonlocal calls
+        calls += 1
+        if uid == 0:
+            isr.no_store()  # not found yet: ask again next time
+            return None
+        return "ann"
+
+    assert await get_user(0) is None
+    assert await get_user(0) is None
+    assert calls == 2
+
+
+async def test_xfetch_refreshes_before_expiry(clock: FakeClock) -> None:
+    # random() -> tiny: -log(r) is large, so an early refresh is due near expiry
+    async with isr.ISR(clock=clock, random=lambda: 1e-9) as rt:
+        origin = Origin()
+        get = cached(rt, origin, xfetch=1.0)
+        await get("a")  # the loader took 0 s on the fake clock: no basis for XFetch yet
+        rt_loader = get.__isr_loader__  # type: ignore[attr-defined]
+        rt_loader.delta = 0.5
+        clock.advance(1)
+        assert (await get.lookup("a")).status is Status.HIT
+        await rt.drain()
+        assert origin.calls == 2  # refreshed early, while still fresh
+    async with isr.ISR(clock=clock, random=lambda: 0.999999) as rt2:
+        origin2 = Origin()
+        get2 = cached(rt2, origin2, xfetch=1.0)
+        await get2("a")
+        get2.__isr_loader__.delta = 0.5  # type: ignore[attr-defined]
+        clock.advance(1)
+        await get2("a")
+        await rt2.drain()
+        assert origin2.calls == 1  # far from expiry: no early refresh
+
+
+async def test_aclose_waits_for_running_refreshes(clock: FakeClock) -> None:
+    origin = Origin()
+    rt = isr.ISR(clock=clock)
+    get = cached(rt, origin)
+    await get("a")
+    clock.advance(10)
+    origin.version = 2
+    origin.gate = anyio.Event()
+    assert (await get.lookup("a")).status is Status.STALE
+
+    async def release() -> None:
+        await anyio.sleep(0.01)
+        assert origin.gate is not None
+        origin.gate.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release)
+        await rt.aclose()
+        assert rt.stats().refreshing == 0
+    assert rt.adapter.get("item:a").value == "a v2"  # type: ignore[union-attr]
+
+
+async def test_refresh_without_a_task_group_runs_detached(clock: FakeClock) -> None:
+    rt = isr.ISR(clock=clock)  # not entered: refreshes are spawned on the running loop
+    origin = Origin()
+    get = cached(rt, origin)
+    await get("a")
+    clock.advance(10)
+    origin.version = 2
+    assert (await get.lookup("a")).status is Status.STALE
+    await rt.drain()
+    assert (await get.lookup("a")).value == "a v2"
+    await rt.aclose()
