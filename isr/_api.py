@@ -78,7 +78,7 @@ def with_revalidate(
     timeout: float | None = None,
     xfetch: float | None = None,
     on_error: ErrorHook | None = None,
-) -> Revalidate[Any]:
+) -> Revalidate:
     """Cache an async or sync loader with incremental static regeneration.
 
     ``key`` is a template over the function's parameters (``"post:{slug}"``; defaults

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Generic, Protocol, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self
 
@@ -87,7 +87,7 @@ class SyncCached(Protocol[P, R_co]):
         ...
 
 
-class Revalidate(Generic[R]):
+class Revalidate:
     """What ``with_revalidate(...)`` returns: apply it to an async or a sync function."""
 
     def __init__(self, apply: Callable[[Callable[..., Any]], Any]) -> None:
@@ -258,7 +258,7 @@ def make_decorator(
     timeout: float | None,
     xfetch: float | None,
     on_error: ErrorHook | None,
-) -> Revalidate[Any]:
+) -> Revalidate:
     """Validate the options now; return the decorator that validates the function."""
     _check_window("ttl", ttl)
     _check_window("swr", swr, allow_none=True)

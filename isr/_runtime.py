@@ -14,7 +14,7 @@ import math
 import random as _random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -36,6 +36,8 @@ from ._status import Result, Status
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
+
+    from ._decorator import Revalidate
 
 __all__ = ["ISR", "Loader", "Stats"]
 
@@ -309,6 +311,38 @@ class ISR:
             self._pool = None
         self._closed = True
         self.adapter.close()
+
+    # ------------------------------------------------------------------ decorating
+
+    def with_revalidate(
+        self,
+        key: str | Callable[..., str],
+        ttl: float,
+        *,
+        swr: float | None = None,
+        stale_if_error: float = 86400,
+        tags: Iterable[str | Callable[..., str]] | str = (),
+        soft_timeout: float | None = None,
+        timeout: float | None = None,
+        xfetch: float | None = None,
+        on_error: ErrorHook | None = None,
+    ) -> Revalidate:
+        """`isr.with_revalidate` bound to this runtime (see there for the arguments)."""
+        from ._decorator import make_decorator
+
+        return make_decorator(
+            key,
+            ttl,
+            swr=swr,
+            stale_if_error=stale_if_error,
+            tags=tags,
+            runtime=self,
+            bind_default=None,
+            soft_timeout=soft_timeout,
+            timeout=timeout,
+            xfetch=xfetch,
+            on_error=on_error,
+        )
 
     # ------------------------------------------------------------------ stats
 
@@ -876,6 +910,3 @@ class ISR:
 
     def __repr__(self) -> str:
         return f"ISR({type(self.adapter).__name__}, loaders={len(self._loaders)})"
-
-
-AsyncLoaderFn = Callable[..., Awaitable[Any]]
