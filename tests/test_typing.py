@@ -30,8 +30,7 @@ def square(n: int) -> int:
 async def _checked_by_mypy_only() -> None:
     assert_type(await get_post("a"), dict[str, str])
     assert_type(await get_post.lookup("a", lang="de"), isr.Result[dict[str, str]])
-    coroutine = get_post("a")
-    assert_type(coroutine, Coroutine[Any, Any, dict[str, str]])
+    coroutine: Coroutine[Any, Any, dict[str, str]] = get_post("a")
     await coroutine
     assert_type(square(3), int)
     assert_type(square.lookup(3), isr.Result[int])
