@@ -89,3 +89,12 @@ def test_bookkeeping_is_at_most_200_bytes_an_entry() -> None:
     finally:
         tracemalloc.stop()
     assert per_entry <= 200, per_entry
+
+
+def test_the_hot_path_reads_cachetools_own_dict() -> None:
+    """If a cachetools release renames its private dict, reads fall back to the slower
+    public get: still correct, but the hot path would lose its speed. Fail loudly instead."""
+    adapter = MemoryAdapter()
+    put(adapter, "a")
+    assert type(adapter.peek).__name__ == "builtin_function_or_method"
+    assert adapter.peek("a") is adapter._cache["a"]
