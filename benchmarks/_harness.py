@@ -23,6 +23,7 @@ from pathlib import Path
 from time import perf_counter
 
 __all__ = [
+    "ARG",
     "AsyncFn",
     "Row",
     "Samples",
@@ -187,8 +188,8 @@ def _fmt_value(row: Row) -> str:
         return "-"
     if row.unit in ("ns/call", "B/entry"):
         return f"{row.value:,.0f} {row.unit}"
-    if row.unit == "ms":
-        return f"{row.value:,.2f} ms"
+    if row.unit in ("ms", "us"):
+        return f"{row.value:,.2f} {row.unit}"
     return f"{row.value:g} {row.unit}".rstrip()
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Mapping
+from typing import TypeVar, cast
 
 import isr
 
@@ -38,6 +38,8 @@ from ._harness import (
 )
 
 __all__ = ["run"]
+
+F = TypeVar("F")
 
 #: What every contender returns: one pre-made object, so no contender pays for building it.
 VALUE: dict[str, str] = {"slug": ARG, "title": "Hello"}
@@ -83,21 +85,19 @@ def _asyncache() -> AsyncFn:
     import cachetools
     from asyncache import cached
 
-    @cached(cachetools.TTLCache(1024, 60))
     async def get_post(slug: str) -> dict[str, str]:
         return VALUE
 
-    return cast(AsyncFn, get_post)
+    return cast(AsyncFn, cached(cachetools.TTLCache(1024, 60))(get_post))
 
 
 def _aiocache() -> AsyncFn:
     from aiocache import cached
 
-    @cached(ttl=60)
     async def get_post(slug: str) -> dict[str, str]:
         return VALUE
 
-    return cast(AsyncFn, get_post)
+    return cast(AsyncFn, cached(ttl=60)(get_post))
 
 
 def _cashews() -> AsyncFn:
@@ -169,18 +169,19 @@ SYNC_PEERS: dict[str, Callable[[], SyncFn]] = {
 # ---------------------------------------------------------------- helpers
 
 
-def _load_peers(
-    factories: dict[str, Callable[[], AsyncFn]] | dict[str, Callable[[], SyncFn]],
-) -> tuple[dict[str, Callable[[], object]], list[str]]:
+def _made(factory: Callable[[], F]) -> F | None:
+    """The peer's decorated function, or None when the peer is not installed."""
+    try:
+        return factory()
+    except ImportError:
+        return None
+
+
+def _load_peers(factories: Mapping[str, Callable[[], F]]) -> tuple[dict[str, F], list[str]]:
     """The peers that import, and the names of those that do not."""
-    ok: dict[str, Callable[[], object]] = {}
-    missing: list[str] = []
-    for name, factory in factories.items():
-        try:
-            ok[name] = factory()
-        except ImportError:
-            missing.append(name)
-    return ok, missing
+    made = {name: _made(factory) for name, factory in factories.items()}
+    ok = {name: fn for name, fn in made.items() if fn is not None}
+    return ok, [name for name, fn in made.items() if fn is None]
 
 
 def _rows(
@@ -223,7 +224,7 @@ async def _asyncio_samples(settings: Settings) -> tuple[Samples, list[str], isr.
     get_post = _isr_async(rt)
     peers, missing = _load_peers(ASYNC_PEERS)
     fns: dict[str, AsyncFn] = {FLOOR: _async_floor(), ISR_HIT: get_post}
-    fns.update({name: cast(AsyncFn, fn) for name, fn in peers.items()})
+    fns.update(peers)
     for name, fn in fns.items():  # fill every cache, and check every contender's answer
         if await fn(ARG) != VALUE or await fn(ARG) != VALUE:
             raise RuntimeError(f"{name} answered wrongly")
@@ -273,7 +274,7 @@ def trio_section(settings: Settings) -> Section:
     try:
         import trio
     except ImportError:
-        return Section(title, baseline, [Row(ISR_HIT, None, "ns/call", note="not installed")])
+        return Section(title, baseline, [Row("trio", None, "ns/call", note="not installed")])
     progress("hot path: async fresh hit (trio)")
     samples, rt = trio.run(_trio_samples, settings)
     _check_hits(rt, "isr on trio")
@@ -286,7 +287,7 @@ def sync_section(settings: Settings) -> Section:
     get_post = _isr_sync(rt)
     peers, missing = _load_peers(SYNC_PEERS)
     fns: dict[str, SyncFn] = {FLOOR: _sync_floor(), ISR_HIT: get_post}
-    fns.update({name: cast(SyncFn, fn) for name, fn in peers.items()})
+    fns.update(peers)
     for name, fn in fns.items():
         if fn(ARG) != VALUE or fn(ARG) != VALUE:
             raise RuntimeError(f"{name} answered wrongly")

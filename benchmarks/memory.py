@@ -56,8 +56,7 @@ def run(settings: Settings) -> list[Section]:
     plain: dict[str, str] = {}
 
     def fill_dict() -> None:
-        for k, v in zip(keys, values, strict=True):
-            plain[k] = v
+        plain.update(zip(keys, values, strict=True))
 
     rt = isr.ISR(MemoryAdapter(n))
 

@@ -114,10 +114,17 @@ async def {name}({params}):
         _isr_e.used = True
         _isr_hits += 1{early}
         return _isr_e.value
+    _isr_v = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
+    if _isr_v is not _isr_fetch:
+        return _isr_v
     return await _isr_miss(_isr_ld, _isr_k, {args}, {kwargs})
 
 async def lookup({params}):
-    return await _isr_lookup(_isr_ld, {key}, {args}, {kwargs})
+    _isr_k = {key}
+    _isr_r = _isr_quick_result(_isr_ld, _isr_k, {args}, {kwargs})
+    if _isr_r is not None:
+        return _isr_r
+    return await _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
 """
 
 _FAST_SYNC = """

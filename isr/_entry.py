@@ -196,20 +196,31 @@ def effective_mark(entry: Entry, generation: Generation) -> Mode | None:
     return max(own, gen_mark)
 
 
+# Enum member access costs about 100 ns on Python 3.11; classify runs on every slow read.
+FRESH: Final = Verdict.FRESH
+STALE: Final = Verdict.STALE
+EXPIRED: Final = Verdict.EXPIRED
+ABSENT: Final = Verdict.ABSENT
+_EXPIRE: Final = Mode.EXPIRE
+_PURGE: Final = Mode.PURGE
+
+
 def classify(entry: Entry | None, now: float, generation: Generation) -> Verdict:
     """Decide what a read at ``now`` does with ``entry``; see the module docstring."""
     if entry is None:
-        return Verdict.ABSENT
-    mark = effective_mark(entry, generation)
-    if mark is Mode.PURGE:
-        return Verdict.ABSENT
+        return ABSENT
     policy = entry.policy
+    mark = policy.mark
+    if entry.gen != generation.current:
+        mark = effective_mark(entry, generation)
+    if mark is _PURGE:
+        return ABSENT
     fresh_until = entry.created + policy.ttl
     if mark is None and now < fresh_until:
-        return Verdict.FRESH
+        return FRESH
     stale_until = fresh_until + policy.swr
-    if mark is not Mode.EXPIRE and now < stale_until:
-        return Verdict.STALE
+    if mark is not _EXPIRE and now < stale_until:
+        return STALE
     if now < stale_until + policy.sie:
-        return Verdict.EXPIRED
-    return Verdict.ABSENT
+        return EXPIRED
+    return ABSENT

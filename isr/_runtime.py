@@ -14,11 +14,13 @@ import math
 import random as _random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -29,7 +31,19 @@ from adapters.base import Adapter
 from adapters.memory import MemoryAdapter
 
 from ._context import FetchContext, current_fetch
-from ._entry import Entry, Generation, Mode, ModeName, Policy, Verdict, classify, parse_mode
+from ._entry import (
+    EXPIRED,
+    FRESH,
+    STALE,
+    Entry,
+    Generation,
+    Mode,
+    ModeName,
+    Policy,
+    Verdict,
+    classify,
+    parse_mode,
+)
 from ._errors import ConfigError
 from ._spawn import spawn_detached
 from ._status import Result, Status
@@ -45,6 +59,13 @@ logger = logging.getLogger("isr")
 
 T = TypeVar("T")
 ErrorHook = Callable[[str, BaseException], None]
+# Enum member access costs about 100 ns on Python 3.11: the slow path uses these.
+_HIT, _STALE, _MISS = Status.HIT, Status.STALE, Status.MISS
+_STALE_IF_ERROR = Status.STALE_IF_ERROR
+#: What `ISR._aquick` returns when the caller has to fetch.
+FETCH: Any = object()
+#: An answer before it becomes a `Result`: (value, status, age, error).
+_Answer = tuple[Any, Status, float, "BaseException | None"]
 
 
 @dataclass(frozen=True)
@@ -120,12 +141,13 @@ class Loader(Generic[T]):
 class _Flight:
     """One fetch of one key, shared by every caller that asks meanwhile."""
 
-    __slots__ = ("age_base", "cancelled", "done", "error", "value")
+    __slots__ = ("age_base", "cancelled", "done", "error", "reported", "value")
 
     def __init__(self) -> None:
         self.value: Any = None
         self.error: BaseException | None = None
-        self.cancelled = False
+        self.cancelled = False  # ended without an outcome: waiters try again
+        self.reported = False  # a stale-if-error answer from it has been logged
         self.done = False
         self.age_base: float | None = None  # ``created`` of the stored entry, if any
 
@@ -144,6 +166,16 @@ class _SyncFlight(_Flight):
     def __init__(self) -> None:
         super().__init__()
         self.event = threading.Event()
+
+
+class _Run(NamedTuple):
+    """One loader run: its place in the invalidation log, the generation it started under,
+    the loader's context and when it started."""
+
+    fid: int
+    gen: int
+    ctx: FetchContext
+    started: float
 
 
 class _Backoff:
@@ -239,7 +271,7 @@ class ISR:
         self._log: list[tuple[int, str, str, Mode]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._tg: TaskGroup | None = None
-        self._loaders: list[Loader[Any]] = []
+        self._loaders: weakref.WeakSet[Loader[Any]] = weakref.WeakSet()
         self._closed = False
         self._n = dict.fromkeys(
             (
@@ -378,11 +410,15 @@ class ISR:
         ns["_isr_ad"] = self.adapter
         ns["_isr_clock"] = self.clock
         ns["_isr_miss"] = self._amiss if loader.is_async else self._smiss
+        ns["_isr_quick"] = self._aquick
+        ns["_isr_quick_result"] = self._aquick_result
+        ns["_isr_fetch"] = FETCH
         ns["_isr_lookup"] = self._alookup if loader.is_async else self._slookup
         ns["_isr_early"] = self._aearly if loader.is_async else self._searly
         if loader.runtime is not self:
             loader.runtime = self
-            self._loaders.append(loader)
+            ns["_isr_hits"] = 0  # hits counted from here on belong to this runtime
+            self._loaders.add(loader)
 
     def _generation(self) -> Generation:
         return self.adapter.generation()
@@ -455,22 +491,33 @@ class ISR:
             return b
         return None
 
-    def _failed(self, loader: Loader[Any], key: str, exc: BaseException, what: str) -> None:
-        """Record a loader failure: backoff for the key, log, error hook."""
+    def _failed(
+        self, loader: Loader[Any], key: str, exc: BaseException, *, background: bool
+    ) -> None:
+        """Record a loader failure: backoff for the key, log, error hook.
+
+        A background refresh has no caller to tell, so its failure is a warning with the
+        traceback; a foreground failure reaches its callers (as the exception, or as the
+        old value, which `_answer` logs), so here it is only a debug line.
+        """
         with self._lock:
             prev = self._backoffs.get(key)
             failures = 1 if prev is None else prev.failures + 1
             delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
             self._backoffs[key] = _Backoff(self.clock() + delay, failures, exc)
-        logger.warning(
-            "%s of %r failed (%s: %s); next try in %.3g s",
-            what,
-            key,
-            type(exc).__name__,
-            exc,
-            delay,
-            exc_info=exc if what == "background refresh" else None,
-        )
+        name = type(exc).__name__
+        if background:
+            logger.warning(
+                "background refresh of %r failed (%s: %s); the old value is kept, "
+                "next try in %.3g s",
+                key,
+                name,
+                exc,
+                delay,
+                exc_info=exc,
+            )
+        else:
+            logger.debug("fetch of %r failed (%s: %s)", key, name, exc)
         hook = loader.on_error or self.on_error
         if hook is not None:
             try:
@@ -483,72 +530,202 @@ class ISR:
             with self._lock:
                 self._backoffs.pop(key, None)
 
-    def _answer(self, flight: _Flight, fallback: Entry | None, now: float, key: str) -> Result[Any]:
+    def _serve(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        entry: Entry | None,
+        verdict: Verdict,
+        now: float,
+        flights: Mapping[str, _Flight],
+        spawn: Callable[[Loader[Any], str, tuple[Any, ...], dict[str, Any]], object],
+    ) -> _Answer | None:
+        """Answer from what the store holds, if the verdict allows it without fetching:
+        fresh (HIT), stale (STALE, and ``spawn`` a refresh unless one is in ``flights``), or
+        expired while the key backs off after a failure (STALE-IF-ERROR). None: the caller
+        must fetch."""
+        if entry is None:
+            return None
+        if verdict is FRESH:
+            entry.used = True
+            self._n["hits"] += 1
+            if loader.xfetch is not None and self._xfetch_due(loader, entry, now):
+                spawn(loader, key, args, kwargs)
+            return (entry.value, _HIT, now - entry.created, None)
+        if verdict is STALE:
+            entry.used = True
+            self._n["stale"] += 1
+            if key not in flights:
+                spawn(loader, key, args, kwargs)
+            return (entry.value, _STALE, now - entry.created, None)
+        if verdict is EXPIRED:
+            backoff = self._backoff_for(key, now)
+            if backoff is not None:
+                self._n["stale_if_error"] += 1
+                return (entry.value, _STALE_IF_ERROR, now - entry.created, backoff.error)
+        return None
+
+    def _answer(self, flight: _Flight, fallback: Entry | None, key: str) -> _Answer:
         """Turn a finished flight into this caller's answer (or raise the origin's error)."""
         if flight.error is None:
             self._count("misses")
             age = 0.0 if flight.age_base is None else max(0.0, self.clock() - flight.age_base)
-            return Result(flight.value, Status.MISS, age)
+            return (flight.value, _MISS, age, None)
         if fallback is not None:
             self._count("stale_if_error")
-            return Result(
-                fallback.value,
-                Status.STALE_IF_ERROR,
-                max(0.0, self.clock() - fallback.created),
-                flight.error,
-            )
+            if not flight.reported:
+                flight.reported = True
+                logger.warning(
+                    "fetch of %r failed (%s: %s); serving the value from %.0f s ago",
+                    key,
+                    type(flight.error).__name__,
+                    flight.error,
+                    self.clock() - fallback.created,
+                )
+            age = max(0.0, self.clock() - fallback.created)
+            return (fallback.value, _STALE_IF_ERROR, age, flight.error)
         self._count("errors")
         raise flight.error
 
+    @contextmanager
+    def _fetching(
+        self,
+        loader: Loader[Any],
+        key: str,
+        flight: _AsyncFlight | _SyncFlight,
+        flights: dict[str, Any],
+        pending: set[Any],
+        background: bool,
+    ) -> Iterator[_Run]:
+        """The bookkeeping around one loader run, shared by both drivers: the fetch's place
+        in the invalidation log, the loader's context (for ``isr.cache_life`` etc.), and
+        publishing the outcome to ``flight``. A loader's exception becomes the flight's
+        error (counted, logged, backed off); anything else (cancellation) leaves the flight
+        without an outcome, so its waiters try again, and propagates."""
+        fid, gen = self._begin_fetch()
+        run = _Run(fid, gen, FetchContext(), self.clock())
+        token = current_fetch.set(run.ctx)
+        self._count("loader_calls")
+        try:
+            yield run
+        except Exception as exc:
+            flight.error = exc
+            if background:
+                self._count("refresh_failures")
+            self._failed(loader, key, exc, background=background)
+        except BaseException:
+            flight.cancelled = True
+            raise
+        finally:
+            current_fetch.reset(token)
+            self._end_fetch(fid)
+            flight.done = True
+            with self._lock:
+                if flights.get(key) is flight:
+                    del flights[key]
+                pending.discard(flight)
+            flight.event.set()
+
+    def _stored(
+        self,
+        run: _Run,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        value: Any,
+    ) -> Entry | None:
+        """The entry for a fetched value. A local store gets it here, under the lock that
+        also orders invalidations, so none can slip between the log check and the write."""
+        loader.observe(self.clock() - run.started)
+        with self._lock:
+            entry = self._make_entry(loader, key, args, kwargs, value, run.ctx, run.fid, run.gen)
+            if entry is not None and self._local:
+                self.adapter.set(key, entry)
+        return entry
+
+    def _landed(self, flight: _Flight, key: str, value: Any, entry: Entry | None) -> None:
+        flight.value = value
+        flight.age_base = None if entry is None else entry.created
+        self._succeeded(key)
+
     # ------------------------------------------------------------------ async driver
+
+    def _aquick(
+        self,
+        loader: Loader[Any],
+        key: str,
+        entry: Entry | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The generated async wrapper's second chance, before it awaits anything: serve a
+        stale (or backing-off) local entry it already holds. `FETCH`: go to `_amiss`."""
+        if entry is None or not self._local:
+            return FETCH
+        now = self.clock()
+        verdict = classify(entry, now, self.adapter.generation())
+        answer = self._serve(
+            loader, key, args, kwargs, entry, verdict, now, self._aflights, self._aspawn
+        )
+        return FETCH if answer is None else answer[0]
+
+    def _aquick_result(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Result[Any] | None:
+        """The generated async ``lookup``'s first step: answer from a local store without
+        awaiting (HIT, STALE, STALE-IF-ERROR in backoff), or None to go to `_alookup`."""
+        if not self._local:
+            return None
+        entry = self.adapter.peek(key)
+        if entry is None:
+            return None
+        now = self.clock()
+        verdict = classify(entry, now, self.adapter.generation())
+        answer = self._serve(
+            loader, key, args, kwargs, entry, verdict, now, self._aflights, self._aspawn
+        )
+        return None if answer is None else Result(*answer)
 
     async def _amiss(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        return (await self._alookup(loader, key, args, kwargs)).value
-
-    async def _aread(self, key: str) -> tuple[Entry | None, Generation]:
-        if self._local:
-            return self.adapter.get(key), self.adapter.generation()
-        return await self.adapter.aget(key), await self.adapter.ageneration()
+        return (await self._aresolve(loader, key, args, kwargs))[0]
 
     async def _alookup(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Result[Any]:
+        return Result(*await self._aresolve(loader, key, args, kwargs))
+
+    async def _aresolve(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Answer:
         while True:
-            entry, generation = await self._aread(key)
+            if self._local:
+                entry, generation = self.adapter.get(key), self.adapter.generation()
+            else:
+                entry, generation = await self.adapter.aget(key), await self.adapter.ageneration()
             now = self.clock()
             verdict = classify(entry, now, generation)
-            if verdict is Verdict.FRESH:
-                assert entry is not None
-                entry.used = True
-                self._count("hits")
-                if loader.xfetch is not None and self._xfetch_due(loader, entry, now):
-                    self._aspawn(loader, key, args, kwargs)
-                return Result(entry.value, Status.HIT, now - entry.created)
-            if verdict is Verdict.STALE:
-                assert entry is not None
-                self._count("stale")
-                self._aspawn(loader, key, args, kwargs)
-                return Result(entry.value, Status.STALE, now - entry.created)
-            fallback = entry if verdict is Verdict.EXPIRED else None
-            if fallback is not None:
-                backoff = self._backoff_for(key, now)
-                if backoff is not None:
-                    self._count("stale_if_error")
-                    return Result(
-                        fallback.value,
-                        Status.STALE_IF_ERROR,
-                        now - fallback.created,
-                        backoff.error,
-                    )
+            answer = self._serve(
+                loader, key, args, kwargs, entry, verdict, now, self._aflights, self._aspawn
+            )
+            if answer is not None:
+                return answer
+            fallback = entry if verdict is EXPIRED else None
             flight = self._aflights.get(key)
             soft = loader.soft_timeout if fallback is not None else None
             if flight is None and soft is None:
                 flight = _AsyncFlight()
                 self._aflights[key] = flight
                 await self._arun(loader, key, args, kwargs, flight, background=False)
-                return self._answer(flight, fallback, now, key)
+                return self._answer(flight, fallback, key)
             if flight is None:
                 # With a soft timeout the fetch runs in the background, so that it can
                 # outlive this caller when the old value is served instead.
@@ -562,12 +739,12 @@ class ISR:
                     await flight.event.wait()
                 if not flight.done:
                     self._count("stale")
-                    return Result(fallback.value, Status.STALE, now - fallback.created)
+                    return (fallback.value, _STALE, now - fallback.created, None)
             else:
                 await flight.event.wait()
             if flight.cancelled:
                 continue  # the caller that was fetching was cancelled: try again
-            return self._answer(flight, fallback, now, key)
+            return self._answer(flight, fallback, key)
 
     def _xfetch_due(self, loader: Loader[Any], entry: Entry, now: float) -> bool:
         """XFetch (Vattani et al., VLDB 2015): refresh early with a probability that grows
@@ -619,84 +796,43 @@ class ISR:
     ) -> None:
         """Run the loader once for ``flight``; store and publish its outcome. Never raises
         but for the caller's own cancellation."""
-        fid, gen = self._begin_fetch()
-        ctx = FetchContext()
-        token = current_fetch.set(ctx)
-        started = self.clock()
-        self._count("loader_calls")
-        try:
-            try:
-                if loader.timeout is not None:
-                    with anyio.fail_after(loader.timeout):
-                        value = await loader.fn(*args, **kwargs)
-                else:
+        with self._fetching(loader, key, flight, self._aflights, self._pending, background) as run:
+            if loader.timeout is not None:
+                with anyio.fail_after(loader.timeout):
                     value = await loader.fn(*args, **kwargs)
-            finally:
-                current_fetch.reset(token)
-            loader.observe(self.clock() - started)
-            with self._lock:
-                entry = self._make_entry(loader, key, args, kwargs, value, ctx, fid, gen)
-                if entry is not None and self._local:
-                    self.adapter.set(key, entry)
+            else:
+                value = await loader.fn(*args, **kwargs)
+            entry = self._stored(run, loader, key, args, kwargs, value)
             if entry is not None and not self._local:
                 await self.adapter.aset(key, entry)
-            flight.value = value
-            flight.age_base = None if entry is None else entry.created
-            self._succeeded(key)
-        except anyio.get_cancelled_exc_class():
-            flight.cancelled = True
-            raise
-        except Exception as exc:
-            flight.error = exc
-            if background:
-                self._count("refresh_failures")
-            self._failed(loader, key, exc, "background refresh" if background else "fetch")
-        finally:
-            self._end_fetch(fid)
-            flight.done = True
-            if self._aflights.get(key) is flight:
-                del self._aflights[key]
-            self._pending.discard(flight)
-            flight.event.set()
+            self._landed(flight, key, value, entry)
 
     # ------------------------------------------------------------------ sync driver
 
     def _smiss(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        return self._slookup(loader, key, args, kwargs).value
+        return self._sresolve(loader, key, args, kwargs)[0]
 
     def _slookup(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Result[Any]:
+        return Result(*self._sresolve(loader, key, args, kwargs))
+
+    def _sresolve(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Answer:
         adapter = self.adapter
         while True:
             entry = adapter.get(key)
             now = self.clock()
             verdict = classify(entry, now, adapter.generation())
-            if verdict is Verdict.FRESH:
-                assert entry is not None
-                entry.used = True
-                self._count("hits")
-                if loader.xfetch is not None and self._xfetch_due(loader, entry, now):
-                    self._sspawn(loader, key, args, kwargs)
-                return Result(entry.value, Status.HIT, now - entry.created)
-            if verdict is Verdict.STALE:
-                assert entry is not None
-                self._count("stale")
-                self._sspawn(loader, key, args, kwargs)
-                return Result(entry.value, Status.STALE, now - entry.created)
-            fallback = entry if verdict is Verdict.EXPIRED else None
-            if fallback is not None:
-                backoff = self._backoff_for(key, now)
-                if backoff is not None:
-                    self._count("stale_if_error")
-                    return Result(
-                        fallback.value,
-                        Status.STALE_IF_ERROR,
-                        now - fallback.created,
-                        backoff.error,
-                    )
+            answer = self._serve(
+                loader, key, args, kwargs, entry, verdict, now, self._sflights, self._sspawn
+            )
+            if answer is not None:
+                return answer
+            fallback = entry if verdict is EXPIRED else None
             soft = loader.soft_timeout if fallback is not None else None
             with self._lock:
                 flight = self._sflights.get(key)
@@ -706,7 +842,7 @@ class ISR:
                     self._sflights[key] = flight
             if lead and soft is None and loader.timeout is None:
                 self._srun(loader, key, args, kwargs, flight, background=False)
-                return self._answer(flight, fallback, now, key)
+                return self._answer(flight, fallback, key)
             if lead:
                 # A timeout needs the loader off this thread: it runs on the refresh pool
                 # (a thread cannot be interrupted; a late value is still stored).
@@ -720,7 +856,7 @@ class ISR:
             if soft is not None and not flight.event.wait(soft):
                 assert fallback is not None
                 self._count("stale")
-                return Result(fallback.value, Status.STALE, now - fallback.created)
+                return (fallback.value, _STALE, now - fallback.created, None)
             if loader.timeout is not None:
                 left = loader.timeout - (time.monotonic() - started)
                 if not flight.event.wait(max(0.0, left)):
@@ -728,13 +864,13 @@ class ISR:
                     late.error = TimeoutError(
                         f"{loader.name}() took longer than {loader.timeout} s for {key!r}"
                     )
-                    self._failed(loader, key, late.error, "fetch")
-                    return self._answer(late, fallback, now, key)
+                    self._failed(loader, key, late.error, background=False)
+                    return self._answer(late, fallback, key)
             else:
                 flight.event.wait()
             if flight.cancelled:
                 continue
-            return self._answer(flight, fallback, now, key)
+            return self._answer(flight, fallback, key)
 
     def _executor(self) -> ThreadPoolExecutor:
         pool = self._pool
@@ -778,40 +914,13 @@ class ISR:
         *,
         background: bool,
     ) -> None:
-        fid, gen = self._begin_fetch()
-        ctx = FetchContext()
-        token = current_fetch.set(ctx)
-        started = self.clock()
-        self._count("loader_calls")
-        try:
-            try:
-                value = loader.fn(*args, **kwargs)
-            finally:
-                current_fetch.reset(token)
-            loader.observe(self.clock() - started)
-            with self._lock:
-                entry = self._make_entry(loader, key, args, kwargs, value, ctx, fid, gen)
-                if entry is not None:
-                    self.adapter.set(key, entry)
-            flight.value = value
-            flight.age_base = None if entry is None else entry.created
-            self._succeeded(key)
-        except Exception as exc:
-            flight.error = exc
-            if background:
-                self._count("refresh_failures")
-            self._failed(loader, key, exc, "background refresh" if background else "fetch")
-        except BaseException:
-            flight.cancelled = True
-            raise
-        finally:
-            self._end_fetch(fid)
-            flight.done = True
-            with self._lock:
-                if self._sflights.get(key) is flight:
-                    del self._sflights[key]
-                self._spending.discard(flight)
-            flight.event.set()
+        """`_arun` for sync loaders (in the caller's thread or on the refresh pool)."""
+        with self._fetching(loader, key, flight, self._sflights, self._spending, background) as run:
+            value = loader.fn(*args, **kwargs)
+            entry = self._stored(run, loader, key, args, kwargs, value)
+            if entry is not None and not self._local:
+                self.adapter.set(key, entry)
+            self._landed(flight, key, value, entry)
 
     # ------------------------------------------------------------------ invalidation
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 __all__ = ["Result", "Status"]
@@ -28,14 +27,36 @@ class Status(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
 class Result(Generic[T]):
     """An answer: the value, how it was produced, and seconds since the value was produced.
 
-    ``error`` is the origin's exception when ``status`` is ``STALE_IF_ERROR``.
+    ``error`` is the origin's exception when ``status`` is ``STALE_IF_ERROR``. A plain
+    slotted class rather than a frozen dataclass: it is built on every ``lookup()``, and a
+    frozen dataclass's ``__init__`` costs several times more. Treat it as read-only.
     """
 
-    value: T
-    status: Status
-    age: float
-    error: BaseException | None = None
+    __slots__ = ("age", "error", "status", "value")
+
+    def __init__(
+        self, value: T, status: Status, age: float, error: BaseException | None = None
+    ) -> None:
+        self.value = value
+        self.status = status
+        self.age = age
+        self.error = error
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Result):
+            return NotImplemented
+        return (self.value, self.status, self.age, self.error) == (
+            other.value,
+            other.status,
+            other.age,
+            other.error,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        error = "" if self.error is None else f", error={self.error!r}"
+        return f"Result(value={self.value!r}, status={self.status.name}, age={self.age:.3f}{error})"

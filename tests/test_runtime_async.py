@@ -205,7 +205,7 @@ async def test_failed_refresh_keeps_stale_backs_off_logs_and_calls_the_hook(
             await rt.drain()
         assert origin.calls == 2
         assert [k for k, _ in seen] == ["item:a"]
-        assert "background refresh of 'item:a' failed" in caplog.text
+        assert "background refresh of 'item:a' failed (ConnectionError: down)" in caplog.text
         # within the backoff, stale reads do not hit the failing origin again
         for _ in range(10):
             assert (await get.lookup("a")).value == "a v1"
@@ -482,3 +482,58 @@ async def test_refresh_without_a_task_group_runs_detached(clock: FakeClock) -> N
     await rt.drain()
     assert (await get.lookup("a")).value == "a v2"
     await rt.aclose()
+
+
+@pytest.mark.parametrize("how", ["tag", "all"])
+async def test_tag_and_global_invalidation_during_a_fetch_win_too(rt: isr.ISR, how: str) -> None:
+    origin = Origin()
+    origin.gate = anyio.Event()
+    get = cached(rt, origin, tags=["items"])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(get, "a")
+        await anyio.wait_all_tasks_blocked()
+        if how == "tag":
+            await rt.invalidate_tag("items", mode="purge")
+        else:
+            await rt.invalidate_all(mode="purge")
+        origin.gate.set()
+    assert rt.adapter.get("item:a") is None or how == "all"
+    origin.gate = None
+    origin.version = 2
+    assert (await get.lookup("a")) == isr.Result("a v2", Status.MISS, 0.0)
+
+
+async def test_a_loader_dying_with_a_base_exception_hands_over_to_waiters(rt: isr.ISR) -> None:
+    """Waiters must never receive a made-up value when the fetch ended without one."""
+    calls = 0
+    gate = anyio.Event()
+
+    class Stop(BaseException):
+        pass
+
+    @isr.with_revalidate("k", ttl=10, runtime=rt)
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        if calls == 1:
+            raise Stop
+        return "value"
+
+    results: list[str] = []
+
+    async def leader() -> None:
+        with pytest.raises(Stop):
+            await load()
+
+    async def waiter() -> None:
+        results.append(await load())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+    assert results == ["value"]
+    assert calls == 2
