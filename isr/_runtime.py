@@ -272,7 +272,6 @@ class ISR:
         self._pool: ThreadPoolExecutor | None = None
         self._tg: TaskGroup | None = None
         self._loaders: weakref.WeakSet[Loader[Any]] = weakref.WeakSet()
-        self._closed = False
         self._n = dict.fromkeys(
             (
                 "hits",
@@ -332,7 +331,6 @@ class ISR:
         if pool is not None:
             await anyio.to_thread.run_sync(pool.shutdown)
             self._pool = None
-        self._closed = True
         await self.adapter.aclose()
 
     def close(self) -> None:
@@ -341,7 +339,6 @@ class ISR:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self._closed = True
         self.adapter.close()
 
     # ------------------------------------------------------------------ decorating
