@@ -1,24 +1,36 @@
-"""The one interface every store implements: get, set, delete, tags, generation, close.
+"""The one interface every store implements: get, set, delete, tags, generation, lock, close.
 
 Sync methods serve sync loaders and the ``*_sync`` invalidation calls; the ``a``-prefixed
-twins serve async code. A store whose values live in this process (``local = True``) keeps
-the defaults below, which call the sync methods directly: its calls never block. A network
-store overrides both sets.
+twins serve async code. A store whose calls never block for long (memory, a local disk) keeps
+the defaults below, which call the sync methods directly; a network store overrides both.
 
-A local store may also offer ``peek`` (a C-level ``dict.get`` at best) and keep ``gen`` (the
-current generation number) up to date: the decorator's hot path reads those two and nothing
-else.
+- ``local``: entries stay in this process as objects (no codec), and the store keeps ``gen``
+  (the current generation number) up to date: the decorator's hot path serves an entry from
+  ``peek`` (a C-level ``dict.get`` at best) after checking ``gen`` and the clock, nothing else.
+- ``inline``: calls are quick and never wait on a network (memory, a local disk), so async
+  code calls the sync methods directly, and a stale or fresh entry ``peek`` returns is
+  served without awaiting anything.
+- ``shared``: other processes read and write it too. The runtime then takes the store's fetch
+  lock (``acquire``/``release``) so one process fetches a key while the others wait for its
+  value.
+- ``wall_clock``: entries outlive the process (or span hosts), so their times come from
+  ``time.time``, which every process shares and a restart does not reset, rather than from
+  ``time.monotonic`` (unless the runtime is given a clock).
+
+A shared store is also expected never to raise for being unreachable: it answers "missing"
+(and "acquired", so callers go to the origin), counts the failure in ``errors`` and logs it.
 """
 
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from typing import ClassVar
 
 from isr._entry import Entry, Generation, Mode
 
-__all__ = ["Adapter"]
+__all__ = ["Adapter", "GenerationCache"]
 
 
 def _never(key: str) -> Entry | None:
@@ -26,14 +38,22 @@ def _never(key: str) -> Entry | None:
 
 
 class Adapter(abc.ABC):
-    """Storage for entries, a tag index and the generation record."""
+    """Storage for entries, a tag index, the generation record and per-key fetch locks."""
 
-    #: True when entries stay in this process: calls are cheap and never block.
+    #: True when entries stay in this process as objects and ``gen`` is kept up to date.
     local: ClassVar[bool] = False
-    #: Fast lookup for the hot path; stores without one keep this, which always misses.
+    #: True when calls are quick local work that async code may make directly.
+    inline: ClassVar[bool] = False
+    #: True when other processes share the store: fetch locks and wall-clock times apply.
+    shared: ClassVar[bool] = False
+    #: True when entry times must come from the wall clock (see the module docstring).
+    wall_clock: ClassVar[bool] = False
+    #: Fast lookup for the hot path (``inline`` stores); others keep this, which always misses.
     peek: Callable[[str], Entry | None] = staticmethod(_never)
     #: The current generation number, kept in step by local stores for the hot path.
     gen: int = -1
+    #: Store failures (unreachable, timed out, unreadable record) absorbed so far.
+    errors: int = 0
 
     @abc.abstractmethod
     def get(self, key: str) -> Entry | None:
@@ -41,7 +61,8 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def set(self, key: str, entry: Entry) -> None:
-        """Store ``entry`` under ``key`` and index it under each of ``entry.tags``."""
+        """Store ``entry`` under ``key`` and index it under each of ``entry.tags``.
+        A value the store's codec cannot encode raises `isr.CodecError` and stores nothing."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -53,11 +74,35 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def generation(self) -> Generation:
-        """The store's invalidate-all record."""
+        """The store's invalidate-all record (a shared store may answer from a copy at most
+        a poll interval old)."""
 
     @abc.abstractmethod
     def bump_generation(self, mode: Mode) -> Generation:
         """Record an invalidate-all of strength ``mode``, atomically; return the new record."""
+
+    def untag(self, tag: str, keys: list[str]) -> None:  # noqa: B027 - optional hook
+        """Forget that ``keys`` carry ``tag`` (their entries are gone or were retagged); a
+        store whose tag index can hold such leftovers cleans them up here."""
+
+    def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:  # noqa: B027
+        """Record, for ``ttl`` seconds, that ``kind`` (``"key"`` or ``"tag"``) ``name`` was
+        invalidated with ``mode`` at time ``at``. A shared store keeps these so that a fetch
+        another process started before the invalidation does not store its value as fresh
+        (see `invalidated_since`); a store only one process uses needs none."""
+
+    def invalidated_since(self, key: str, tags: tuple[str, ...], since: float) -> Mode | None:
+        """The strongest invalidation of ``key`` or of one of ``tags`` recorded after
+        ``since`` (a fetch's start), if any."""
+        return None
+
+    def acquire(self, key: str, token: str, ttl: float) -> bool:
+        """Take ``key``'s fetch lock for ``ttl`` seconds unless someone holds it. A store
+        only one process uses needs none: the default always succeeds."""
+        return True
+
+    def release(self, key: str, token: str) -> None:  # noqa: B027 - optional hook
+        """Give ``key``'s fetch lock back, if ``token`` still holds it."""
 
     def size(self) -> int | None:
         """How many entries the store holds, where that is cheap to know."""
@@ -84,5 +129,52 @@ class Adapter(abc.ABC):
     async def abump_generation(self, mode: Mode) -> Generation:
         return self.bump_generation(mode)
 
+    async def auntag(self, tag: str, keys: list[str]) -> None:
+        self.untag(tag, keys)
+
+    async def anote_invalidation(
+        self, kind: str, name: str, mode: Mode, at: float, ttl: float
+    ) -> None:
+        self.note_invalidation(kind, name, mode, at, ttl)
+
+    async def ainvalidated_since(
+        self, key: str, tags: tuple[str, ...], since: float
+    ) -> Mode | None:
+        return self.invalidated_since(key, tags, since)
+
+    async def aacquire(self, key: str, token: str, ttl: float) -> bool:
+        return self.acquire(key, token, ttl)
+
+    async def arelease(self, key: str, token: str) -> None:
+        self.release(key, token)
+
     async def aclose(self) -> None:
         self.close()
+
+
+class GenerationCache:
+    """A shared store's generation record as last read, re-read at most every ``poll`` s.
+
+    Reading the record on every read would double a hit's cost; instead a process sees
+    another's ``invalidate_all`` within ``poll`` seconds (its own at once).
+    """
+
+    def __init__(self, poll: float = 1.0) -> None:
+        self.poll = poll
+        self.value = Generation()
+        self._read_at = -float("inf")
+
+    def current(self) -> Generation | None:
+        """The cached record while it is fresh enough, else None (read the store)."""
+        if time.monotonic() - self._read_at < self.poll:
+            return self.value
+        return None
+
+    def due(self) -> bool:
+        """Is it time to read the store's record again?"""
+        return time.monotonic() - self._read_at >= self.poll
+
+    def update(self, value: Generation) -> Generation:
+        self.value = value
+        self._read_at = time.monotonic()
+        return value

@@ -73,6 +73,7 @@ class MemoryAdapter(Adapter):
     """
 
     local: ClassVar[bool] = True
+    inline: ClassVar[bool] = True
 
     def __init__(self, max_entries: int = 10_000, *, namespace: str | None = None) -> None:
         if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:

@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import concurrency, hot_path, memory
+from . import concurrency, disk_store, hot_path, memory, redis_store
 from ._harness import Settings, print_report, progress, write_json
 
 
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             *hot_path.run(settings),
             *concurrency.run(settings),
             *memory.run(settings),
+            *disk_store.run(settings),
+            *redis_store.run(settings),
         ]
     progress(f"done in {time.perf_counter() - started:.1f} s")
     print_report(sections, settings)

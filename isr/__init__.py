@@ -21,6 +21,7 @@ from ._api import (
     invalidate_tag_sync,
     with_revalidate,
 )
+from ._codec import Codec, CodecError, JsonCodec, PickleCodec
 from ._context import cache_life, cache_tag, no_store
 from ._decorator import AsyncCached, Revalidate, SyncCached
 from ._entry import Mode
@@ -31,9 +32,13 @@ from ._status import Result, Status
 __all__ = [
     "ISR",
     "AsyncCached",
+    "Codec",
+    "CodecError",
     "ConfigError",
     "ISRError",
+    "JsonCodec",
     "Mode",
+    "PickleCodec",
     "Result",
     "Revalidate",
     "Stats",

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random as _random
+import secrets
+import tempfile
 import threading
 import time
 import weakref
@@ -30,6 +33,7 @@ from typing_extensions import Self
 from adapters.base import Adapter
 from adapters.memory import MemoryAdapter
 
+from ._codec import Codec, CodecError
 from ._context import FetchContext, current_fetch
 from ._entry import (
     EXPIRED,
@@ -98,6 +102,9 @@ class Stats:
     """Entries in the store, where the store can tell cheaply."""
     refreshing: int
     """Background refreshes running now."""
+    store_errors: int
+    """Store failures absorbed (unreachable, timed out, unreadable record): the callers got
+    answers regardless, from the origin if need be."""
 
 
 class Loader(Generic[T]):
@@ -141,7 +148,7 @@ class Loader(Generic[T]):
 class _Flight:
     """One fetch of one key, shared by every caller that asks meanwhile."""
 
-    __slots__ = ("age_base", "cancelled", "done", "error", "reported", "value")
+    __slots__ = ("age_base", "cancelled", "done", "error", "reported", "seen", "value")
 
     def __init__(self) -> None:
         self.value: Any = None
@@ -150,6 +157,7 @@ class _Flight:
         self.reported = False  # a stale-if-error answer from it has been logged
         self.done = False
         self.age_base: float | None = None  # ``created`` of the stored entry, if any
+        self.seen: Entry | None = None  # what the store held when the fetch was decided
 
 
 class _AsyncFlight(_Flight):
@@ -187,11 +195,20 @@ class _Backoff:
         self.error = error
 
 
-def adapter_from_url(url: str, *, namespace: str | None = None) -> Adapter:
-    """Make the store a cache URL names: ``memory://[?max_entries=N]``."""
+def adapter_from_url(
+    url: str, *, namespace: str | None = None, codec: Codec | None = None
+) -> Adapter:
+    """Make the store a cache URL names.
+
+    ``memory://[?max_entries=N]``; ``disk:///absolute/path``; ``redis://host:port/db`` or
+    ``rediss://`` (needs the ``isr-runtime[redis]`` extra).
+    """
     parts = urlsplit(url)
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    if parts.scheme == "memory":
+    scheme = parts.scheme
+    if scheme == "memory":
+        if codec is not None:
+            raise ConfigError("memory:// keeps values as they are; it takes no codec")
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = set(options) - {"max_entries"}
         if unknown or parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(
@@ -206,10 +223,55 @@ def adapter_from_url(url: str, *, namespace: str | None = None) -> Adapter:
             return MemoryAdapter(max_entries, namespace=namespace)
         except ValueError as exc:
             raise ConfigError(f"cache URL {url!r}: {exc}") from None
+    if scheme == "disk":
+        from adapters.disk import DiskAdapter
+
+        return DiskAdapter.from_url(url, namespace=namespace, codec=codec)
+    if scheme in ("redis", "rediss"):
+        from adapters.redis import RedisAdapter
+
+        return RedisAdapter.from_url(url, namespace=namespace, codec=codec)
     raise ConfigError(
-        f"cache URL {url!r}: unknown scheme {parts.scheme!r}; this version supports "
-        "'memory://' (disk:// and redis:// come with the shared-store adapters)"
+        f"cache URL {url!r}: unknown scheme {scheme!r}; use memory://, disk:///path, "
+        "redis://host:port/db or rediss://"
     )
+
+
+#: Deployment targets for ``ISR.from_env`` and the store each one defaults to.
+TARGETS = {
+    "development": "memory://",
+    "tests": "memory://",
+    "single-host": "disk://",
+    "multi-instance": "redis://",
+    "serverless": "redis://",
+}
+
+
+def url_from_env(environ: Mapping[str, str]) -> str:
+    """The cache URL the environment asks for (see `ISR.from_env`)."""
+    url = environ.get("ISR_CACHE_URL", "").strip()
+    target = environ.get("ISR_TARGET", "").strip()
+    if target and target not in TARGETS:
+        raise ConfigError(
+            f"ISR_TARGET={target!r} is not a deployment target; use one of {', '.join(TARGETS)}"
+        )
+    wanted = TARGETS.get(target)
+    if url:
+        if (
+            wanted
+            and not url.startswith(wanted.split("//")[0])
+            and not (wanted == "redis://" and url.startswith("rediss://"))
+        ):
+            raise ConfigError(
+                f"ISR_TARGET={target} wants a {wanted} store, but ISR_CACHE_URL is {url!r}"
+            )
+        return url
+    if wanted is None or wanted == "memory://":
+        return "memory://"
+    if wanted == "disk://":
+        directory = environ.get("ISR_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "isr-cache")
+        return "disk://" + os.path.abspath(directory)
+    raise ConfigError(f"ISR_TARGET={target} needs ISR_CACHE_URL=redis://host:port/db")
 
 
 class ISR:
@@ -235,13 +297,15 @@ class ISR:
         refresh_workers: int = 8,
         on_error: ErrorHook | None = None,
         random: Callable[[], float] | None = None,
+        codec: Codec | None = None,
+        lock_ttl: float = 30.0,
     ) -> None:
         if isinstance(url_or_adapter, Adapter):
-            if namespace is not None:
-                raise ConfigError("pass namespace= to the adapter itself, not to ISR()")
+            if namespace is not None or codec is not None:
+                raise ConfigError("pass namespace= and codec= to the adapter itself, not to ISR()")
             self.adapter = url_or_adapter
         elif isinstance(url_or_adapter, str):
-            self.adapter = adapter_from_url(url_or_adapter, namespace=namespace)
+            self.adapter = adapter_from_url(url_or_adapter, namespace=namespace, codec=codec)
         else:
             raise ConfigError(
                 f"ISR() takes a cache URL or an Adapter, not {type(url_or_adapter).__name__}"
@@ -250,13 +314,20 @@ class ISR:
             raise ConfigError("backoff must be > 0 and max_backoff >= backoff")
         if not isinstance(refresh_workers, int) or refresh_workers < 1:
             raise ConfigError("refresh_workers must be a positive integer")
-        self.clock: Callable[[], float] = clock or time.monotonic
+        if not lock_ttl > 0:
+            raise ConfigError("lock_ttl must be > 0 seconds")
+        self.clock: Callable[[], float] = clock or (
+            time.time if self.adapter.wall_clock else time.monotonic
+        )
+        self.lock_ttl = lock_ttl
         self.random: Callable[[], float] = random or _random.random
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.refresh_workers = refresh_workers
         self.on_error = on_error
-        self._local = self.adapter.local
+        self._inline = self.adapter.inline
+        self._shared = self.adapter.shared
+        self._last_gen = Generation()
         self._lock = threading.RLock()
         self._aflights: dict[str, _AsyncFlight] = {}
         self._sflights: dict[str, _SyncFlight] = {}
@@ -287,6 +358,19 @@ class ISR:
             ),
             0,
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> ISR:
+        """A runtime on the store the environment names: ``ISR_CACHE_URL`` (a cache URL),
+        else ``ISR_TARGET`` (development, tests: memory; single-host: disk under
+        ``ISR_CACHE_DIR``; multi-instance, serverless: Redis, which then needs
+        ``ISR_CACHE_URL``), else memory. ``ISR_NAMESPACE`` sets the namespace. Other
+        arguments as for `ISR`."""
+        env = os.environ if environ is None else environ
+        url = url_from_env(env)
+        if "namespace" not in options and env.get("ISR_NAMESPACE"):
+            options["namespace"] = env["ISR_NAMESPACE"]
+        return cls(url, **options)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -393,6 +477,7 @@ class ISR:
             evictions=evictions if isinstance(evictions, int) else 0,
             entries=self.adapter.size(),
             refreshing=len(self._pending) + len(self._spending),
+            store_errors=self.adapter.errors,
         )
 
     def _count(self, name: str) -> None:
@@ -417,15 +502,14 @@ class ISR:
             ns["_isr_hits"] = 0  # hits counted from here on belong to this runtime
             self._loaders.add(loader)
 
-    def _generation(self) -> Generation:
-        return self.adapter.generation()
-
     def _begin_fetch(self) -> tuple[int, int]:
         with self._lock:
             self._seq += 1
             fid = self._seq
             self._active[fid] = fid
-        return fid, self._generation().current
+        # A shared store's generation is the one last read (reading it here would block).
+        gen = self.adapter.generation() if self._inline else self._last_gen
+        return fid, gen.current
 
     def _end_fetch(self, fid: int) -> None:
         with self._lock:
@@ -537,7 +621,7 @@ class ISR:
         verdict: Verdict,
         now: float,
         flights: Mapping[str, _Flight],
-        spawn: Callable[[Loader[Any], str, tuple[Any, ...], dict[str, Any]], object],
+        spawn: Callable[[Loader[Any], str, tuple[Any, ...], dict[str, Any], Entry | None], object],
     ) -> _Answer | None:
         """Answer from what the store holds, if the verdict allows it without fetching:
         fresh (HIT), stale (STALE, and ``spawn`` a refresh unless one is in ``flights``), or
@@ -549,13 +633,13 @@ class ISR:
             entry.used = True
             self._n["hits"] += 1
             if loader.xfetch is not None and self._xfetch_due(loader, entry, now):
-                spawn(loader, key, args, kwargs)
+                spawn(loader, key, args, kwargs, entry)
             return (entry.value, _HIT, now - entry.created, None)
         if verdict is STALE:
             entry.used = True
             self._n["stale"] += 1
             if key not in flights:
-                spawn(loader, key, args, kwargs)
+                spawn(loader, key, args, kwargs, entry)
             return (entry.value, _STALE, now - entry.created, None)
         if verdict is EXPIRED:
             backoff = self._backoff_for(key, now)
@@ -570,7 +654,7 @@ class ISR:
             self._count("misses")
             age = 0.0 if flight.age_base is None else max(0.0, self.clock() - flight.age_base)
             return (flight.value, _MISS, age, None)
-        if fallback is not None:
+        if fallback is not None and not isinstance(flight.error, CodecError):
             self._count("stale_if_error")
             if not flight.reported:
                 flight.reported = True
@@ -604,7 +688,6 @@ class ISR:
         fid, gen = self._begin_fetch()
         run = _Run(fid, gen, FetchContext(), self.clock())
         token = current_fetch.set(run.ctx)
-        self._count("loader_calls")
         try:
             yield run
         except Exception as exc:
@@ -639,9 +722,31 @@ class ISR:
         loader.observe(self.clock() - run.started)
         with self._lock:
             entry = self._make_entry(loader, key, args, kwargs, value, run.ctx, run.fid, run.gen)
-            if entry is not None and self._local:
-                self.adapter.set(key, entry)
+            if entry is not None and self._inline:
+                if self._shared:
+                    entry = self._remark(
+                        entry, self.adapter.invalidated_since(key, entry.tags, run.started)
+                    )
+                if entry is not None:
+                    self.adapter.set(key, entry)
         return entry
+
+    @staticmethod
+    def _remark(entry: Entry, mode: Mode | None) -> Entry | None:
+        """``entry`` with an invalidation another process made while it was being fetched
+        (None: purged, store nothing)."""
+        if mode is None:
+            return entry
+        return None if mode is Mode.PURGE else entry.marked(mode)
+
+    def _lock_ttl(self, loader: Loader[Any]) -> float:
+        return max(self.lock_ttl, (loader.timeout or 0.0) + 1.0)
+
+    def _fresh_since(self, landed: Entry | None, seen: Entry | None) -> bool:
+        """Has another process stored a fresh value since we saw ``seen``?"""
+        if landed is None or (seen is not None and landed.created <= seen.created):
+            return False
+        return classify(landed, self.clock(), self._last_gen) is FRESH
 
     def _landed(self, flight: _Flight, key: str, value: Any, entry: Entry | None) -> None:
         flight.value = value
@@ -660,7 +765,7 @@ class ISR:
     ) -> Any:
         """The generated async wrapper's second chance, before it awaits anything: serve a
         stale (or backing-off) local entry it already holds. `FETCH`: go to `_amiss`."""
-        if entry is None or not self._local:
+        if entry is None or not self._inline:
             return FETCH
         now = self.clock()
         verdict = classify(entry, now, self.adapter.generation())
@@ -678,7 +783,7 @@ class ISR:
     ) -> Result[Any] | None:
         """The generated async ``lookup``'s first step: answer from a local store without
         awaiting (HIT, STALE, STALE-IF-ERROR in backoff), or None to go to `_alookup`."""
-        if not self._local:
+        if not self._inline:
             return None
         entry = self.adapter.peek(key)
         if entry is None:
@@ -704,10 +809,11 @@ class ISR:
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> _Answer:
         while True:
-            if self._local:
+            if self._inline:
                 entry, generation = self.adapter.get(key), self.adapter.generation()
             else:
                 entry, generation = await self.adapter.aget(key), await self.adapter.ageneration()
+                self._last_gen = generation
             now = self.clock()
             verdict = classify(entry, now, generation)
             answer = self._serve(
@@ -720,13 +826,14 @@ class ISR:
             soft = loader.soft_timeout if fallback is not None else None
             if flight is None and soft is None:
                 flight = _AsyncFlight()
+                flight.seen = entry
                 self._aflights[key] = flight
                 await self._arun(loader, key, args, kwargs, flight, background=False)
                 return self._answer(flight, fallback, key)
             if flight is None:
                 # With a soft timeout the fetch runs in the background, so that it can
                 # outlive this caller when the old value is served instead.
-                flight = self._aspawn(loader, key, args, kwargs)
+                flight = self._aspawn(loader, key, args, kwargs, entry)
                 assert flight is not None
             else:
                 self._count("coalesced")
@@ -759,7 +866,12 @@ class ISR:
         self._aspawn(loader, key, args, kwargs)
 
     def _aspawn(
-        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seen: Entry | None = None,
     ) -> _AsyncFlight | None:
         """Start one background refresh of ``key`` unless one runs or the key backs off."""
         flight = self._aflights.get(key)
@@ -768,6 +880,7 @@ class ISR:
         if self._backoff_for(key, self.clock()) is not None:
             return None
         flight = _AsyncFlight()
+        flight.seen = seen
         self._aflights[key] = flight
         self._pending.add(flight)
         self._count("refreshes")
@@ -791,18 +904,55 @@ class ISR:
         *,
         background: bool,
     ) -> None:
-        """Run the loader once for ``flight``; store and publish its outcome. Never raises
-        but for the caller's own cancellation."""
+        """Run the loader once for ``flight``; store and publish its outcome. On a shared
+        store, under its fetch lock: if another process is fetching the key, wait for its
+        value instead. Never raises but for the caller's own cancellation."""
         with self._fetching(loader, key, flight, self._aflights, self._pending, background) as run:
-            if loader.timeout is not None:
-                with anyio.fail_after(loader.timeout):
+            token = None
+            if self._shared:
+                token = secrets.token_hex(16)
+                landed = await self._alock(key, token, self._lock_ttl(loader), flight.seen)
+                if landed is not None:
+                    self._landed(flight, key, landed.value, landed)
+                    return
+            try:
+                self._count("loader_calls")
+                if loader.timeout is not None:
+                    with anyio.fail_after(loader.timeout):
+                        value = await loader.fn(*args, **kwargs)
+                else:
                     value = await loader.fn(*args, **kwargs)
-            else:
-                value = await loader.fn(*args, **kwargs)
-            entry = self._stored(run, loader, key, args, kwargs, value)
-            if entry is not None and not self._local:
-                await self.adapter.aset(key, entry)
+                entry = self._stored(run, loader, key, args, kwargs, value)
+                if entry is not None and not self._inline:
+                    since = await self.adapter.ainvalidated_since(key, entry.tags, run.started)
+                    entry = self._remark(entry, since)
+                    if entry is not None:
+                        await self.adapter.aset(key, entry)
+            finally:
+                if token is not None:
+                    # Shielded: a cancelled fetcher must still hand its lock back, or the
+                    # caller taking over would wait out the lock's TTL.
+                    with anyio.CancelScope(shield=True):
+                        await self.adapter.arelease(key, token)
             self._landed(flight, key, value, entry)
+
+    async def _alock(self, key: str, token: str, ttl: float, seen: Entry | None) -> Entry | None:
+        """Take ``key``'s fetch lock in the shared store (None), or wait for the value the
+        process holding it is fetching and return it once it lands. A holder that dies
+        blocks nobody past ``ttl``: its lock expires and the next try takes it."""
+        delay = 0.002
+        while True:
+            if await self.adapter.aacquire(key, token, ttl):
+                landed = await self.adapter.aget(key)  # landed between our read and the lock?
+                if self._fresh_since(landed, seen):
+                    await self.adapter.arelease(key, token)
+                    return landed
+                return None
+            await anyio.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+            landed = await self.adapter.aget(key)
+            if self._fresh_since(landed, seen):
+                return landed
 
     # ------------------------------------------------------------------ sync driver
 
@@ -823,7 +973,8 @@ class ISR:
         while True:
             entry = adapter.get(key)
             now = self.clock()
-            verdict = classify(entry, now, adapter.generation())
+            self._last_gen = generation = adapter.generation()
+            verdict = classify(entry, now, generation)
             answer = self._serve(
                 loader, key, args, kwargs, entry, verdict, now, self._sflights, self._sspawn
             )
@@ -836,6 +987,7 @@ class ISR:
                 lead = flight is None
                 if flight is None:
                     flight = _SyncFlight()
+                    flight.seen = entry
                     self._sflights[key] = flight
             if lead and soft is None and loader.timeout is None:
                 self._srun(loader, key, args, kwargs, flight, background=False)
@@ -886,7 +1038,12 @@ class ISR:
         self._sspawn(loader, key, args, kwargs)
 
     def _sspawn(
-        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seen: Entry | None = None,
     ) -> _SyncFlight | None:
         with self._lock:
             flight = self._sflights.get(key)
@@ -895,6 +1052,7 @@ class ISR:
             if self._backoff_for(key, self.clock()) is not None:
                 return None
             flight = _SyncFlight()
+            flight.seen = seen
             self._sflights[key] = flight
             self._spending.add(flight)
         self._count("refreshes")
@@ -913,19 +1071,51 @@ class ISR:
     ) -> None:
         """`_arun` for sync loaders (in the caller's thread or on the refresh pool)."""
         with self._fetching(loader, key, flight, self._sflights, self._spending, background) as run:
-            value = loader.fn(*args, **kwargs)
-            entry = self._stored(run, loader, key, args, kwargs, value)
-            if entry is not None and not self._local:
-                self.adapter.set(key, entry)
+            token = None
+            if self._shared:
+                token = secrets.token_hex(16)
+                landed = self._slock(key, token, self._lock_ttl(loader), flight.seen)
+                if landed is not None:
+                    self._landed(flight, key, landed.value, landed)
+                    return
+            try:
+                self._count("loader_calls")
+                value = loader.fn(*args, **kwargs)
+                entry = self._stored(run, loader, key, args, kwargs, value)
+                if entry is not None and not self._inline:
+                    since = self.adapter.invalidated_since(key, entry.tags, run.started)
+                    entry = self._remark(entry, since)
+                    if entry is not None:
+                        self.adapter.set(key, entry)
+            finally:
+                if token is not None:
+                    self.adapter.release(key, token)
             self._landed(flight, key, value, entry)
+
+    def _slock(self, key: str, token: str, ttl: float, seen: Entry | None) -> Entry | None:
+        """`_alock` for sync code."""
+        delay = 0.002
+        while True:
+            if self.adapter.acquire(key, token, ttl):
+                landed = self.adapter.get(key)
+                if self._fresh_since(landed, seen):
+                    self.adapter.release(key, token)
+                    return landed
+                return None
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+            landed = self.adapter.get(key)
+            if self._fresh_since(landed, seen):
+                return landed
 
     # ------------------------------------------------------------------ invalidation
 
-    def _mark_sync(self, key: str, mode: Mode) -> bool:
-        """Apply ``mode`` to the entry under ``key`` through the store's sync calls. Lock held."""
+    def _mark_sync(self, key: str, mode: Mode, tag: str | None = None) -> bool:
+        """Apply ``mode`` to the entry under ``key`` (if it still carries ``tag``, when one
+        is given) through the store's sync calls. Lock held."""
         self._backoffs.pop(key, None)
         entry = self.adapter.get(key)
-        if entry is None:
+        if entry is None or (tag is not None and tag not in entry.tags):
             return False
         if mode is Mode.PURGE:
             self.adapter.delete(key)
@@ -933,11 +1123,11 @@ class ISR:
             self.adapter.set(key, entry.marked(mode))
         return True
 
-    async def _amark(self, key: str, mode: Mode) -> bool:
+    async def _amark(self, key: str, mode: Mode, tag: str | None = None) -> bool:
         with self._lock:
             self._backoffs.pop(key, None)
         entry = await self.adapter.aget(key)
-        if entry is None:
+        if entry is None or (tag is not None and tag not in entry.tags):
             return False
         if mode is Mode.PURGE:
             await self.adapter.adelete(key)
@@ -951,6 +1141,8 @@ class ISR:
         self._count("invalidations")
         with self._lock:
             self._log_invalidation("key", key, m)
+            if self._shared:
+                self.adapter.note_invalidation("key", key, m, self.clock(), self.lock_ttl)
             return self._mark_sync(key, m)
 
     async def invalidate(self, key: str, mode: ModeName | Mode = "expire") -> bool:
@@ -963,8 +1155,12 @@ class ISR:
         self._count("invalidations")
         with self._lock:
             self._log_invalidation("key", key, m)
-            if self._local:
+            if self._inline:
+                if self._shared:
+                    self.adapter.note_invalidation("key", key, m, self.clock(), self.lock_ttl)
                 return self._mark_sync(key, m)
+        if self._shared:
+            await self.adapter.anote_invalidation("key", key, m, self.clock(), self.lock_ttl)
         return await self._amark(key, m)
 
     def invalidate_tag_sync(self, tag: str, mode: ModeName | Mode = "expire") -> int:
@@ -973,7 +1169,12 @@ class ISR:
         self._count("invalidations")
         with self._lock:
             self._log_invalidation("tag", tag, m)
-            return sum(self._mark_sync(key, m) for key in self.adapter.tagged(tag))
+            if self._shared:
+                self.adapter.note_invalidation("tag", tag, m, self.clock(), self.lock_ttl)
+            keys = self.adapter.tagged(tag)
+            done = [self._mark_sync(key, m, tag) for key in keys]
+            self.adapter.untag(tag, [k for k, ok in zip(keys, done, strict=True) if not ok])
+            return sum(done)
 
     async def invalidate_tag(self, tag: str, mode: ModeName | Mode = "expire") -> int:
         """Invalidate every entry carrying ``tag`` (modes as in `invalidate`); costs
@@ -982,10 +1183,16 @@ class ISR:
         self._count("invalidations")
         with self._lock:
             self._log_invalidation("tag", tag, m)
-            if self._local:
-                return sum(self._mark_sync(key, m) for key in self.adapter.tagged(tag))
+            if self._inline:
+                if self._shared:
+                    self.adapter.note_invalidation("tag", tag, m, self.clock(), self.lock_ttl)
+                return sum(self._mark_sync(key, m, tag) for key in self.adapter.tagged(tag))
+        if self._shared:
+            await self.adapter.anote_invalidation("tag", tag, m, self.clock(), self.lock_ttl)
         keys = await self.adapter.atagged(tag)
-        return sum([await self._amark(key, m) for key in keys])
+        done = [await self._amark(key, m, tag) for key in keys]
+        await self.adapter.auntag(tag, [k for k, ok in zip(keys, done, strict=True) if not ok])
+        return sum(done)
 
     def invalidate_all_sync(self, mode: ModeName | Mode = "expire") -> None:
         """`invalidate_all` for sync code."""
@@ -1002,7 +1209,7 @@ class ISR:
         self._count("invalidations")
         with self._lock:
             self._backoffs.clear()
-            if self._local:
+            if self._inline:
                 self.adapter.bump_generation(m)
                 return
         await self.adapter.abump_generation(m)

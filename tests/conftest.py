@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 import isr
+
+from .redis_server import RedisServer
+
+#: Every store the runtime's behaviour is checked on (the conformance suite): the tests
+#: that take the ``rt``/``srt`` fixtures run once per store.
+STORES = ("memory", "disk", "redis")
 
 
 class FakeClock:
@@ -32,14 +40,56 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def rt(clock: FakeClock) -> AsyncIterator[isr.ISR]:
-    async with isr.ISR(clock=clock) as runtime:
+def store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A cache URL for ``store``, private to the test (own directory, own namespace)."""
+    if store == "memory":
+        return "memory://"
+    if store == "disk":
+        return f"disk://{tmp_path / 'cache'}"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def rt(clock: FakeClock, store_url: str, namespace: str) -> AsyncIterator[isr.ISR]:
+    async with isr.ISR(store_url, clock=clock, namespace=namespace) as runtime:
         yield runtime
 
 
 @pytest.fixture
-def srt(clock: FakeClock) -> Iterator[isr.ISR]:
-    runtime = isr.ISR(clock=clock)
+def srt(clock: FakeClock, store_url: str, namespace: str) -> Iterator[isr.ISR]:
+    runtime = isr.ISR(store_url, clock=clock, namespace=namespace)
     yield runtime
     runtime.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """redis-py's asyncio client runs on asyncio only: Redis async tests are pinned to
+    asyncio (deselected on trio, not skipped). Memory and disk run on both."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("anyio_backend") == "trio" and "redis" in params.values():
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -124,7 +124,7 @@ def test_a_key_callable_returning_a_non_string_caches_nothing(srt: isr.ISR) -> N
 
     with pytest.raises(isr.TemplateError, match="returned 5; it must return a non-empty str"):
         get(5)
-    assert srt.stats().entries == 0
+    assert srt.stats().loader_calls == 0
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,11 @@ class Origin:
         self.version = 1
         self.fail: Exception | None = None
         self.gate: anyio.Event | None = None
+        self.entered = anyio.Event()  # set once a loader call is running
 
     async def load(self, name: str) -> str:
         self.calls += 1
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail is not None:
@@ -180,7 +182,7 @@ async def test_cancelled_fetcher_hands_over_to_a_waiter(rt: isr.ISR) -> None:
     async with anyio.create_task_group() as outer:
         async with anyio.create_task_group() as leader:
             leader.start_soon(get, "a")
-            await anyio.wait_all_tasks_blocked()
+            await origin.entered.wait()
             outer.start_soon(waiter)
             await anyio.wait_all_tasks_blocked()
             leader.cancel_scope.cancel()
@@ -324,10 +326,15 @@ async def test_invalidate_all(rt: isr.ISR, mode: str) -> None:
 async def test_invalidate_all_is_o1_and_new_entries_are_fresh(rt: isr.ISR) -> None:
     origin = Origin()
     get = cached(rt, origin)
-    for i in range(1000):
+    for i in range(300):
         await get(str(i))
+    before = rt.adapter.get("item:7")
     await rt.invalidate_all()
-    assert rt.stats().entries == 1000  # nothing was scanned or rewritten
+    after = rt.adapter.get("item:7")  # nothing was scanned or rewritten
+    assert before is not None
+    assert after is not None
+    assert (after.created, after.policy, after.gen) == (before.created, before.policy, before.gen)
+    assert (await get.lookup("7")).status is Status.MISS
     await get("1")
     assert (await get.lookup("1")).status is Status.HIT
 
@@ -339,7 +346,7 @@ async def test_invalidation_during_a_fetch_wins_over_its_result(rt: isr.ISR) -> 
     get = cached(rt, origin)
     async with anyio.create_task_group() as tg:
         tg.start_soon(get, "a")
-        await anyio.wait_all_tasks_blocked()
+        await origin.entered.wait()  # the loader runs (not just waits on the store)
         await rt.invalidate("item:a")  # the fetch in flight read v1 before the publish
         origin.gate.set()
     origin.gate = None
@@ -491,7 +498,7 @@ async def test_tag_and_global_invalidation_during_a_fetch_win_too(rt: isr.ISR, h
     get = cached(rt, origin, tags=["items"])
     async with anyio.create_task_group() as tg:
         tg.start_soon(get, "a")
-        await anyio.wait_all_tasks_blocked()
+        await origin.entered.wait()
         if how == "tag":
             await rt.invalidate_tag("items", mode="purge")
         else:
@@ -507,6 +514,7 @@ async def test_a_loader_dying_with_a_base_exception_hands_over_to_waiters(rt: is
     """Waiters must never receive a made-up value when the fetch ended without one."""
     calls = 0
     gate = anyio.Event()
+    entered = anyio.Event()
 
     class Stop(BaseException):
         pass
@@ -515,6 +523,7 @@ async def test_a_loader_dying_with_a_base_exception_hands_over_to_waiters(rt: is
     async def load() -> str:
         nonlocal calls
         calls += 1
+        entered.set()
         await gate.wait()
         if calls == 1:
             raise Stop
@@ -531,9 +540,26 @@ async def test_a_loader_dying_with_a_base_exception_hands_over_to_waiters(rt: is
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(leader)
-        await anyio.wait_all_tasks_blocked()
+        await entered.wait()
         tg.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
         gate.set()
     assert results == ["value"]
     assert calls == 2
+
+
+async def test_an_entry_its_loader_retagged_leaves_its_old_tag(rt: isr.ISR) -> None:
+    tags = ["section:a"]
+
+    @isr.with_revalidate("k", ttl=60, runtime=rt)
+    async def load() -> str:
+        isr.cache_tag(*tags)
+        return "v"
+
+    await load()
+    tags[:] = ["section:b"]
+    await rt.invalidate("k")
+    await load()  # stored again, now tagged section:b only
+    assert await rt.invalidate_tag("section:a") == 0
+    assert (await load.lookup()).status is Status.HIT
+    assert await rt.invalidate_tag("section:b") == 1

@@ -1,0 +1,76 @@
+"""A child process for the multi-process tests: one ISR instance, N concurrent callers.
+
+    python -m tests._mp_child URL NAMESPACE WORKDIR CALLERS [--offset S] [--loader-sleep S]
+        [--lock-ttl S]
+
+It waits for WORKDIR/go to exist (so every child starts together), then runs CALLERS
+concurrent lookups of one key and prints their statuses and values as JSON. Each origin
+call appends one byte to WORKDIR/calls, so the parent counts calls across processes.
+``--offset`` moves this process's clock forward (to find an entry stale without waiting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import anyio
+
+import isr
+
+
+def count_call(path: Path) -> None:
+    """One byte per origin call, appended atomically: the parent counts them."""
+    with open(path, "ab") as calls:
+        calls.write(b"x")
+
+
+def wait_for_go(work: Path) -> None:
+    while not (work / "go").exists():
+        time.sleep(0.005)
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(args.workdir)
+    offset = args.offset
+    runtime = isr.ISR(
+        args.url,
+        namespace=args.namespace,
+        clock=lambda: time.time() + offset,
+        lock_ttl=args.lock_ttl,
+    )
+
+    @runtime.with_revalidate("page:{slug}", ttl=60, swr=None)
+    async def page(slug: str) -> dict[str, object]:
+        count_call(work / "calls")
+        await anyio.sleep(args.loader_sleep)
+        return {"slug": slug, "pid": os.getpid()}
+
+    results: list[isr.Result[dict[str, object]]] = []
+
+    async def call() -> None:
+        results.append(await page.lookup("home"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(args.callers):
+            tg.start_soon(call)
+    await runtime.aclose()
+    json.dump([[r.status.value, r.value] for r in results], sys.stdout)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("namespace")
+    parser.add_argument("workdir")
+    parser.add_argument("callers", type=int)
+    parser.add_argument("--offset", type=float, default=0.0)
+    parser.add_argument("--loader-sleep", type=float, default=0.2)
+    parser.add_argument("--lock-ttl", type=float, default=30.0)
+    arguments = parser.parse_args()
+    wait_for_go(Path(arguments.workdir))  # every child starts its callers together
+    anyio.run(main, arguments)

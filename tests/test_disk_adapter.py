@@ -1,0 +1,123 @@
+"""The disk store: shared by processes, survives restarts, encodes with a codec."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import isr
+from adapters.disk import DiskAdapter
+from isr import Status
+from isr._codec import PickleCodec
+from isr._entry import Mode
+
+
+def test_entries_survive_a_restart(tmp_path: Path) -> None:
+    url = f"disk://{tmp_path}"
+    first = isr.ISR(url)
+
+    @first.with_revalidate("k:{x}", ttl=60)
+    def load(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    load(1)
+    first.close()
+    second = isr.ISR(url)
+    again = second.with_revalidate("k:{x}", ttl=60)(lambda x: {"x": -1})
+    assert again.lookup(1).status is Status.HIT
+    assert again(1) == {"x": 1}
+    second.close()
+
+
+def test_a_value_json_cannot_hold_fails_naming_the_key_and_nothing_is_cached(
+    tmp_path: Path,
+) -> None:
+    rt = isr.ISR(f"disk://{tmp_path}")
+
+    @rt.with_revalidate("when:{x}", ttl=60)
+    def load(x: int) -> object:
+        return {"at": time}  # a module: not JSON
+
+    with pytest.raises(isr.CodecError, match="cannot cache the value for 'when:1' as JSON"):
+        load(1)
+    assert rt.adapter.get("when:1") is None
+    rt.close()
+
+
+def test_pickle_is_an_explicit_signed_opt_in(tmp_path: Path) -> None:
+    rt = isr.ISR(f"disk://{tmp_path}", codec=PickleCodec(b"s" * 32))
+
+    @rt.with_revalidate("set:{x}", ttl=60)
+    def load(x: int) -> set[int]:
+        return {x, x + 1}
+
+    assert load(1) == {1, 2}
+    assert load.lookup(1).value == {1, 2}
+    # a record someone else wrote into the store, unsigned: refused, counted, refetched
+    rt.adapter._cache.set("isr:e:set:2", b"\x00" * 40)  # type: ignore[attr-defined]
+    assert load.lookup(2).status is Status.MISS
+    assert rt.stats().store_errors >= 1
+    rt.close()
+
+
+def test_two_runtimes_on_one_directory_see_each_others_invalidations(tmp_path: Path) -> None:
+    a = isr.ISR(DiskAdapter(tmp_path, generation_poll=0.0))
+    b = isr.ISR(DiskAdapter(tmp_path, generation_poll=0.0))
+    version = {"n": 1}
+
+    def loader(rt: isr.ISR) -> isr.SyncCached[[str], str]:
+        @rt.with_revalidate("post:{slug}", ttl=60, tags=["posts"])
+        def post(slug: str) -> str:
+            return f"{slug} v{version['n']}"
+
+        return post
+
+    pa, pb = loader(a), loader(b)
+    assert pa("x") == "x v1"
+    assert pb.lookup("x").status is Status.HIT  # b reads what a stored
+    version["n"] = 2
+    assert a.invalidate_tag_sync("posts") == 1
+    assert pb.lookup("x").value == "x v2"  # b fetches at once after a's publish
+    a.invalidate_all_sync(Mode.REVALIDATE)
+    assert pb.lookup("x").status is Status.STALE  # within b's generation poll (0 s here)
+    a.close()
+    b.close()
+
+
+def test_fetch_lock_is_exclusive_token_checked_and_expires(tmp_path: Path) -> None:
+    store = DiskAdapter(tmp_path)
+    assert store.acquire("k", "t1", ttl=0.3) is True
+    assert store.acquire("k", "t2", ttl=0.3) is False
+    store.release("k", "t2")  # not the holder: nothing happens
+    assert store.acquire("k", "t2", ttl=0.3) is False
+    time.sleep(0.4)
+    assert store.acquire("k", "t2", ttl=0.3) is True  # the first holder's lock expired
+    store.release("k", "t2")
+    assert store.acquire("k", "t3", ttl=0.3) is True
+    store.close()
+
+
+def test_namespaces_isolate_applications_in_one_directory(tmp_path: Path) -> None:
+    one = isr.ISR(f"disk://{tmp_path}", namespace="one")
+    two = isr.ISR(f"disk://{tmp_path}", namespace="two")
+    one.with_revalidate("k", ttl=60)(lambda: "one")()
+    assert two.with_revalidate("k", ttl=60)(lambda: "two")() == "two"
+    one.invalidate_all_sync("purge")
+    assert two.adapter.get("k") is not None
+    one.close()
+    two.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("disk://relative/path", "needs an absolute path"),
+        ("disk:///tmp/x?ttl=3", "unknown: ttl"),
+        ("disk:///tmp/x?size_limit=big", "size_limit must be an integer"),
+    ],
+)
+def test_bad_disk_urls_say_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(isr.ConfigError, match=message):
+        isr.ISR(url)

@@ -1,0 +1,104 @@
+"""Several real processes sharing one store (disk and Redis): one origin call per key."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import isr
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["disk", "redis"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "disk":
+        return f"disk://{tmp_path / 'cache'}"
+    return str(request.getfixturevalue("redis_server").url)
+
+
+def spawn(url: str, namespace: str, work: Path, callers: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests._mp_child", url, namespace, str(work), str(callers), *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> list[list[object]]:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    results: list[list[object]] = json.loads(out)
+    return results
+
+
+def start_together(procs: list[subprocess.Popen[str]], work: Path) -> None:
+    time.sleep(0.5)  # let every child import and connect before the go
+    (work / "go").touch()
+
+
+def calls(work: Path) -> int:
+    path = work / "calls"
+    return path.stat().st_size if path.exists() else 0
+
+
+def test_cold_key_three_processes_fifty_callers_each_one_origin_call(
+    shared_url: str, namespace: str, tmp_path: Path
+) -> None:
+    procs = [spawn(shared_url, namespace, tmp_path, 50) for _ in range(3)]
+    start_together(procs, tmp_path)
+    results = [r for p in procs for r in finish(p)]
+    assert len(results) == 150
+    assert calls(tmp_path) == 1
+    assert {json.dumps(value, sort_keys=True) for _, value in results} == {
+        json.dumps(results[0][1], sort_keys=True)
+    }  # all 150 got the one fetched value
+    assert {status for status, _ in results} == {"MISS"}
+
+
+def test_stale_key_is_refreshed_by_one_process(
+    shared_url: str, namespace: str, tmp_path: Path
+) -> None:
+    filler = spawn(shared_url, namespace, tmp_path, 1, "--loader-sleep", "0")
+    (tmp_path / "go").touch()
+    finish(filler)
+    assert calls(tmp_path) == 1
+    (tmp_path / "go").unlink()
+    # 61 s later for the children: past the ttl of 60 s, within the unbounded swr
+    procs = [spawn(shared_url, namespace, tmp_path, 50, "--offset", "61") for _ in range(3)]
+    start_together(procs, tmp_path)
+    results = [r for p in procs for r in finish(p)]
+    assert {status for status, _ in results} == {"STALE"}  # nobody waited for the refresh
+    assert calls(tmp_path) == 2  # one refresh across the three processes
+
+
+def test_a_dead_lock_holder_blocks_nobody_past_the_lock_ttl(
+    shared_url: str, namespace: str, tmp_path: Path
+) -> None:
+    holder = spawn(shared_url, namespace, tmp_path, 1, "--loader-sleep", "60", "--lock-ttl", "1")
+    (tmp_path / "go").touch()
+    deadline = time.monotonic() + 20
+    while calls(tmp_path) < 1:  # the holder took the lock and called the origin
+        assert time.monotonic() < deadline, "the holder never fetched"
+        time.sleep(0.01)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate()
+    started = time.monotonic()
+    runtime = isr.ISR(shared_url, namespace=namespace, lock_ttl=1)
+
+    @runtime.with_revalidate("page:{slug}", ttl=60)
+    def page(slug: str) -> str:
+        return f"{slug} by the survivor"
+
+    assert page("home") == "home by the survivor"
+    assert time.monotonic() - started < 1 + 2.0  # the lock's 1 s TTL, and some slack
+    runtime.close()
