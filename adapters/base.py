@@ -96,6 +96,15 @@ class Adapter(abc.ABC):
         ``since`` (a fetch's start), if any."""
         return None
 
+    def announce(self, kind: str, name: str, mode: Mode) -> None:  # noqa: B027 - optional hook
+        """Tell other instances' local copies that ``kind`` ``name`` was just invalidated
+        (after the store holds the marks). Only a store with per-instance copies (an L1)
+        has anything to do."""
+
+    def counters(self) -> dict[str, int]:
+        """Store-specific counters for `isr.ISR.stats` (an L1's bus, say)."""
+        return {}
+
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         """Take ``key``'s fetch lock for ``ttl`` seconds unless someone holds it. A store
         only one process uses needs none: the default always succeeds."""
@@ -142,6 +151,9 @@ class Adapter(abc.ABC):
     ) -> Mode | None:
         return self.invalidated_since(key, tags, since)
 
+    async def aannounce(self, kind: str, name: str, mode: Mode) -> None:
+        self.announce(kind, name, mode)
+
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:
         return self.acquire(key, token, ttl)
 
@@ -169,6 +181,10 @@ class GenerationCache:
         if time.monotonic() - self._read_at < self.poll:
             return self.value
         return None
+
+    def expire(self) -> None:
+        """Read the store's record on the next call."""
+        self._read_at = -float("inf")
 
     def due(self) -> bool:
         """Is it time to read the store's record again?"""

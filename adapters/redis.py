@@ -423,6 +423,25 @@ class RedisAdapter(Adapter):
             self._agate = _Gate(self.max_connections)
         return client
 
+    def async_client(self) -> aredis.Redis:
+        """The asyncio client of the running loop (for an L1's bus to publish on)."""
+        return self._aclient_here()
+
+    def subscriber_client(self) -> redis.Redis:
+        """A new sync client of its own, for an L1's pub/sub bus: a subscription holds its
+        connection, and waits on it longer than a command's timeout."""
+        kwargs = {**self._kwargs, "socket_timeout": max(5.0, self.timeout)}
+        if self.cluster:
+            from redis.cluster import RedisCluster
+
+            return cast("redis.Redis", RedisCluster.from_url(self.url, **kwargs))
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def fresh_generation(self) -> Generation:
+        """The generation record read now, not from the poll cache."""
+        self._generation.expire()
+        return self.generation()
+
     def _drop_aclient(self) -> None:
         """Forget an asyncio client whose loop is gone or another: its connections cannot
         be closed from here (they belong to that loop). Close them first with `aclose`."""

@@ -105,6 +105,10 @@ class Stats:
     store_errors: int
     """Store failures absorbed (unreachable, timed out, unreadable record): the callers got
     answers regardless, from the origin if need be."""
+    store: dict[str, int]
+    """Store-specific counters: with an L1, ``l1_entries``, ``bus_received`` (invalidations
+    from other instances) and ``bus_resyncs`` (times the L1 was dropped because messages
+    may have been lost)."""
 
 
 class Loader(Generic[T]):
@@ -196,15 +200,18 @@ class _Backoff:
 
 
 def adapter_from_url(
-    url: str, *, namespace: str | None = None, codec: Codec | None = None
+    url: str, *, namespace: str | None = None, codec: Codec | None = None, l1: bool | int = False
 ) -> Adapter:
     """Make the store a cache URL names.
 
     ``memory://[?max_entries=N]``; ``disk:///absolute/path``; ``redis://host:port/db`` or
-    ``rediss://`` (needs the ``isr-runtime[redis]`` extra).
+    ``rediss://`` (needs the ``isr-runtime[redis]`` extra), with ``l1=True`` (or a bound)
+    for a memory L1 kept coherent over pub/sub.
     """
     parts = urlsplit(url)
     scheme = parts.scheme
+    if l1 and scheme not in ("redis", "rediss"):
+        raise ConfigError(f"l1= puts a memory L1 in front of Redis; {scheme}:// has none")
     if scheme == "memory":
         if codec is not None:
             raise ConfigError("memory:// keeps values as they are; it takes no codec")
@@ -230,7 +237,13 @@ def adapter_from_url(
     if scheme in ("redis", "rediss"):
         from adapters.redis import RedisAdapter
 
-        return RedisAdapter.from_url(url, namespace=namespace, codec=codec)
+        store = RedisAdapter.from_url(url, namespace=namespace, codec=codec)
+        if not l1:
+            return store
+        from adapters.l1 import L1Adapter
+
+        bound = 10_000 if l1 is True else int(l1)
+        return L1Adapter(store, bound)
     raise ConfigError(
         f"cache URL {url!r}: unknown scheme {scheme!r}; use memory://, disk:///path, "
         "redis://host:port/db or rediss://"
@@ -299,13 +312,17 @@ class ISR:
         random: Callable[[], float] | None = None,
         codec: Codec | None = None,
         lock_ttl: float = 30.0,
+        l1: bool | int = False,
     ) -> None:
         if isinstance(url_or_adapter, Adapter):
-            if namespace is not None or codec is not None:
-                raise ConfigError("pass namespace= and codec= to the adapter itself, not to ISR()")
+            if namespace is not None or codec is not None or l1:
+                raise ConfigError(
+                    "pass namespace=, codec= and l1= with a cache URL, or build the adapter "
+                    "with them yourself"
+                )
             self.adapter = url_or_adapter
         elif isinstance(url_or_adapter, str):
-            self.adapter = adapter_from_url(url_or_adapter, namespace=namespace, codec=codec)
+            self.adapter = adapter_from_url(url_or_adapter, namespace=namespace, codec=codec, l1=l1)
         else:
             raise ConfigError(
                 f"ISR() takes a cache URL or an Adapter, not {type(url_or_adapter).__name__}"
@@ -326,6 +343,9 @@ class ISR:
         self.refresh_workers = refresh_workers
         self.on_error = on_error
         self._inline = self.adapter.inline
+        # Stores whose peek and generation() answer without waiting (memory, disk, an L1):
+        # the generated wrapper may serve a stale entry from them without awaiting.
+        self._quick = self.adapter.inline or self.adapter.local
         self._shared = self.adapter.shared
         self._last_gen = Generation()
         self._lock = threading.RLock()
@@ -478,6 +498,7 @@ class ISR:
             entries=self.adapter.size(),
             refreshing=len(self._pending) + len(self._spending),
             store_errors=self.adapter.errors,
+            store=self.adapter.counters(),
         )
 
     def _count(self, name: str) -> None:
@@ -765,7 +786,7 @@ class ISR:
     ) -> Any:
         """The generated async wrapper's second chance, before it awaits anything: serve a
         stale (or backing-off) local entry it already holds. `FETCH`: go to `_amiss`."""
-        if entry is None or not self._inline:
+        if entry is None or not self._quick:
             return FETCH
         now = self.clock()
         verdict = classify(entry, now, self.adapter.generation())
@@ -783,7 +804,7 @@ class ISR:
     ) -> Result[Any] | None:
         """The generated async ``lookup``'s first step: answer from a local store without
         awaiting (HIT, STALE, STALE-IF-ERROR in backoff), or None to go to `_alookup`."""
-        if not self._inline:
+        if not self._quick:
             return None
         entry = self.adapter.peek(key)
         if entry is None:
@@ -1143,7 +1164,9 @@ class ISR:
             self._log_invalidation("key", key, m)
             if self._shared:
                 self.adapter.note_invalidation("key", key, m, self.clock(), self.lock_ttl)
-            return self._mark_sync(key, m)
+            marked = self._mark_sync(key, m)
+        self.adapter.announce("key", key, m)
+        return marked
 
     async def invalidate(self, key: str, mode: ModeName | Mode = "expire") -> bool:
         """Invalidate one key: ``"expire"`` (default; the next read fetches, the old value is
@@ -1161,7 +1184,9 @@ class ISR:
                 return self._mark_sync(key, m)
         if self._shared:
             await self.adapter.anote_invalidation("key", key, m, self.clock(), self.lock_ttl)
-        return await self._amark(key, m)
+        marked = await self._amark(key, m)
+        await self.adapter.aannounce("key", key, m)
+        return marked
 
     def invalidate_tag_sync(self, tag: str, mode: ModeName | Mode = "expire") -> int:
         """`invalidate_tag` for sync code."""
@@ -1174,7 +1199,8 @@ class ISR:
             keys = self.adapter.tagged(tag)
             done = [self._mark_sync(key, m, tag) for key in keys]
             self.adapter.untag(tag, [k for k, ok in zip(keys, done, strict=True) if not ok])
-            return sum(done)
+        self.adapter.announce("tag", tag, m)
+        return sum(done)
 
     async def invalidate_tag(self, tag: str, mode: ModeName | Mode = "expire") -> int:
         """Invalidate every entry carrying ``tag`` (modes as in `invalidate`); costs
@@ -1192,6 +1218,7 @@ class ISR:
         keys = await self.adapter.atagged(tag)
         done = [await self._amark(key, m, tag) for key in keys]
         await self.adapter.auntag(tag, [k for k, ok in zip(keys, done, strict=True) if not ok])
+        await self.adapter.aannounce("tag", tag, m)
         return sum(done)
 
     def invalidate_all_sync(self, mode: ModeName | Mode = "expire") -> None:

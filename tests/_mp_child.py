@@ -1,7 +1,7 @@
 """A child process for the multi-process tests: one ISR instance, N concurrent callers.
 
     python -m tests._mp_child URL NAMESPACE WORKDIR CALLERS [--offset S] [--loader-sleep S]
-        [--lock-ttl S]
+        [--lock-ttl S] [--l1]
 
 It waits for WORKDIR/go to exist (so every child starts together), then runs CALLERS
 concurrent lookups of one key and prints their statuses and values as JSON. Each origin
@@ -42,6 +42,7 @@ async def main(args: argparse.Namespace) -> None:
         namespace=args.namespace,
         clock=lambda: time.time() + offset,
         lock_ttl=args.lock_ttl,
+        l1=args.l1,
     )
 
     @runtime.with_revalidate("page:{slug}", ttl=60, swr=None)
@@ -71,6 +72,7 @@ if __name__ == "__main__":
     parser.add_argument("--offset", type=float, default=0.0)
     parser.add_argument("--loader-sleep", type=float, default=0.2)
     parser.add_argument("--lock-ttl", type=float, default=30.0)
+    parser.add_argument("--l1", action="store_true", help="a memory L1 over Redis")
     arguments = parser.parse_args()
     wait_for_go(Path(arguments.workdir))  # every child starts its callers together
     anyio.run(main, arguments)

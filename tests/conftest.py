@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from .redis_server import RedisServer
 
 #: Every store the runtime's behaviour is checked on (the conformance suite): the tests
 #: that take the ``rt``/``srt`` fixtures run once per store.
-STORES = ("memory", "disk", "redis")
+STORES = ("memory", "disk", "redis", "redis-l1")
 
 
 class FakeClock:
@@ -63,19 +64,28 @@ def store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> str
 
 
 @pytest.fixture
+def store_options(store: str) -> dict[str, object]:
+    return {"l1": True} if store == "redis-l1" else {}
+
+
+@pytest.fixture
 def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
-async def rt(clock: FakeClock, store_url: str, namespace: str) -> AsyncIterator[isr.ISR]:
-    async with isr.ISR(store_url, clock=clock, namespace=namespace) as runtime:
+async def rt(
+    clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
+) -> AsyncIterator[isr.ISR]:
+    async with isr.ISR(store_url, clock=clock, namespace=namespace, **store_options) as runtime:
         yield runtime
 
 
 @pytest.fixture
-def srt(clock: FakeClock, store_url: str, namespace: str) -> Iterator[isr.ISR]:
-    runtime = isr.ISR(store_url, clock=clock, namespace=namespace)
+def srt(
+    clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
+) -> Iterator[isr.ISR]:
+    runtime = isr.ISR(store_url, clock=clock, namespace=namespace, **store_options)
     yield runtime
     runtime.close()
 
@@ -86,7 +96,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if params.get("anyio_backend") == "trio" and "redis" in params.values():
+        redis = {"redis", "redis-l1"} & {str(v) for v in params.values()}
+        if params.get("anyio_backend") == "trio" and redis:
             drop.append(item)
         else:
             keep.append(item)

@@ -17,16 +17,24 @@ import isr
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["disk", "redis"])
+@pytest.fixture(params=["disk", "redis", "redis-l1"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "disk":
         return f"disk://{tmp_path / 'cache'}"
-    return str(request.getfixturevalue("redis_server").url)
+    url = str(request.getfixturevalue("redis_server").url)
+    return url + "#l1" if request.param == "redis-l1" else url
+
+
+def split(url: str) -> tuple[str, bool]:
+    """The URL, and whether the instances put an L1 in front of it (marked ``#l1``)."""
+    return url.removesuffix("#l1"), url.endswith("#l1")
 
 
 def spawn(url: str, namespace: str, work: Path, callers: int, *extra: str) -> subprocess.Popen[str]:
+    store, l1 = split(url)
+    args = [store, namespace, str(work), str(callers), *extra, *(["--l1"] if l1 else [])]
     return subprocess.Popen(
-        [sys.executable, "-m", "tests._mp_child", url, namespace, str(work), str(callers), *extra],
+        [sys.executable, "-m", "tests._mp_child", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -93,7 +101,8 @@ def test_a_dead_lock_holder_blocks_nobody_past_the_lock_ttl(
     os.kill(holder.pid, signal.SIGKILL)
     holder.communicate()
     started = time.monotonic()
-    runtime = isr.ISR(shared_url, namespace=namespace, lock_ttl=1)
+    store, l1 = split(shared_url)
+    runtime = isr.ISR(store, namespace=namespace, lock_ttl=1, l1=l1)
 
     @runtime.with_revalidate("page:{slug}", ttl=60)
     def page(slug: str) -> str:
