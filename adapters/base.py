@@ -101,6 +101,11 @@ class Adapter(abc.ABC):
         (after the store holds the marks). Only a store with per-instance copies (an L1)
         has anything to do."""
 
+    def ready(self, timeout: float) -> bool:
+        """Block until the store can keep its promises (an L1's bus has subscribed), at
+        most ``timeout`` seconds; False if it could not in time."""
+        return True
+
     def counters(self) -> dict[str, int]:
         """Store-specific counters for `isr.ISR.stats` (an L1's bus, say)."""
         return {}

@@ -138,11 +138,14 @@ class DiskAdapter(Adapter):
         if data is _NO_VALUE:
             return None
         try:
-            return self.codec.loads(key, data)
+            entry = self.codec.loads(key, data)
         except CodecError as exc:
             self.errors += 1
             logger.warning("disk store: %s; treated as missing", exc)
             return None
+        if entry.gen == self.gen:
+            entry.gen = self.gen  # the very object the hot path compares with ``is``
+        return entry
 
     def set(self, key: str, entry: Entry) -> None:
         data = self.codec.dumps(key, entry)  # a CodecError leaves the store untouched
@@ -182,9 +185,12 @@ class DiskAdapter(Adapter):
         if cached is not None:
             return cached
         record = self._cache.get(f"{self.namespace}:gen")
-        value = self._generation.update(Generation(*record) if record else Generation())
-        self.gen = value.current
-        return value
+        value = Generation(*record) if record else Generation()
+        if value != self._generation.value:  # keep ``gen``'s identity: the hot path uses ``is``
+            self.gen = value.current
+        else:
+            value = self._generation.value
+        return self._generation.update(value)
 
     def bump_generation(self, mode: Mode) -> Generation:
         name = f"{self.namespace}:gen"

@@ -8,7 +8,7 @@ the bus; the other instances drop what they hold for it, so their next read goes
 and sees the mark. What a caller can expect:
 
 - Propagation: an invalidation reaches the other instances' L1 within a pub/sub round trip
-  (about a millisecond on a LAN; measured in ``benchmarks/propagation.py``).
+  (about a millisecond on a LAN; measured in ``benchmarks/l1.py``).
 - Lost messages (a dropped subscription, a Redis restart, ``CLIENT KILL TYPE pubsub``): the
   bus notices from its epoch counter, immediately on reconnecting and otherwise within
   ``epoch_poll`` seconds (1 s by default), and drops the whole L1. That is the bound on how
@@ -61,7 +61,9 @@ class L1Adapter(Adapter):
     # ------------------------------------------------------------------ coherence
 
     def _set_generation(self, generation: Generation) -> Generation:
-        if generation.current >= self._generation.current:
+        # Replace ``gen`` only when it changes: the hot path compares it by identity, and
+        # an equal but new int (above 256, Python caches no ints) would miss every time.
+        if generation != self._generation and generation.current >= self._generation.current:
             self._generation = generation
             self.gen = generation.current
         return self._generation
@@ -91,6 +93,8 @@ class L1Adapter(Adapter):
 
     def _landed(self, key: str, entry: Entry | None, errors_before: int) -> Entry | None:
         if entry is not None:
+            if entry.gen == self.gen:
+                entry.gen = self.gen  # the very object the hot path compares with ``is``
             self.l1.set(key, entry)
             return entry
         if self._l2_failed(errors_before):
@@ -207,6 +211,9 @@ class L1Adapter(Adapter):
             "bus_received": self.bus.received,
             "bus_resyncs": self.bus.resyncs,
         }
+
+    def ready(self, timeout: float) -> bool:
+        return self.bus.connected.wait(timeout)
 
     def close(self) -> None:
         self.bus.close()

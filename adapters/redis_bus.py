@@ -147,6 +147,11 @@ class RedisBus:
             if self.last_epoch is not None:
                 # Reconnected: whatever was published while away is lost to us.
                 self._resync("the subscription was re-established", epoch)
+            else:
+                # First subscription: anything cached before it (say, while Redis was
+                # unreachable at start-up) may have missed invalidations too.
+                self.last_epoch = epoch
+                self._on_resync("first subscription")
             self.last_epoch = epoch
             self.connected.set()
             next_check = time.monotonic() + self.epoch_poll

@@ -414,6 +414,16 @@ class ISR:
                 await tg.__aexit__(exc_type, exc, tb)
         return None
 
+    async def wait_ready(self, within: float = 5.0) -> bool:
+        """Wait until the store can keep its promises: with an L1, until its invalidation
+        bus has subscribed (so no invalidation published from then on is missed). Call it at
+        start-up before serving; False if it did not happen within ``within`` seconds."""
+        return await anyio.to_thread.run_sync(self.adapter.ready, within)
+
+    def wait_ready_sync(self, within: float = 5.0) -> bool:
+        """`wait_ready` for sync code."""
+        return self.adapter.ready(within)
+
     async def drain(self) -> None:
         """Wait until no background refresh (async or in a thread) is running."""
         while self._pending or self._spending:

@@ -121,3 +121,21 @@ def test_namespaces_isolate_applications_in_one_directory(tmp_path: Path) -> Non
 def test_bad_disk_urls_say_what_is_wrong(url: str, message: str) -> None:
     with pytest.raises(isr.ConfigError, match=message):
         isr.ISR(url)
+
+
+def test_hits_stay_on_the_fast_path_past_generation_256(tmp_path: Path) -> None:
+    rt = isr.ISR(DiskAdapter(tmp_path, generation_poll=0.0))
+    for _ in range(300):
+        rt.invalidate_all_sync()
+
+    @rt.with_revalidate("k", ttl=60)
+    def load() -> str:
+        return "v"
+
+    load()
+    loader = load.__isr_loader__  # type: ignore[attr-defined]
+    before = loader.fast_hits()
+    for _ in range(10):
+        load()
+    assert loader.fast_hits() - before == 10  # the generation re-read keeps gen's identity
+    rt.close()

@@ -246,3 +246,44 @@ def test_sync_code_shares_the_l1_and_the_bus(redis_server: RedisServer, namespac
         time.sleep(0.002)
     a.close()
     b.close()
+
+
+async def test_an_instance_that_started_while_redis_was_down_misses_nothing(
+    namespace: str,
+) -> None:
+    with RedisServer() as server:
+        server.stop()
+        late = isr.ISR(
+            L1Adapter(RedisAdapter(server.url, namespace=namespace), epoch_poll=POLL)
+        )
+        origin = Origin()
+        get_late = page(late, origin)
+        assert await get_late("home") == "home v1"  # from the origin, kept in its L1 only
+        server.start()
+        other = instance(server.url, namespace)
+        origin.version = 2
+        await other.invalidate("page:home")  # may be published before `late` subscribes
+        assert await late.wait_ready(10)
+
+        async def serves_v2() -> bool:
+            return (await get_late.lookup("home")).value == "home v2"
+
+        await until(serves_v2)
+        await late.aclose()
+        await other.aclose()
+
+
+async def test_hits_stay_on_the_fast_path_past_generation_256(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    rt = instance(redis_server.url, namespace)
+    for _ in range(300):
+        await rt.invalidate_all()
+    get = page(rt, Origin())
+    await get("home")
+    loader = get.__isr_loader__  # type: ignore[attr-defined]
+    before = loader.fast_hits()
+    for _ in range(10):
+        await get("home")
+    assert loader.fast_hits() - before == 10  # served by the generated wrapper itself
+    await rt.aclose()
