@@ -1,0 +1,603 @@
+"""The HTTP edge: an ASGI middleware that serves whole pages through an `isr.ISR` runtime.
+
+    from isr.asgi import ISRMiddleware, Rule
+
+    rt = isr.ISR("redis://cache:6379/0", namespace="blog")
+    app = ISRMiddleware(app, rt, [
+        Rule("/posts/{slug}", ttl=60, tags=["posts", "post:{slug}"]),
+        Rule("/", ttl=30, query=["page"], bypass_query=["search", "filter["]),
+    ])
+    ...
+    await rt.invalidate_tag("post:hello")   # after a publish: the next request re-renders
+
+Pure ASGI (no framework): it wraps any ASGI 3 app, Starlette, FastAPI, Litestar or Django's
+``ASGIHandler``. Each rule's pages are rendered by a loader decorated with the runtime's
+``with_revalidate``, so singleflight, stale-while-revalidate, stale-if-error, background
+refresh and invalidation are the runtime's, as for any other cached function. Only the
+library's public API is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import anyio
+
+import isr
+
+__all__ = [
+    "ERROR_STATUSES",
+    "SWR_UNBOUNDED",
+    "ASGIApp",
+    "ISRMiddleware",
+    "Message",
+    "OriginError",
+    "Receive",
+    "Rule",
+    "Scope",
+    "Send",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: ``stale-while-revalidate`` sent for ``swr=None`` (stale without bound): one year, the
+#: conventional "forever" of HTTP caching.
+SWR_UNBOUNDED = 31_536_000
+#: Statuses that count as a failed render (RFC 5861's stale-if-error errors): the runtime
+#: keeps serving the old page and backs off, as for a loader that raised.
+ERROR_STATUSES = frozenset({500, 502, 503, 504})
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",  # the body is buffered: recomputed
+    }
+)
+#: Not kept with a cached page: hop-by-hop, and what the edge generates on every answer
+#: (validators, freshness, cache status, tags). Servers add ``Date`` themselves.
+_NOT_STORED = _HOP_BY_HOP | {
+    b"date",
+    b"age",
+    b"etag",
+    b"last-modified",
+    b"cache-control",
+    b"expires",
+    b"pragma",
+    b"vary",
+    b"x-cache",
+    b"x-cache-tags",
+    b"surrogate-key",
+    b"surrogate-control",
+    b"cache-tag",
+}
+#: Request headers a render never sees: the page is rendered whole, for everyone.
+_CONDITIONAL = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
+) | {b"range"}
+#: Kept as they are in a key's path; anything else (``#`` included) is percent-encoded, so
+#: that no path can spell another page's key.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How the pages under one path pattern are cached.
+
+    ``path``: ``"/posts/{slug}"`` (a parameter matches one segment; ``{name:path}`` matches
+    the rest of the path, slashes included). ``ttl``, ``swr`` (None: serve stale without
+    bound until re-rendered), ``stale_if_error``: the windows, as for ``with_revalidate``.
+    ``tags``: templates over the path parameters (``"post:{slug}"``). ``query``: the query
+    parameters that select a different page (all others are ignored for the key);
+    ``bypass_query``: parameters whose presence skips the cache (``"search"``). A name in
+    either ending in ``*`` or ``[`` is a prefix: ``"utm_*"``, ``"filter["`` (``filter[a]=1``).
+    ``private_ok``: requests with a ``Cookie`` may be served from the cache (the page is
+    then rendered without the cookie). ``vary``: request headers that select a different
+    page (``"accept-language"``).
+    """
+
+    path: str
+    ttl: float
+    swr: float | None = None
+    stale_if_error: float = 86400
+    tags: Sequence[str] = ()
+    query: Sequence[str] = ()
+    bypass_query: Sequence[str] = ()
+    private_ok: bool = False
+    vary: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("tags", "query", "bypass_query", "vary"):
+            value = getattr(self, name)
+            items = (value,) if isinstance(value, str) else tuple(value)
+            if not all(isinstance(item, str) and item for item in items):
+                raise ValueError(f"Rule({self.path!r}): {name} takes non-empty strings")
+            if name == "vary":
+                items = tuple(item.lower() for item in items)
+            object.__setattr__(self, name, items)
+
+
+class OriginError(Exception):
+    """The wrapped app answered 500, 502, 503 or 504 while rendering a page for the cache.
+
+    The runtime treats it as a failed fetch: the old page is served (``STALE-IF-ERROR``),
+    the key backs off, ``on_error`` hooks hear of it. Without an old page, the app's own
+    error response goes to the client. ``status`` is the app's status code.
+    """
+
+    def __init__(self, path: str, response: _Response) -> None:
+        super().__init__(f"GET {path} answered {response.status}")
+        self.status = response.status
+        self._response = response
+
+
+class _Response:
+    """A buffered response that is not kept: served as the app sent it. ``shared``: it may
+    go to the other requests that waited for the same render (False when it is private:
+    Set-Cookie, ``Cache-Control: private/no-store``, a Vary the key does not cover)."""
+
+    __slots__ = ("body", "headers", "shared", "status")
+
+    def __init__(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, shared: bool
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.shared = shared
+
+
+#: What a render returns: a page to keep (a JSON-encodable dict) or a `_Response` served
+#: once (returned under ``isr.no_store()``, so never encoded).
+_Page = dict[str, Any] | _Response
+
+
+class _Request:
+    """The loader's argument: what a render needs, captured when the request arrived. A
+    background refresh re-renders from it."""
+
+    __slots__ = ("key", "params", "rendered", "scope")
+
+    def __init__(self, key: str, params: dict[str, str], scope: Scope) -> None:
+        self.key = key
+        self.params = params
+        self.scope = scope
+        self.rendered = False  # set once a render ran for this very request
+
+
+def _request_key(request: _Request) -> str:
+    return request.key
+
+
+def _tag_fn(template: str) -> Callable[[_Request], str]:
+    def tag(request: _Request) -> str:
+        return template.format_map(request.params)
+
+    return tag
+
+
+def _name_matcher(names: Sequence[str]) -> Callable[[str], bool] | None:
+    """A predicate on query parameter names: exact, or prefix for names ending ``*``/``[``."""
+    if not names:
+        return None
+    exact = frozenset(n for n in names if not n.endswith(("*", "[")))
+    prefixes = tuple(n.removesuffix("*") for n in names if n.endswith(("*", "[")))
+    if not prefixes:
+        return exact.__contains__
+    return lambda name: name in exact or name.startswith(prefixes)
+
+
+def _compile_path(path: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    if not path.startswith("/"):
+        raise ValueError(f"Rule path {path!r} must start with '/'")
+    regex, names, pos = "", [], 0
+    for m in _PARAM.finditer(path):
+        regex += _literal(path, path[pos : m.start()])
+        name = m.group(1)
+        if name in names:
+            raise ValueError(f"Rule path {path!r} names {{{name}}} twice")
+        names.append(name)
+        regex += f"(?P<{name}>.+)" if m.group(2) else f"(?P<{name}>[^/]+)"
+        pos = m.end()
+    regex += _literal(path, path[pos:])
+    return re.compile(regex), tuple(names)
+
+
+def _literal(path: str, text: str) -> str:
+    if "{" in text or "}" in text:
+        raise ValueError(f"Rule path {path!r}: parameters are {{name}} or {{name:path}}")
+    return re.escape(text)
+
+
+def _check_tag(rule: Rule, template: str, params: tuple[str, ...]) -> None:
+    try:
+        template.format_map(dict.fromkeys(params, "x"))
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"Rule({rule.path!r}): tag {template!r} does not fit the path parameters "
+            f"{list(params)}: {exc!r}"
+        ) from None
+
+
+def _seconds(value: float) -> int:
+    return max(0, int(value))
+
+
+class _Route:
+    """A rule made ready: its pattern, matchers, header values and loader."""
+
+    __slots__ = (
+        "bypass",
+        "cache_control",
+        "loader",
+        "pattern",
+        "query",
+        "rule",
+        "vary",
+        "vary_header",
+    )
+
+    def __init__(
+        self,
+        rule: Rule,
+        pattern: re.Pattern[str],
+        loader: isr.AsyncCached[[_Request], _Page],
+    ) -> None:
+        self.rule = rule
+        self.pattern = pattern
+        self.query = _name_matcher(rule.query)
+        self.bypass = _name_matcher(rule.bypass_query)
+        self.vary = tuple(name.encode("latin-1") for name in rule.vary)
+        self.vary_header = ", ".join(rule.vary).encode("latin-1")
+        swr = SWR_UNBOUNDED if rule.swr is None else _seconds(rule.swr)
+        self.cache_control = (
+            f"public, s-maxage={_seconds(rule.ttl)}, stale-while-revalidate={swr}, "
+            f"stale-if-error={_seconds(rule.stale_if_error)}"
+        ).encode("latin-1")
+        self.loader = loader
+
+    def key(self, path: str, query: list[tuple[str, str]], headers: dict[bytes, bytes]) -> str:
+        """``page:{path}`` (the path percent-encoded, as in a URL), plus ``#`` and a hash of
+        the listed query parameters and varied headers when the rule has any."""
+        page = "page:" + quote(path, safe=_PATH_SAFE)
+        listed = sorted(pair for pair in query if self.query(pair[0])) if self.query else []
+        if not listed and not self.vary:
+            return page
+        varied = [headers.get(name, b"").decode("latin-1").strip() for name in self.vary]
+        canonical = json.dumps([listed, varied], separators=(",", ":"))
+        return f"{page}#{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+
+class ISRMiddleware:
+    """Serve the GET and HEAD pages that ``rules`` match from ``runtime``'s cache.
+
+    The first rule whose path matches decides; a path no rule matches, and websocket and
+    lifespan scopes, pass through untouched. A matched request is answered from the cache
+    unless it is not a GET or HEAD, carries ``Authorization``, carries a ``Cookie`` (unless
+    ``private_ok``), or has a ``bypass_query`` parameter: then the app answers it as if the
+    cache were not there, with ``X-Cache: BYPASS``. HEAD is answered from the GET page.
+    Client ``Cache-Control: no-cache`` is ignored: clients cannot force renders.
+
+    The key is ``page:{path}`` (the path percent-encoded as in a URL, so
+    ``rt.invalidate("page:/posts/hello")`` works), plus ``#`` and a hash of the rule's
+    ``query`` parameters (sorted) and the values of its ``vary`` headers when it has any;
+    tags are the way to reach every variant. A miss runs the app for a copy of the request
+    (method GET, conditional and Range headers removed, an empty body) and buffers its
+    response; a background refresh does the same later.
+
+    Only a 200 is kept, and only without ``Set-Cookie``, ``Cache-Control: private`` or
+    ``no-store``, and with a ``Vary`` naming only headers the rule's ``vary`` lists: a
+    response varying on anything else (``*`` and ``Accept-Encoding`` included) is never
+    cached, so put compression outside this middleware, or list the header. The rule's
+    windows replace the app's own freshness headers (``max-age``, ``Expires``). What is not
+    kept goes to the request that rendered it with ``X-Cache: MISS`` and the app's headers;
+    a private one is never handed to the other requests that waited for the same render:
+    they ask the app themselves. A 500, 502, 503 or 504 is a failed render (`OriginError`):
+    the old page is served ``STALE-IF-ERROR`` while ``stale_if_error`` allows, else the
+    app's error response goes out. The app can add tags known only from its data with an
+    ``X-Cache-Tags`` response header.
+
+    A page from the cache carries ``X-Cache`` (HIT, MISS, STALE, STALE-IF-ERROR), ``Age``
+    (whole seconds since it was rendered), a strong ``ETag`` (the first 32 hex digits of
+    the body's SHA-256: the same in every process), ``Last-Modified`` (when it was
+    rendered, stored with it, so every answer from one render agrees), ``Cache-Control:
+    public, s-maxage=ttl, stale-while-revalidate=swr, stale-if-error=sie`` (``swr=None`` is
+    sent as one year, `SWR_UNBOUNDED`), ``Vary`` (the rule's), ``X-Cache-Tags``
+    (comma-separated), and with ``surrogate_keys`` / ``cache_tag_header`` the tags as
+    ``Surrogate-Key`` (space-separated: Fastly, Varnish xkey) and ``Cache-Tag``
+    (comma-separated: Cloudflare). A matching ``If-None-Match`` (or, without one,
+    ``If-Modified-Since``) gets a 304 without a body.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: isr.ISR,
+        rules: Sequence[Rule],
+        *,
+        surrogate_keys: bool = False,
+        cache_tag_header: bool = False,
+    ) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.surrogate_keys = surrogate_keys
+        self.cache_tag_header = cache_tag_header
+        self._routes = [self._route(rule) for rule in rules]
+
+    def _route(self, rule: Rule) -> _Route:
+        pattern, params = _compile_path(rule.path)
+        for template in rule.tags:
+            _check_tag(rule, template, params)
+        route: _Route
+
+        @self.runtime.with_revalidate(
+            _request_key,
+            ttl=rule.ttl,
+            swr=rule.swr,
+            stale_if_error=rule.stale_if_error,
+            tags=[_tag_fn(template) for template in rule.tags],
+        )
+        async def render(request: _Request) -> _Page:
+            return await self._render(route, request)
+
+        route = _Route(rule, pattern, render)
+        return route
+
+    # ------------------------------------------------------------------ serving
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        for route in self._routes:
+            match = route.pattern.fullmatch(path)
+            if match is not None:
+                break
+        else:
+            await self.app(scope, receive, send)
+            return
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            headers[name] = headers[name] + b"," + value if name in headers else value
+        method = scope["method"]
+        if (
+            method not in ("GET", "HEAD")
+            or b"authorization" in headers
+            or (b"cookie" in headers and not route.rule.private_ok)
+        ):
+            await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
+            return
+        raw_query: bytes = scope.get("query_string", b"")
+        query = parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True) if raw_query else []
+        bypass = route.bypass
+        if bypass is not None and any(bypass(name) for name, _ in query):
+            await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
+            return
+        request = _Request(route.key(path, query, headers), match.groupdict(), scope)
+        head = method == "HEAD"
+        try:
+            result = await route.loader.lookup(request)
+        except OriginError as exc:
+            await self._send_once(exc._response, request, receive, send, head)
+            return
+        page = result.value
+        if isinstance(page, _Response):
+            await self._send_once(page, request, receive, send, head)
+            return
+        await self._send_page(route, page, result, headers, send, head)
+
+    async def _send_once(
+        self, response: _Response, request: _Request, receive: Receive, send: Send, head: bool
+    ) -> None:
+        """Serve a response that is not kept, if it is this request's to have; else (a
+        private response rendered for another request) let the app answer this one."""
+        if not (response.shared or request.rendered):
+            await self.app(request.scope, receive, _with_x_cache(send, b"MISS"))
+            return
+        headers = [(k, v) for k, v in response.headers if k not in _HOP_BY_HOP and k != b"x-cache"]
+        headers.append((b"content-length", str(len(response.body)).encode()))
+        headers.append((b"x-cache", b"MISS"))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else response.body})
+
+    async def _send_page(
+        self,
+        route: _Route,
+        page: dict[str, Any],
+        result: isr.Result[_Page],
+        request_headers: dict[bytes, bytes],
+        send: Send,
+        head: bool,
+    ) -> None:
+        etag: str = page["etag"]
+        rendered: float = page["time"]
+        tags: list[str] = page["tags"]
+        common = [
+            (b"etag", etag.encode("latin-1")),
+            (b"last-modified", formatdate(rendered, usegmt=True).encode("latin-1")),
+            (b"cache-control", route.cache_control),
+            (b"age", str(_seconds(result.age)).encode("latin-1")),
+            (b"x-cache", result.status.value.encode("latin-1")),
+        ]
+        if route.vary:
+            common.append((b"vary", route.vary_header))
+        if tags:  # UTF-8: a tag holds whatever the path parameter held
+            common.append((b"x-cache-tags", ",".join(tags).encode()))
+            if self.surrogate_keys:
+                common.append((b"surrogate-key", " ".join(tags).encode()))
+            if self.cache_tag_header:
+                common.append((b"cache-tag", ",".join(tags).encode()))
+        if _not_modified(request_headers, etag, rendered):
+            await send({"type": "http.response.start", "status": 304, "headers": common})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = page["body"].encode("latin-1")
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in page["headers"]]
+        headers.append((b"content-length", str(len(body)).encode("latin-1")))
+        headers.extend(common)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else body})
+
+    # ------------------------------------------------------------------ rendering
+
+    async def _render(self, route: _Route, request: _Request) -> _Page:
+        """Run the app for a copy of the request; the page to keep, or what to serve once."""
+        request.rendered = True
+        scope = _render_scope(request.scope, drop_cookie=route.rule.private_ok)
+        status, headers, body = await _buffered(self.app, scope)
+        private = _private(headers, route.rule.vary)
+        if status in ERROR_STATUSES:
+            raise OriginError(scope["path"], _Response(status, headers, body, not private))
+        if status != 200 or private:
+            isr.no_store()
+            return _Response(status, headers, body, not private)
+        tags = [template.format_map(request.params) for template in route.rule.tags]
+        declared = [
+            tag.strip()
+            for name, value in headers
+            if name == b"x-cache-tags"
+            for tag in value.decode(errors="replace").split(",")
+            if tag.strip()
+        ]
+        if declared:
+            isr.cache_tag(*declared)
+            tags = list(dict.fromkeys(tags + declared))
+        return {
+            "headers": [
+                [k.decode("latin-1"), v.decode("latin-1")]
+                for k, v in headers
+                if k not in _NOT_STORED
+            ],
+            # Bytes as latin-1 text: one char per byte, copied both ways at memcpy speed
+            # (base64 decoding costs more than the rest of a hit); in the store's UTF-8
+            # JSON an ASCII page keeps its size.
+            "body": body.decode("latin-1"),
+            "etag": f'"{hashlib.sha256(body).hexdigest()[:32]}"',
+            "time": time.time(),
+            "tags": tags,
+        }
+
+
+def _render_scope(scope: Scope, *, drop_cookie: bool) -> Scope:
+    """A copy of the request to render the page for everyone: GET, no conditional headers
+    (the app must answer in full), no cookie when the rule lets cookies in, and no
+    response extensions the buffering cannot take (pathsend, zerocopysend, trailers)."""
+    copy = dict(scope)
+    copy["method"] = "GET"
+    copy["headers"] = [
+        (name, value)
+        for name, value in scope["headers"]
+        if name not in _CONDITIONAL and not (drop_cookie and name == b"cookie")
+    ]
+    extensions = scope.get("extensions")
+    if extensions:
+        copy["extensions"] = {
+            name: value
+            for name, value in extensions.items()
+            if not name.startswith("http.response.")
+        }
+    state = scope.get("state")
+    if isinstance(state, dict):
+        copy["state"] = dict(state)
+    return copy
+
+
+async def _buffered(app: ASGIApp, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Run ``app`` for ``scope`` with an empty request body; its status, headers, body."""
+    start: Message | None = None
+    chunks: list[bytes] = []
+    finished = anyio.Event()
+    asked = False
+
+    async def receive() -> Message:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await finished.wait()  # nobody disconnects from a render while it runs
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        finished.set()
+    if start is None:
+        raise RuntimeError(f"the app returned without a response for GET {scope['path']}")
+    headers = [(bytes(k).lower(), bytes(v)) for k, v in start.get("headers", ())]
+    return int(start["status"]), headers, b"".join(chunks)
+
+
+def _private(headers: Iterable[tuple[bytes, bytes]], vary: Sequence[str]) -> bool:
+    """Is this response for its own request only: cookies, private/no-store, or a Vary the
+    key does not cover?"""
+    for name, value in headers:
+        if name == b"set-cookie":
+            return True
+        if name == b"cache-control":
+            for directive in value.decode("latin-1").split(","):
+                if directive.split("=", 1)[0].strip().lower() in ("private", "no-store"):
+                    return True
+        elif name == b"vary":
+            for field in value.decode("latin-1").split(","):
+                field = field.strip().lower()
+                if field and field not in vary:
+                    return True
+    return False
+
+
+def _not_modified(headers: dict[bytes, bytes], etag: str, rendered: float) -> bool:
+    """RFC 9110 section 13.2.2: If-None-Match (weak comparison) wins over If-Modified-Since."""
+    inm = headers.get(b"if-none-match")
+    if inm is not None:
+        text = inm.decode("latin-1").strip()
+        if text == "*":
+            return True
+        return any(tag.strip().removeprefix("W/") == etag for tag in text.split(","))
+    ims = headers.get(b"if-modified-since")
+    if ims is not None:
+        try:
+            since = parsedate_to_datetime(ims.decode("latin-1")).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        return int(rendered) <= since
+    return False
+
+
+def _with_x_cache(send: Send, status: bytes) -> Send:
+    """``send`` that adds ``X-Cache: status`` to the response the app sends."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-cache"]
+            headers.append((b"x-cache", status))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
