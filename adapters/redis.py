@@ -9,9 +9,9 @@ process and host that uses the same server and namespace.
 - ``generation_poll`` (s, default 1): another process's ``invalidate_all`` is seen within it.
 - ``breaker_threshold`` (default 3), ``breaker_cooldown`` (s, default 2): failures in a row
   that take Redis out of use, and for how long before one call probes it again.
-- ``cluster=true``: Redis Cluster, through redis-py's ``RedisCluster`` clients. Not tested
-  here (there is no cluster to test on); it works in principle because every command this
-  store sends names exactly one key (see the layout below).
+- ``cluster=true``: Redis Cluster, through redis-py's ``RedisCluster`` clients. Every
+  command this store sends names exactly one key (see the layout below); tested on a real
+  three-node cluster (tests/test_redis_cluster.py).
 - ``max_connections`` (default 100): the asyncio client's connections (per event loop).
   Past it a command waits (at most ``timeout``) for one to be free instead of failing. The
   sync client opens one per thread using it at once, as redis-py does.
@@ -290,6 +290,10 @@ class RedisAdapter(Adapter):
         self._aclient: aredis.Redis | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._agate = _Gate(max_connections)
+        # Cluster only: whether the asyncio client has loaded its slot map (see _aready_wait)
+        # and the one load in flight, shared by the callers that find it not loaded yet.
+        self._aready = True
+        self._ainit: asyncio.Future[Any] | None = None
 
     @classmethod
     def from_url(
@@ -364,6 +368,8 @@ class RedisAdapter(Adapter):
         probe = breaker.is_open
         try:
             client = self._aclient_here()
+            if not self._aready:
+                await self._aready_wait(client)
             gate = self._agate
             if gate.free:
                 gate.free -= 1
@@ -415,6 +421,7 @@ class RedisAdapter(Adapter):
 
                 cluster = RedisCluster.from_url(self.url, retry=retry, **self._kwargs)
                 client = cast("aredis.Redis", cluster)
+                self._aready, self._ainit = False, None  # slot map loaded on first use
             else:
                 client = aredis.Redis.from_url(
                     self.url, retry=retry, max_connections=self.max_connections, **self._kwargs
@@ -441,6 +448,25 @@ class RedisAdapter(Adapter):
         """The generation record read now, not from the poll cache."""
         self._generation.expire()
         return self.generation()
+
+    async def _aready_wait(self, client: aredis.Redis) -> None:
+        """Load a new asyncio Cluster client's slot map before its first command: one load
+        (``initialize``), awaited by every caller that comes meanwhile; a failed one raises
+        in each of them, and the next caller starts another.
+
+        Without it, redis-py's asyncio RedisCluster (seen with 8.1) sends commands issued
+        before it knows the slots to one node; when several are in flight at once, their
+        MOVED replies each refresh the topology, which closes connections other commands
+        are using ("Connection closed by server", or an AttributeError from a writer that
+        is gone: not a RedisError). tests/test_redis_cluster.py exercises it.
+        """
+        task = self._ainit
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            task = self._ainit = asyncio.ensure_future(client.initialize())
+            # Retrieved even if every caller waiting on it was cancelled: no asyncio warning.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(task)
+        self._aready = True
 
     def _drop_aclient(self) -> None:
         """Forget an asyncio client whose loop is gone or another: its connections cannot
@@ -591,6 +617,8 @@ class RedisAdapter(Adapter):
         probe = breaker.is_open
         try:
             client = self._aclient_here()
+            if not self._aready:
+                await self._aready_wait(client)
             gate = self._agate
             if gate.free:
                 gate.free -= 1

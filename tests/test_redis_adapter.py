@@ -346,8 +346,8 @@ def test_url_options(redis_server: RedisServer) -> None:
 async def test_cluster_mode_on_a_plain_server_is_a_store_failure_not_a_crash(
     redis_server: RedisServer, ns: str
 ) -> None:
-    # No cluster to test on here: this checks the option is wired to redis-py's cluster
-    # clients, and that a node without cluster support is absorbed like an outage.
+    # A real cluster is tested in tests/test_redis_cluster.py; this checks that a node
+    # without cluster support, named with cluster=true, is absorbed like an outage.
     async with isr.ISR(f"{redis_server.url}?cluster=true", namespace=ns) as rt:
         origin = Origin()
         assert adapter_of(rt).cluster
