@@ -1,0 +1,355 @@
+"""CDN purgers against a real HTTP server on loopback: request shapes, batching, retries,
+backoff, Retry-After, rate limiting, and failures reported (never raised)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from isr.cdn import CloudflarePurger, FastlyPurger, Purger, PurgeResult, VarnishPurger
+
+from .recording_server import RecordingServer, Reply
+from .redis_server import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server() -> Iterator[RecordingServer]:
+    with RecordingServer() as srv:
+        yield srv
+
+
+def tags(n: int) -> list[str]:
+    return [f"post:{i}" for i in range(n)]
+
+
+def gaps(server: RecordingServer) -> list[float]:
+    return [b.at - a.at for a, b in itertools.pairwise(server.requests)]
+
+
+# ------------------------------------------------------------------ request shapes
+
+
+async def test_fastly_purges_by_surrogate_key(server: RecordingServer) -> None:
+    async with FastlyPurger("svc123", "tok", base_url=server.url) as purger:
+        result = await purger.purge(["posts", "post:hello"])
+        soft = await purger.purge(["posts"], soft=True)
+
+    assert result == PurgeResult("fastly", False, ("posts", "post:hello"))
+    assert result.ok
+    assert soft.soft
+    hard_req, soft_req = server.requests
+    assert (hard_req.method, hard_req.path) == ("POST", "/service/svc123/purge")
+    assert hard_req.headers["surrogate-key"] == "posts post:hello"
+    assert hard_req.headers["fastly-key"] == "tok"
+    assert "fastly-soft-purge" not in hard_req.headers
+    assert soft_req.headers["fastly-soft-purge"] == "1"
+    assert soft_req.headers["surrogate-key"] == "posts"
+    assert purger.stats() == {"purged": 2, "failed": 0, "retries": 0}
+
+
+async def test_fastly_sends_at_most_256_keys_a_request(server: RecordingServer) -> None:
+    async with FastlyPurger("svc", "tok", base_url=server.url) as purger:
+        result = await purger.purge(tags(300))
+    assert result.ok
+    assert len(result.purged) == 300
+    sent = [r.headers["surrogate-key"].split(" ") for r in server.requests]
+    assert [len(batch) for batch in sent] == [256, 44]
+    assert [tag for batch in sent for tag in batch] == tags(300)
+
+
+async def test_cloudflare_purges_tags_in_batches_of_100(server: RecordingServer) -> None:
+    async with CloudflarePurger("zone9", "cf-token", base_url=server.url, rate=None) as purger:
+        result = await purger.purge(tags(250), soft=True)
+
+    assert result.ok
+    assert not result.soft  # Cloudflare has no soft purge: done hard, and said so
+    assert [r.path for r in server.requests] == ["/zones/zone9/purge_cache"] * 3
+    assert all(r.method == "POST" for r in server.requests)
+    assert all(r.headers["authorization"] == "Bearer cf-token" for r in server.requests)
+    assert all(r.headers["content-type"] == "application/json" for r in server.requests)
+    bodies = [r.json() for r in server.requests]
+    assert [sorted(b) for b in bodies] == [["tags"]] * 3
+    assert [len(b["tags"]) for b in bodies] == [100, 100, 50]
+    assert [tag for b in bodies for tag in b["tags"]] == tags(250)
+
+
+async def test_cloudflare_batch_size_is_configurable_up_to_100(server: RecordingServer) -> None:
+    async with CloudflarePurger("z", "t", base_url=server.url, batch=30, rate=None) as purger:
+        await purger.purge(tags(70))
+    assert [len(r.json()["tags"]) for r in server.requests] == [30, 30, 10]
+    with pytest.raises(ValueError, match="100"):
+        CloudflarePurger("z", "t", batch=101)
+
+
+async def test_cloudflare_rate_limit_spaces_requests(server: RecordingServer) -> None:
+    # 10 requests a second, no burst: one request every 100 ms.
+    async with CloudflarePurger(
+        "z", "t", base_url=server.url, batch=10, rate=10.0, burst=1
+    ) as purger:
+        started = time.monotonic()
+        result = await purger.purge(tags(40))
+        elapsed = time.monotonic() - started
+    assert result.ok
+    assert len(server.requests) == 4
+    # Request i cannot leave before i tokens have refilled after the first one was taken.
+    # (Lower bounds only: a loaded machine can make requests later, never earlier.)
+    assert [r.at - started >= i * 0.1 - 0.005 for i, r in enumerate(server.requests)] == [True] * 4
+    assert elapsed >= 0.295
+
+
+async def test_rate_limit_holds_across_calls(server: RecordingServer) -> None:
+    async with CloudflarePurger("z", "t", base_url=server.url, rate=10.0, burst=2) as purger:
+        started = time.monotonic()
+        for _ in range(5):
+            await purger.purge(["a"])
+        elapsed = time.monotonic() - started
+    # Two at once (the burst), then one every 100 ms: request i (i >= 2) cannot leave before
+    # (i - 1) refills, and 5 requests take at least 0.3 s. Lower bounds only: a loaded
+    # machine makes requests later, never earlier.
+    assert len(server.requests) == 5
+    waits = [r.at - started >= (i - 1) * 0.1 - 0.005 for i, r in enumerate(server.requests)]
+    assert waits[2:] == [True] * 3
+    assert elapsed >= 0.29
+
+
+async def test_cloudflare_success_false_is_a_failure(server: RecordingServer) -> None:
+    server.script(Reply(200, body=b'{"success": false, "errors": [{"message": "bad tag"}]}'))
+    async with CloudflarePurger(
+        "z", "t", base_url=server.url, rate=None, backoff=0.01, max_backoff=2.0
+    ) as purger:
+        result = await purger.purge(["a", "b"])
+    assert not result.ok
+    assert result.failed == ("a", "b")
+    assert result.error is not None
+    assert "bad tag" in result.error
+    assert len(server.requests) == 1  # a refusal is not retried
+
+
+async def test_varnish_sends_xkey_headers(server: RecordingServer) -> None:
+    async with VarnishPurger(server.url + "/", headers={"x-purge-token": "p"}) as purger:
+        hard = await purger.purge(["article", "article:café"])
+        soft = await purger.purge(["article"], soft=True)
+    assert hard.ok
+    assert soft.ok
+    assert soft.soft
+    hard_req, soft_req = server.requests
+    assert (hard_req.method, hard_req.path) == ("PURGE", "/")
+    assert hard_req.headers["xkey"] == "article article:café"  # UTF-8 on the wire
+    assert hard_req.headers["x-purge-token"] == "p"
+    assert "xkey-softpurge" not in hard_req.headers
+    assert soft_req.headers["xkey-softpurge"] == "article"
+    assert "xkey" not in soft_req.headers
+
+
+async def test_varnish_method_is_configurable(server: RecordingServer) -> None:
+    async with VarnishPurger(server.url, method="POST") as purger:
+        assert (await purger.purge(["a"])).ok
+    assert [r.method for r in server.requests] == ["POST"]
+
+
+async def test_501_is_not_retried(server: RecordingServer) -> None:
+    async with VarnishPurger(server.url, method="BAN", backoff=0.01, max_backoff=2.0) as purger:
+        result = await purger.purge(["a"])  # http.server knows no BAN: 501
+    assert result.error is not None
+    assert result.error.startswith("HTTP 501")
+    assert purger.stats() == {"purged": 0, "failed": 1, "retries": 0}
+
+
+async def test_varnish_batches_long_headers(server: RecordingServer) -> None:
+    many = [f"tag:{'x' * 90}:{i}" for i in range(100)]  # ~10 KB of tags
+    async with VarnishPurger(server.url) as purger:
+        result = await purger.purge(many)
+    assert result.ok
+    sent = [r.headers["xkey"] for r in server.requests]
+    assert len(sent) == 3
+    assert all(len(header) <= 4000 for header in sent)
+    assert " ".join(sent).split(" ") == many
+
+
+async def test_duplicate_tags_are_sent_once(server: RecordingServer) -> None:
+    async with FastlyPurger("s", "t", base_url=server.url) as purger:
+        result = await purger.purge(["a", "b", "a"])
+    assert result.purged == ("a", "b")
+    assert server.requests[0].headers["surrogate-key"] == "a b"
+
+
+async def test_unsendable_tags_fail_alone(server: RecordingServer) -> None:
+    async with FastlyPurger("s", "t", base_url=server.url) as purger:
+        result = await purger.purge(["good", "two words", "a,b", "tab\there", "\ud800"])
+    assert result.purged == ("good",)
+    assert set(result.failed) == {"two words", "a,b", "tab\there", "\ud800"}
+    assert result.error is not None
+    assert "whitespace" in result.error
+    assert [r.headers["surrogate-key"] for r in server.requests] == ["good"]
+
+
+async def test_nothing_to_purge_sends_nothing(server: RecordingServer) -> None:
+    async with FastlyPurger("s", "t", base_url=server.url) as purger:
+        result = await purger.purge([])
+    assert result.ok
+    assert result.purged == ()
+    assert server.requests == []
+
+
+# ------------------------------------------------------------------ retries and failures
+
+
+async def test_5xx_is_retried_with_exponential_backoff(server: RecordingServer) -> None:
+    server.script(Reply(503), Reply(502))
+    async with FastlyPurger(
+        "s", "t", base_url=server.url, retries=3, backoff=0.1, max_backoff=1.0
+    ) as purger:
+        result = await purger.purge(["a"])
+    assert result.ok
+    assert result.requests == 3
+    assert len(server.requests) == 3
+    first, second = gaps(server)
+    assert first >= 0.09  # 0.1 s
+    assert second >= 0.19  # then 0.2 s
+    assert purger.stats() == {"purged": 1, "failed": 0, "retries": 2}
+
+
+async def test_429_waits_for_retry_after(server: RecordingServer) -> None:
+    server.script(Reply(429, {"Retry-After": "1"}))
+    async with CloudflarePurger(
+        "z", "t", base_url=server.url, rate=None, backoff=0.01, max_backoff=2.0
+    ) as purger:
+        result = await purger.purge(["a"])
+    assert result.ok
+    assert len(server.requests) == 2
+    assert gaps(server)[0] >= 0.95
+
+
+async def test_retry_after_longer_than_max_backoff_fails_at_once(
+    server: RecordingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.script(Reply(429, {"Retry-After": "3600"}))
+    async with CloudflarePurger(
+        "z", "t", base_url=server.url, rate=None, backoff=0.01, max_backoff=5.0
+    ) as purger:
+        with caplog.at_level(logging.ERROR, logger="isr"):
+            result = await purger.purge(["a"])
+    assert result.failed == ("a",)
+    assert result.error is not None
+    assert "HTTP 429" in result.error
+    assert "Retry-After 3600 s" in result.error
+    assert len(server.requests) == 1
+    assert "cloudflare" in caplog.text
+    assert "HTTP 429" in caplog.text
+
+
+async def test_gives_up_after_the_retries_and_reports(
+    server: RecordingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.default = Reply(503, body=b"backend down")
+    async with FastlyPurger(
+        "s", "t", base_url=server.url, retries=2, backoff=0.01, max_backoff=2.0
+    ) as purger:
+        with caplog.at_level(logging.WARNING, logger="isr"):
+            result = await purger.purge(tags(300))  # two batches
+    assert not result.ok
+    assert result.purged == ()
+    assert result.failed == tuple(tags(300))
+    assert result.error == "HTTP 503 Service Unavailable: backend down (after 3 attempts)"
+    # The first batch was tried 3 times; the second was not sent to a CDN that is down.
+    assert len(server.requests) == 3
+    assert purger.stats() == {"purged": 0, "failed": 1, "retries": 2}
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].name == "isr"
+    assert "300 of 300 tag(s) failed" in errors[0].getMessage()
+    assert sum(r.levelno == logging.WARNING for r in caplog.records) == 2
+
+
+async def test_4xx_is_not_retried(server: RecordingServer) -> None:
+    server.script(Reply(403, body=b'{"msg": "bad token"}'))
+    async with FastlyPurger("s", "t", base_url=server.url, backoff=0.01, max_backoff=2.0) as purger:
+        result = await purger.purge(tags(300))
+    assert result.error == 'HTTP 403 Forbidden: {"msg": "bad token"}'
+    # A refusal of one batch does not stop the next one.
+    assert len(server.requests) == 2
+    assert result.failed == tuple(tags(256))
+    assert result.purged == tuple(tags(300)[256:])
+    assert purger.stats() == {"purged": 1, "failed": 1, "retries": 0}
+
+
+async def test_connection_refused_is_retried_then_reported() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    async with VarnishPurger(url, retries=2, backoff=0.01, max_backoff=2.0) as purger:
+        result = await purger.purge(["a"])
+    assert result.failed == ("a",)
+    assert result.error is not None
+    assert result.error.startswith("ConnectError")
+    assert result.requests == 3
+    assert purger.stats()["retries"] == 2
+
+
+async def test_a_slow_answer_times_out(server: RecordingServer) -> None:
+    server.script(Reply(delay=1.0))
+    async with FastlyPurger(
+        "s", "t", base_url=server.url, timeout=0.2, retries=1, backoff=0.01, max_backoff=2.0
+    ) as p:
+        started = time.monotonic()
+        result = await p.purge(["a"])
+        elapsed = time.monotonic() - started
+    assert result.ok  # the retry got through
+    assert len(server.requests) == 2
+    assert 0.2 <= elapsed < 0.9
+
+
+async def test_timeout_failure_says_so(server: RecordingServer) -> None:
+    server.script(Reply(delay=1.0))
+    async with FastlyPurger("s", "t", base_url=server.url, timeout=0.2, retries=0) as p:
+        result = await p.purge(["a"])
+    assert result.error == "ReadTimeout: no answer within 0.2 s (after 1 attempt)"
+
+
+# ------------------------------------------------------------------ the object
+
+
+async def test_a_client_passed_in_is_used_and_left_open(server: RecordingServer) -> None:
+    async with httpx.AsyncClient(headers={"user-agent": "mine"}) as client:
+        purger = FastlyPurger("s", "t", base_url=server.url, client=client)
+        assert (await purger.purge(["a"])).ok
+        await purger.aclose()
+        assert not client.is_closed
+    assert server.requests[0].headers["user-agent"] == "mine"
+
+
+async def test_purgers_satisfy_the_protocol() -> None:
+    for purger in (
+        VarnishPurger("http://127.0.0.1:1"),
+        FastlyPurger("s", "t"),
+        CloudflarePurger("z", "t"),
+    ):
+        assert isinstance(purger, Purger)
+        assert {"purged", "failed"} <= set(purger.stats())
+        await purger.aclose()
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="service_id"):
+        FastlyPurger("", "t")
+    with pytest.raises(ValueError, match="retries"):
+        VarnishPurger("http://x", retries=-1)
+    with pytest.raises(ValueError, match="rate"):
+        CloudflarePurger("z", "t", rate=0)
+
+
+def test_result_json() -> None:
+    result = PurgeResult("fastly", True, ("a",), ("b",), "HTTP 500")
+    assert result.to_json() == {
+        "purger": "fastly",
+        "ok": False,
+        "soft": True,
+        "purged": ["a"],
+        "failed": ["b"],
+        "error": "HTTP 500",
+    }
