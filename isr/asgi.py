@@ -252,6 +252,7 @@ class _Route:
         "pattern",
         "query",
         "rule",
+        "stale_cache_control",
         "vary",
         "vary_header",
     )
@@ -269,10 +270,11 @@ class _Route:
         self.vary = tuple(name.encode("latin-1") for name in rule.vary)
         self.vary_header = ", ".join(rule.vary).encode("latin-1")
         swr = SWR_UNBOUNDED if rule.swr is None else _seconds(rule.swr)
-        self.cache_control = (
-            f"public, s-maxage={_seconds(rule.ttl)}, stale-while-revalidate={swr}, "
-            f"stale-if-error={_seconds(rule.stale_if_error)}"
-        ).encode("latin-1")
+        windows = f"stale-while-revalidate={swr}, stale-if-error={_seconds(rule.stale_if_error)}"
+        self.cache_control = f"public, s-maxage={_seconds(rule.ttl)}, {windows}".encode("latin-1")
+        # A stale answer must not become fresh downstream: after a revalidate mark its Age
+        # can be under the ttl, and a CDN refetching on a soft purge would keep the old page.
+        self.stale_cache_control = f"public, s-maxage=0, {windows}".encode("latin-1")
         self.loader = loader
 
     def key(self, path: str, query: list[tuple[str, str]], headers: dict[bytes, bytes]) -> str:
@@ -321,9 +323,10 @@ class ISRMiddleware:
     the body's SHA-256: the same in every process), ``Last-Modified`` (when it was
     rendered, stored with it, so every answer from one render agrees), ``Cache-Control:
     public, s-maxage=ttl, stale-while-revalidate=swr, stale-if-error=sie`` (``swr=None`` is
-    sent as one year, `SWR_UNBOUNDED`), ``Vary`` (the rule's), ``X-Cache-Tags``
-    (comma-separated), and with ``surrogate_keys`` / ``cache_tag_header`` the tags as
-    ``Surrogate-Key`` (space-separated: Fastly, Varnish xkey) and ``Cache-Tag``
+    sent as one year, `SWR_UNBOUNDED`; a STALE or STALE-IF-ERROR answer says ``s-maxage=0``,
+    so a CDN refetching it never keeps the old page as fresh), ``Vary`` (the rule's),
+    ``X-Cache-Tags`` (comma-separated), and with ``surrogate_keys`` / ``cache_tag_header``
+    the tags as ``Surrogate-Key`` (space-separated: Fastly, Varnish xkey) and ``Cache-Tag``
     (comma-separated: Cloudflare). A matching ``If-None-Match`` (or, without one,
     ``If-Modified-Since``) gets a 304 without a body.
     """
@@ -435,7 +438,12 @@ class ISRMiddleware:
         common = [
             (b"etag", etag.encode("latin-1")),
             (b"last-modified", formatdate(rendered, usegmt=True).encode("latin-1")),
-            (b"cache-control", route.cache_control),
+            (
+                b"cache-control",
+                route.stale_cache_control
+                if result.status in (isr.Status.STALE, isr.Status.STALE_IF_ERROR)
+                else route.cache_control,
+            ),
             (b"age", str(_seconds(result.age)).encode("latin-1")),
             (b"x-cache", result.status.value.encode("latin-1")),
         ]

@@ -122,6 +122,28 @@ async def test_stale_at_once_then_the_background_render_is_served(
         assert not names & {b"if-none-match", b"range"}
 
 
+async def test_a_stale_answer_is_never_fresh_for_a_cdn_even_when_young(
+    runtime: isr.ISR, clock: FakeClock
+) -> None:
+    """After a revalidate mark a page can be stale at an Age under its ttl: a CDN
+    refetching it (on a soft purge) must not take it as fresh for the rest of the ttl."""
+    origin = Origin()
+    async with client(ISRMiddleware(origin, runtime, [POSTS])) as c:
+        first = await c.get("/posts/hello")
+        assert "s-maxage=10," in first.headers["cache-control"]
+        clock.advance(2)
+        await runtime.invalidate_tag("post:hello", mode="revalidate")
+        stale = await c.get("/posts/hello")
+        assert (cached(stale), stale.headers["age"]) == ("STALE", "2")
+        assert stale.headers["cache-control"].startswith("public, s-maxage=0, ")
+        await runtime.drain()
+        fresh = await c.get("/posts/hello")
+        assert (cached(fresh), fresh.headers["cache-control"]) == (
+            "HIT",
+            first.headers["cache-control"],
+        )
+
+
 async def test_stale_if_error_serves_the_old_page_when_the_app_fails(
     runtime: isr.ISR, clock: FakeClock
 ) -> None:
@@ -138,8 +160,8 @@ async def test_stale_if_error_serves_the_old_page_when_the_app_fails(
             "/posts/hello? lang=- v1",
         )
         assert old.headers["age"] == "20"
-        assert old.headers["cache-control"] == (
-            "public, s-maxage=10, stale-while-revalidate=5, stale-if-error=100"
+        assert old.headers["cache-control"] == (  # stale: never fresh for a CDN
+            "public, s-maxage=0, stale-while-revalidate=5, stale-if-error=100"
         )
         origin.status, origin.fail = 200, RuntimeError("database down")
         clock.advance(2)  # past the backoff: the app is asked again, and raises
