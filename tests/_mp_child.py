@@ -51,6 +51,11 @@ async def main(args: argparse.Namespace) -> None:
         await anyio.sleep(args.loader_sleep)
         return {"slug": slug, "pid": os.getpid()}
 
+    # Set up first (connections, an L1's bus), then wait for the go with the others, so that
+    # every child's callers really ask at the same moment.
+    if not await runtime.wait_ready(10):
+        raise RuntimeError("the store did not get ready")
+    await anyio.to_thread.run_sync(wait_for_go, work)
     results: list[isr.Result[dict[str, object]]] = []
 
     async def call() -> None:
@@ -73,6 +78,4 @@ if __name__ == "__main__":
     parser.add_argument("--loader-sleep", type=float, default=0.2)
     parser.add_argument("--lock-ttl", type=float, default=30.0)
     parser.add_argument("--l1", action="store_true", help="a memory L1 over Redis")
-    arguments = parser.parse_args()
-    wait_for_go(Path(arguments.workdir))  # every child starts its callers together
-    anyio.run(main, arguments)
+    anyio.run(main, parser.parse_args())

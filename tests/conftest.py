@@ -78,6 +78,7 @@ async def rt(
     clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
 ) -> AsyncIterator[isr.ISR]:
     async with isr.ISR(store_url, clock=clock, namespace=namespace, **store_options) as runtime:
+        assert await runtime.wait_ready(10)  # an L1 serves once its bus listens, as apps do
         yield runtime
 
 
@@ -86,6 +87,7 @@ def srt(
     clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
 ) -> Iterator[isr.ISR]:
     runtime = isr.ISR(store_url, clock=clock, namespace=namespace, **store_options)
+    assert runtime.wait_ready_sync(10)
     yield runtime
     runtime.close()
 

@@ -253,9 +253,7 @@ async def test_an_instance_that_started_while_redis_was_down_misses_nothing(
 ) -> None:
     with RedisServer() as server:
         server.stop()
-        late = isr.ISR(
-            L1Adapter(RedisAdapter(server.url, namespace=namespace), epoch_poll=POLL)
-        )
+        late = isr.ISR(L1Adapter(RedisAdapter(server.url, namespace=namespace), epoch_poll=POLL))
         origin = Origin()
         get_late = page(late, origin)
         assert await get_late("home") == "home v1"  # from the origin, kept in its L1 only

@@ -81,8 +81,12 @@ def test_stale_key_is_refreshed_by_one_process(
     finish(filler)
     assert calls(tmp_path) == 1
     (tmp_path / "go").unlink()
-    # 61 s later for the children: past the ttl of 60 s, within the unbounded swr
-    procs = [spawn(shared_url, namespace, tmp_path, 50, "--offset", "61") for _ in range(3)]
+    # 61 s later for the children: past the ttl of 60 s, within the unbounded swr. The
+    # refresh takes 1 s, so no caller can see it land, however late its process starts.
+    procs = [
+        spawn(shared_url, namespace, tmp_path, 50, "--offset", "61", "--loader-sleep", "1")
+        for _ in range(3)
+    ]
     start_together(procs, tmp_path)
     results = [r for p in procs for r in finish(p)]
     assert {status for status, _ in results} == {"STALE"}  # nobody waited for the refresh
