@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import concurrency, disk_store, hot_path, l1, memory, redis_store
+from . import concurrency, disk_store, hot_path, http_load, l1, memory, redis_store
 from ._harness import Settings, print_report, progress, write_json
 
 
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             *disk_store.run(settings),
             *redis_store.run(settings),
             *l1.run(settings),
+            *http_load.run(settings),
         ]
     progress(f"done in {time.perf_counter() - started:.1f} s")
     print_report(sections, settings)
