@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,15 @@ _CONDITIONAL = frozenset(
 #: that no path can spell another page's key.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
+#: Paths whose rule matching is remembered (per middleware); past this the memory starts over.
+_PATHS_KEPT = 4096
+#: Pages kept ready to send (per middleware, one per key: see `_Wire`), and the bytes of
+#: their bodies at most; the oldest prepared goes first.
+_WIRES_KEPT = 1024
+_WIRE_BYTES = 32 * 1024 * 1024
+_HIT, _STALE, _STALE_IF_ERROR = isr.Status.HIT, isr.Status.STALE, isr.Status.STALE_IF_ERROR
+#: ``Age`` headers for the first minutes, built once.
+_AGES = tuple((b"age", str(age).encode("latin-1")) for age in range(600))
 
 
 @dataclass(frozen=True)
@@ -184,10 +194,6 @@ class _Request:
         self.rendered = False  # set once a render ran for this very request
 
 
-def _request_key(request: _Request) -> str:
-    return request.key
-
-
 def _tag_fn(template: str) -> Callable[[_Request], str]:
     def tag(request: _Request) -> str:
         return template.format_map(request.params)
@@ -248,9 +254,14 @@ class _Route:
     __slots__ = (
         "bypass",
         "cache_control",
+        "hit",
         "loader",
+        "lookup",
         "pattern",
+        "plain",
+        "private_ok",
         "query",
+        "reads_query",
         "rule",
         "stale_cache_control",
         "vary",
@@ -275,18 +286,66 @@ class _Route:
         # A stale answer must not become fresh downstream: after a revalidate mark its Age
         # can be under the ttl, and a CDN refetching on a soft purge would keep the old page.
         self.stale_cache_control = f"public, s-maxage=0, {windows}".encode("latin-1")
+        self.hit = self.answer(_HIT)
+        # The query string is read only for a rule that lists or bypasses parameters, and
+        # the key is the path's alone without listed parameters or varied headers.
+        self.reads_query = self.query is not None or self.bypass is not None
+        self.plain = self.query is None and not self.vary
+        self.private_ok = rule.private_ok
         self.loader = loader
+        self.lookup = loader.lookup
 
-    def key(self, path: str, query: list[tuple[str, str]], headers: dict[bytes, bytes]) -> str:
-        """``page:{path}`` (the path percent-encoded, as in a URL), plus ``#`` and a hash of
-        the listed query parameters and varied headers when the rule has any."""
-        page = "page:" + quote(path, safe=_PATH_SAFE)
+    def answer(self, status: isr.Status) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+        """The ``Cache-Control`` and ``X-Cache`` headers of a page's answer with ``status``."""
+        stale = status in (_STALE, _STALE_IF_ERROR)
+        cache_control = self.stale_cache_control if stale else self.cache_control
+        return (b"cache-control", cache_control), (b"x-cache", status.value.encode("latin-1"))
+
+    def key(self, page: str, query: list[tuple[str, str]], headers: dict[bytes, bytes]) -> str:
+        """``page`` (``page:{path}``, the path percent-encoded, as in a URL), plus ``#`` and
+        a hash of the listed query parameters and varied headers when the rule has any."""
         listed = sorted(pair for pair in query if self.query(pair[0])) if self.query else []
         if not listed and not self.vary:
             return page
         varied = [headers.get(name, b"").decode("latin-1").strip() for name in self.vary]
         canonical = json.dumps([listed, varied], separators=(",", ":"))
         return f"{page}#{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+
+class _Wire:
+    """A kept page as it goes out, encoded once: the headers of its 200 before and after
+    the ones that change with each answer (``Cache-Control``, ``Age``, ``X-Cache``), those
+    of its 304, and its body. Valid for the page whose ``etag`` and ``time`` it carries."""
+
+    __slots__ = ("body", "etag", "head", "route", "tail", "time", "validators")
+
+    def __init__(
+        self, route: _Route, page: dict[str, Any], surrogate_keys: bool, cache_tag_header: bool
+    ) -> None:
+        self.route = route
+        self.etag: str = page["etag"]
+        self.time: float = page["time"]
+        self.body: bytes = page["body"].encode("latin-1")
+        self.validators = (
+            (b"etag", self.etag.encode("latin-1")),
+            (b"last-modified", formatdate(self.time, usegmt=True).encode("latin-1")),
+        )
+        self.head = (
+            *[(k.encode("latin-1"), v.encode("latin-1")) for k, v in page["headers"]],
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+            *self.validators,
+        )
+        tail: list[tuple[bytes, bytes]] = []
+        if route.vary:
+            tail.append((b"vary", route.vary_header))
+        tags: list[str] = page["tags"]
+        if tags:  # UTF-8: a tag holds whatever the path parameter held
+            tail.append((b"x-cache-tags", ",".join(tags).encode()))
+            if surrogate_keys:
+                tail.append((b"surrogate-key", " ".join(tags).encode()))
+            if cache_tag_header:
+                tail.append((b"cache-tag", ",".join(tags).encode()))
+        self.tail = tuple(tail)
 
 
 class ISRMiddleware:
@@ -342,9 +401,35 @@ class ISRMiddleware:
     ) -> None:
         self.app = app
         self.runtime = runtime
-        self.surrogate_keys = surrogate_keys
-        self.cache_tag_header = cache_tag_header
+        self._surrogate_keys = surrogate_keys
+        self._cache_tag_header = cache_tag_header
         self._routes = [self._route(rule) for rule in rules]
+        # path -> (route, path parameters, "page:{quoted path}"), or None: no rule matches.
+        self._paths: dict[str, tuple[_Route, dict[str, str], str] | None] = {}
+        # key -> its page ready to send (see `_Wire`), in the order they were prepared.
+        self._wires: dict[str, _Wire] = {}
+        self._wire_bytes = 0
+        self._wire_lock = threading.Lock()
+
+    @property
+    def surrogate_keys(self) -> bool:
+        """Send a page's tags as ``Surrogate-Key`` too."""
+        return self._surrogate_keys
+
+    @surrogate_keys.setter
+    def surrogate_keys(self, value: bool) -> None:
+        self._surrogate_keys = value
+        self._forget_wires()
+
+    @property
+    def cache_tag_header(self) -> bool:
+        """Send a page's tags as ``Cache-Tag`` too."""
+        return self._cache_tag_header
+
+    @cache_tag_header.setter
+    def cache_tag_header(self, value: bool) -> None:
+        self._cache_tag_header = value
+        self._forget_wires()
 
     def _route(self, rule: Rule) -> _Route:
         pattern, params = _compile_path(rule.path)
@@ -353,7 +438,7 @@ class ISRMiddleware:
         route: _Route
 
         @self.runtime.with_revalidate(
-            _request_key,
+            "{request.key}",
             ttl=rule.ttl,
             swr=rule.swr,
             stale_if_error=rule.stale_if_error,
@@ -372,34 +457,46 @@ class ISRMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        for route in self._routes:
-            match = route.pattern.fullmatch(path)
-            if match is not None:
-                break
-        else:
+        try:
+            target = self._paths[path]
+        except KeyError:
+            target = self._match(path)
+        if target is None:
             await self.app(scope, receive, send)
             return
-        headers: dict[bytes, bytes] = {}
-        for name, value in scope["headers"]:
-            headers[name] = headers[name] + b"," + value if name in headers else value
+        route, params, page_key = target
+        raw_headers = scope["headers"]
+        headers: dict[bytes, bytes] = dict(raw_headers)
+        if len(headers) != len(raw_headers):  # a repeated field: its values comma-joined
+            headers = {}
+            for name, value in raw_headers:
+                headers[name] = headers[name] + b"," + value if name in headers else value
         method = scope["method"]
         if (
-            method not in ("GET", "HEAD")
+            (method != "GET" and method != "HEAD")
             or b"authorization" in headers
-            or (b"cookie" in headers and not route.rule.private_ok)
+            or (b"cookie" in headers and not route.private_ok)
         ):
             await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
             return
-        raw_query: bytes = scope.get("query_string", b"")
-        query = parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True) if raw_query else []
-        bypass = route.bypass
-        if bypass is not None and any(bypass(name) for name, _ in query):
-            await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
-            return
-        request = _Request(route.key(path, query, headers), match.groupdict(), scope)
+        key = page_key
+        if route.reads_query or not route.plain:
+            raw_query: bytes = scope.get("query_string", b"")
+            query = (
+                parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
+                if raw_query and route.reads_query
+                else []
+            )
+            bypass = route.bypass
+            if bypass is not None and any(bypass(name) for name, _ in query):
+                await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
+                return
+            if not route.plain:
+                key = route.key(page_key, query, headers)
+        request = _Request(key, params, scope)
         head = method == "HEAD"
         try:
-            result = await route.loader.lookup(request)
+            result = await route.lookup(request)
         except OriginError as exc:
             await self._send_once(exc._response, request, receive, send, head)
             return
@@ -407,7 +504,78 @@ class ISRMiddleware:
         if isinstance(page, _Response):
             await self._send_once(page, request, receive, send, head)
             return
-        await self._send_page(route, page, result, headers, send, head)
+        # A kept page: sent from its `_Wire`, prepared on its first answer in this process.
+        wire = self._wires.get(key)
+        if (
+            wire is None
+            or wire.time != page["time"]
+            or wire.etag != page["etag"]
+            or wire.route is not route
+        ):
+            wire = self._wire(route, key, page)
+        status = result.status
+        cache_control, x_cache = route.hit if status is _HIT else route.answer(status)
+        age = int(result.age)
+        age_header = _AGES[age] if 0 <= age < 600 else (b"age", b"%d" % max(0, age))
+        if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
+            headers, wire.etag, wire.time
+        ):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 304,
+                    "headers": [*wire.validators, cache_control, age_header, x_cache, *wire.tail],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*wire.head, cache_control, age_header, x_cache, *wire.tail],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"" if head else wire.body})
+
+    def _match(self, path: str) -> tuple[_Route, dict[str, str], str] | None:
+        """The first rule matching ``path``, remembered: its route, the path's parameters
+        and its key without query or vary part (``page:{path}``, percent-encoded)."""
+        target: tuple[_Route, dict[str, str], str] | None = None
+        for route in self._routes:
+            match = route.pattern.fullmatch(path)
+            if match is not None:
+                # The parameters are shared by the path's requests: read, never written.
+                target = (route, match.groupdict(), "page:" + quote(path, safe=_PATH_SAFE))
+                break
+        paths = self._paths
+        if len(paths) >= _PATHS_KEPT:
+            paths.clear()
+        paths[path] = target
+        return target
+
+    def _wire(self, route: _Route, key: str, page: dict[str, Any]) -> _Wire:
+        """``page`` ready to send, kept for the next answers under ``key`` while the memory
+        for prepared pages allows (the oldest prepared make room)."""
+        wire = _Wire(route, page, self._surrogate_keys, self._cache_tag_header)
+        size = len(wire.body)
+        wires = self._wires
+        with self._wire_lock:
+            old = wires.pop(key, None)
+            if old is not None:
+                self._wire_bytes -= len(old.body)
+            if size > _WIRE_BYTES:
+                return wire
+            while wires and (len(wires) >= _WIRES_KEPT or self._wire_bytes + size > _WIRE_BYTES):
+                self._wire_bytes -= len(wires.pop(next(iter(wires))).body)
+            wires[key] = wire
+            self._wire_bytes += size
+        return wire
+
+    def _forget_wires(self) -> None:
+        with self._wire_lock:
+            self._wires.clear()
+            self._wire_bytes = 0
 
     async def _send_once(
         self, response: _Response, request: _Request, receive: Receive, send: Send, head: bool
@@ -422,49 +590,6 @@ class ISRMiddleware:
         headers.append((b"x-cache", b"MISS"))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else response.body})
-
-    async def _send_page(
-        self,
-        route: _Route,
-        page: dict[str, Any],
-        result: isr.Result[_Page],
-        request_headers: dict[bytes, bytes],
-        send: Send,
-        head: bool,
-    ) -> None:
-        etag: str = page["etag"]
-        rendered: float = page["time"]
-        tags: list[str] = page["tags"]
-        common = [
-            (b"etag", etag.encode("latin-1")),
-            (b"last-modified", formatdate(rendered, usegmt=True).encode("latin-1")),
-            (
-                b"cache-control",
-                route.stale_cache_control
-                if result.status in (isr.Status.STALE, isr.Status.STALE_IF_ERROR)
-                else route.cache_control,
-            ),
-            (b"age", str(_seconds(result.age)).encode("latin-1")),
-            (b"x-cache", result.status.value.encode("latin-1")),
-        ]
-        if route.vary:
-            common.append((b"vary", route.vary_header))
-        if tags:  # UTF-8: a tag holds whatever the path parameter held
-            common.append((b"x-cache-tags", ",".join(tags).encode()))
-            if self.surrogate_keys:
-                common.append((b"surrogate-key", " ".join(tags).encode()))
-            if self.cache_tag_header:
-                common.append((b"cache-tag", ",".join(tags).encode()))
-        if _not_modified(request_headers, etag, rendered):
-            await send({"type": "http.response.start", "status": 304, "headers": common})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        body = page["body"].encode("latin-1")
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in page["headers"]]
-        headers.append((b"content-length", str(len(body)).encode("latin-1")))
-        headers.extend(common)
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if head else body})
 
     # ------------------------------------------------------------------ rendering
 

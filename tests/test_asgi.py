@@ -578,3 +578,63 @@ async def test_bad_rules_are_refused_when_the_middleware_is_built(runtime: isr.I
     with pytest.raises(ValueError, match="non-empty"):
         Rule("/", ttl=1, tags=[""])
     assert Rule("/", ttl=1, tags="home").tags == ("home",)
+
+
+async def test_pages_prepared_once_go_out_fresh_and_follow_each_new_render(
+    runtime: isr.ISR, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tiny memories for prepared pages and matched paths: past them, answers stay right.
+    monkeypatch.setattr("isr.asgi._WIRES_KEPT", 2)
+    monkeypatch.setattr("isr.asgi._WIRE_BYTES", 60)
+    monkeypatch.setattr("isr.asgi._PATHS_KEPT", 3)
+    origin = Origin()
+    edge = ISRMiddleware(origin, runtime, [POSTS])
+
+    async def meddling(scope: Scope, receive: Receive, send: Send) -> None:
+        """An outer middleware that edits the messages it is handed, in place."""
+
+        async def edit(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"].append((b"x-outer", b"1"))
+                message["status"] = 200
+            await send(message)
+
+        await edge(scope, receive, edit)
+
+    slugs = ["a", "b", "c", "d", "a", "long-" + "x" * 80, "a", "b"]
+    async with client(meddling) as c:
+        first = [await c.get(f"/posts/{slug}") for slug in slugs]
+        again = [await c.get(f"/posts/{slug}") for slug in slugs]
+        origin.version = 2
+        clock.advance(11)
+        await c.get("/posts/a")  # STALE: renders v2 in the background
+        await runtime.drain()
+        fresh = await c.get("/posts/a")
+        edge.surrogate_keys = True  # read on every answer, as before
+        tagged = await c.get("/posts/a")
+    assert len(origin.calls) == 6  # 5 pages, 1 refresh
+    for slug, response in zip(slugs * 2, first + again, strict=True):
+        assert response.text == f"/posts/{slug}? lang=- v1"
+        assert response.headers.get_list("x-outer") == ["1"]
+        assert response.headers["content-length"] == str(len(response.content))
+        assert response.headers["etag"] == etag_of(response.content)
+        assert response.headers["x-cache-tags"] == f"posts,post:{slug}"
+    assert all(cached(r) == "HIT" for r in again)
+    assert (cached(fresh), fresh.text) == ("HIT", "/posts/a? lang=- v2")
+    assert fresh.headers["etag"] == etag_of(fresh.content) != again[0].headers["etag"]
+    assert "surrogate-key" not in fresh.headers
+    assert tagged.headers["surrogate-key"] == "posts post:a"
+
+
+async def test_repeated_request_fields_are_read_as_one(runtime: isr.ISR) -> None:
+    async with client(ISRMiddleware(Origin(), runtime, [POSTS])) as c:
+        page = await c.get("/posts/hello")
+        etag = page.headers["etag"]
+        both = await c.get(
+            "/posts/hello", headers=[("if-none-match", '"nope"'), ("if-none-match", etag)]
+        )
+        neither = await c.get(
+            "/posts/hello", headers=[("if-none-match", '"nope"'), ("if-none-match", '"no"')]
+        )
+    assert (both.status_code, cached(both), both.content) == (304, "HIT", b"")
+    assert (neither.status_code, neither.content) == (200, page.content)
