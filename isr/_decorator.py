@@ -19,7 +19,7 @@ from typing_extensions import ParamSpec, Self
 from ._entry import Policy
 from ._errors import TemplateError
 from ._runtime import ISR, ErrorHook, Loader
-from ._status import Result
+from ._status import Result, Status
 from ._template import RESERVED_PREFIX, compile_template
 
 __all__ = ["AsyncCached", "Revalidate", "SyncCached", "make_decorator"]
@@ -120,7 +120,15 @@ async def {name}({params}):
     return await _isr_miss(_isr_ld, _isr_k, {args}, {kwargs})
 
 async def lookup({params}):
+    global _isr_hits
     _isr_k = {key}
+    _isr_e = _isr_peek(_isr_k)
+    if _isr_e is not None and _isr_e.gen is _isr_ad.gen:
+        _isr_now = _isr_clock()
+        if _isr_now < _isr_e.fresh_until:
+            _isr_e.used = True
+            _isr_hits += 1{early}
+            return _isr_Result(_isr_e.value, _isr_HIT, _isr_now - _isr_e.created)
     _isr_r = _isr_quick_result(_isr_ld, _isr_k, {args}, {kwargs})
     if _isr_r is not None:
         return _isr_r
@@ -139,7 +147,16 @@ def {name}({params}):
     return _isr_miss(_isr_ld, _isr_k, {args}, {kwargs})
 
 def lookup({params}):
-    return _isr_lookup(_isr_ld, {key}, {args}, {kwargs})
+    global _isr_hits
+    _isr_k = {key}
+    _isr_e = _isr_peek(_isr_k)
+    if _isr_e is not None and _isr_e.gen is _isr_ad.gen:
+        _isr_now = _isr_clock()
+        if _isr_now < _isr_e.fresh_until:
+            _isr_e.used = True
+            _isr_hits += 1{early}
+            return _isr_Result(_isr_e.value, _isr_HIT, _isr_now - _isr_e.created)
+    return _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
 """
 
 _EARLY = """
@@ -292,6 +309,8 @@ def make_decorator(
         name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
         sig = inspect.signature(fn)
         consts: dict[str, Any] = {
+            f"{RESERVED_PREFIX}Result": Result,
+            f"{RESERVED_PREFIX}HIT": Status.HIT,
             f"{RESERVED_PREFIX}repr": repr,
             f"{RESERVED_PREFIX}str": str,
             f"{RESERVED_PREFIX}ascii": ascii,
