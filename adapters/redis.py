@@ -84,7 +84,19 @@ T = TypeVar("T")
 #: What a store failure looks like: Redis's own errors (connection refused or lost, timed
 #: out, an error reply, a cluster without a usable node), the socket's, and the builtin and
 #: asyncio timeouts (one class from Python 3.11 on).
-_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, asyncio.TimeoutError)
+#: What a Redis call may fail with and the cache absorbs (logged, counted, breaker). The
+#: AttributeError and TypeError are redis-py's own on a connection the server reset, on
+#: Python 3.12 to 3.14.0 (redis-py#4287); only client calls run inside these handlers, so a
+#: bug of ours would still show, as a counted and logged store error.
+_FAILURES = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    AttributeError,
+    TypeError,
+)
 
 #: Options of ours in the URL, and how to read each.
 _OPTIONS: dict[str, Callable[[str], Any]] = {
