@@ -54,6 +54,8 @@ class Adapter(abc.ABC):
     gen: int = -1
     #: Store failures (unreachable, timed out, unreadable record) absorbed so far.
     errors: int = 0
+    #: Entries dropped to stay within the store's bounds (a bounded memory store).
+    evictions: int = 0
 
     @abc.abstractmethod
     def get(self, key: str) -> Entry | None:

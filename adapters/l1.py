@@ -86,6 +86,10 @@ class L1Adapter(Adapter):
     def errors(self) -> int:  # type: ignore[override]
         return self.l2.errors
 
+    @property
+    def evictions(self) -> int:  # type: ignore[override]
+        return self.l1.evictions
+
     # ------------------------------------------------------------------ reads
 
     def _l2_failed(self, errors_before: int) -> bool:

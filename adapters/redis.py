@@ -622,33 +622,8 @@ class RedisAdapter(Adapter):
     # ------------------------------------------------------------------ async
 
     async def aget(self, key: str) -> Entry | None:
-        # The hot path of a Redis hit: the breaker's closed check, one GET, the decode.
-        breaker = self.breaker
-        if breaker.failures and not breaker.allow():
-            return None
-        probe = breaker.is_open
-        try:
-            client = self._aclient_here()
-            if not self._aready:
-                await self._aready_wait(client)
-            gate = self._agate
-            if gate.free:
-                gate.free -= 1
-            else:
-                await gate.wait(self.timeout)
-            try:
-                data = cast("bytes | None", await client.get(self._e + key))
-            finally:
-                gate.leave()
-        except _FAILURES as exc:
-            self._failed(exc)
-            return None
-        except BaseException as exc:
-            self._abandoned(probe, exc)
-            raise
-        if breaker.failures:
-            breaker.success()
-        return self._decode(key, data)
+        data, _ = await self._arun(lambda c: c.get(self._e + key), None)
+        return self._decode(key, cast("bytes | None", data))
 
     async def aset(self, key: str, entry: Entry) -> None:
         data = self.codec.dumps(key, entry)

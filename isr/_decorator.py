@@ -129,7 +129,7 @@ async def lookup({params}):
             _isr_e.used = True
             _isr_hits += 1{early}
             return _isr_Result(_isr_e.value, _isr_HIT, _isr_now - _isr_e.created)
-    _isr_r = _isr_quick_result(_isr_ld, _isr_k, {args}, {kwargs})
+    _isr_r = _isr_quick_result(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
     if _isr_r is not None:
         return _isr_r
     return await _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
@@ -161,7 +161,7 @@ def lookup({params}):
 
 _EARLY = """
         if _isr_ld.runtime._xfetch_due(_isr_ld, _isr_e, _isr_clock()):
-            _isr_early(_isr_ld, _isr_k, {args}, {kwargs})"""
+            _isr_spawn(_isr_ld, _isr_k, {args}, {kwargs}, _isr_e)"""
 
 _HELPERS = """
 def cache_key({params}):

@@ -492,7 +492,6 @@ class ISR:
     def stats(self) -> Stats:
         n = self._n
         fast = sum(loader.fast_hits() for loader in self._loaders if loader.runtime is self)
-        evictions = getattr(self.adapter, "evictions", 0)
         return Stats(
             hits=n["hits"] + fast,
             stale=n["stale"],
@@ -504,7 +503,7 @@ class ISR:
             refreshes=n["refreshes"],
             refresh_failures=n["refresh_failures"],
             invalidations=n["invalidations"],
-            evictions=evictions if isinstance(evictions, int) else 0,
+            evictions=self.adapter.evictions,
             entries=self.adapter.size(),
             refreshing=len(self._pending) + len(self._spending),
             store_errors=self.adapter.errors,
@@ -527,7 +526,7 @@ class ISR:
         ns["_isr_quick_result"] = self._aquick_result
         ns["_isr_fetch"] = FETCH
         ns["_isr_lookup"] = self._alookup if loader.is_async else self._slookup
-        ns["_isr_early"] = self._aearly if loader.is_async else self._searly
+        ns["_isr_spawn"] = self._aspawn if loader.is_async else self._sspawn
         if loader.runtime is not self:
             loader.runtime = self
             ns["_isr_hits"] = 0  # hits counted from here on belong to this runtime
@@ -589,13 +588,7 @@ class ISR:
         if ctx.tags:
             tags = tuple(dict.fromkeys((*tags, *ctx.tags)))
         entry = Entry(value, self.clock(), policy, gen, tags)
-        if self._log:
-            mark = self._mark_since(fid, key, tags)
-            if mark is Mode.PURGE:
-                return None
-            if mark is not None:
-                entry = entry.marked(mark)
-        return entry
+        return self._remark(entry, self._mark_since(fid, key, tags)) if self._log else entry
 
     def _backoff_for(self, key: str, now: float) -> _Backoff | None:
         b = self._backoffs.get(key)
@@ -764,8 +757,8 @@ class ISR:
 
     @staticmethod
     def _remark(entry: Entry, mode: Mode | None) -> Entry | None:
-        """``entry`` with an invalidation another process made while it was being fetched
-        (None: purged, store nothing)."""
+        """``entry`` with an invalidation made while it was being fetched, in this process
+        (the log) or another (the store's markers); None: purged, store nothing."""
         if mode is None:
             return entry
         return None if mode is Mode.PURGE else entry.marked(mode)
@@ -796,35 +789,39 @@ class ISR:
     ) -> Any:
         """The generated async wrapper's second chance, before it awaits anything: serve a
         stale (or backing-off) local entry it already holds. `FETCH`: go to `_amiss`."""
-        if entry is None or not self._quick:
-            return FETCH
-        now = self.clock()
-        verdict = classify(entry, now, self.adapter.generation())
-        answer = self._serve(
-            loader, key, args, kwargs, entry, verdict, now, self._aflights, self._aspawn
-        )
+        answer = self._aquick_answer(loader, key, entry, args, kwargs)
         return FETCH if answer is None else answer[0]
 
     def _aquick_result(
         self,
         loader: Loader[Any],
         key: str,
+        entry: Entry | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Result[Any] | None:
-        """The generated async ``lookup``'s first step: answer from a local store without
-        awaiting (HIT, STALE, STALE-IF-ERROR in backoff), or None to go to `_alookup`."""
-        if not self._quick:
-            return None
-        entry = self.adapter.peek(key)
-        if entry is None:
+        """`_aquick` for the generated async ``lookup``: the answer as a `Result`, or None
+        to go to `_alookup`."""
+        answer = self._aquick_answer(loader, key, entry, args, kwargs)
+        return None if answer is None else Result(*answer)
+
+    def _aquick_answer(
+        self,
+        loader: Loader[Any],
+        key: str,
+        entry: Entry | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _Answer | None:
+        """Answer from the entry the generated code peeked, if the store answers without
+        waiting (HIT, STALE, STALE-IF-ERROR in backoff); None: await the slow path."""
+        if entry is None or not self._quick:
             return None
         now = self.clock()
         verdict = classify(entry, now, self.adapter.generation())
-        answer = self._serve(
+        return self._serve(
             loader, key, args, kwargs, entry, verdict, now, self._aflights, self._aspawn
         )
-        return None if answer is None else Result(*answer)
 
     async def _amiss(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -890,11 +887,6 @@ class ISR:
         r = self.random()
         gap = -loader.delta * beta * math.log(r) if r > 0.0 else math.inf
         return now + gap >= entry.fresh_until
-
-    def _aearly(
-        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        self._aspawn(loader, key, args, kwargs)
 
     def _aspawn(
         self,
@@ -1062,11 +1054,6 @@ class ISR:
                     )
                 pool = self._pool
         return pool
-
-    def _searly(
-        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        self._sspawn(loader, key, args, kwargs)
 
     def _sspawn(
         self,
