@@ -2,7 +2,8 @@
 
 Every contender reads one small JSON value over a real loopback connection to a
 redis-server the benchmark starts on a free port (with `tests.redis_server.RedisServer`,
-the tests' own; without redis-server installed the section says so instead). The floor is
+the tests' own; without redis-server installed the section says so instead), then the same
+on a valkey-server (the one the tests use; section 6b). The floor is
 the least any Redis cache can do: redis-py's asyncio client doing one GET and ``json.loads``
 of the bytes, in the same loop and rounds as every contender. The ratio to it is the price
 of the cache itself: building the key, decoding the entry's record (value and windows),
@@ -37,7 +38,10 @@ from ._harness import (
 
 __all__ = ["run"]
 
-TITLE = "6. fresh hit from Redis (asyncio, loopback redis-server)"
+TITLES = {
+    "redis": "6. fresh hit from Redis (asyncio, loopback redis-server)",
+    "valkey": "6b. fresh hit from Valkey (asyncio, loopback valkey-server, same client)",
+}
 BASELINE = "median per-round time over redis.asyncio GET + json.loads of the same value"
 VALUE: dict[str, str] = {"slug": ARG, "title": "Hello"}
 FLOOR = "floor: redis.asyncio GET + json.loads"
@@ -143,21 +147,35 @@ async def _samples(url: str, settings: Settings) -> tuple[Samples, list[str]]:
 
 
 def run(settings: Settings) -> list[Section]:
+    title = TITLES["redis"]
     if shutil.which("redis-server") is None:
-        return [Section(TITLE, BASELINE, [Row("redis", None, "ns/call", note="no redis-server")])]
+        return [Section(title, BASELINE, [Row("redis", None, "ns/call", note="no redis-server")])]
     try:
         import redis  # noqa: F401
     except ImportError:
-        return [Section(TITLE, BASELINE, [Row("redis", None, "ns/call", note="no redis-py")])]
-    from tests.redis_server import RedisServer
+        return [Section(title, BASELINE, [Row("redis", None, "ns/call", note="no redis-py")])]
+    from tests.redis_server import FLAVOURS, RedisServer
 
-    progress("redis store: fresh hit over loopback")
-    with RedisServer() as server:
-        samples, missing = asyncio.run(_samples(server.url, settings))
+    sections = []
+    for flavour in FLAVOURS:
+        progress(f"{flavour} store: fresh hit over loopback")
+        try:
+            server = RedisServer(flavour)
+        except RuntimeError as exc:  # no valkey-server: say so, measure the rest
+            row = Row(flavour, None, "ns/call", note=str(exc).partition(":")[0])
+            sections.append(Section(TITLES[flavour], BASELINE, [row]))
+            continue
+        with server:
+            samples, missing = asyncio.run(_samples(server.url, settings))
+        sections.append(Section(TITLES[flavour], BASELINE, _rows(samples, missing)))
+    return sections
+
+
+def _rows(samples: Samples, missing: list[str]) -> list[Row]:
     rows = []
     for name, times in samples.items():
         ratio = paired_ratio(samples, name, FLOOR)
         target, passed = ("", None) if name != ISR_HIT else (f"<= {TARGET}x floor", ratio <= TARGET)
         rows.append(Row(name, median(times) * 1e9, "ns/call", ratio, target, passed))
     rows.extend(Row(name, None, "ns/call", note="not available") for name in missing)
-    return [Section(TITLE, BASELINE, rows)]
+    return rows

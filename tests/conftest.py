@@ -11,11 +11,14 @@ import pytest
 
 import isr
 
-from .redis_server import RedisServer
+from .redis_server import FLAVOURS, Flavour, RedisServer
 
 #: Every store the runtime's behaviour is checked on (the conformance suite): the tests
-#: that take the ``rt``/``srt`` fixtures run once per store.
-STORES = ("memory", "disk", "redis", "redis-l1")
+#: that take the ``rt``/``srt`` fixtures run once per store. "valkey" is the Redis store
+#: on a Valkey server.
+STORES = ("memory", "disk", "redis", "redis-l1", "valkey")
+#: Parameter values that mean a Redis-protocol server (pinned to asyncio, see below).
+REDIS_LIKE = {"redis", "redis-l1", "valkey"}
 
 
 class FakeClock:
@@ -43,8 +46,28 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
+    with RedisServer("redis") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisServer]:
+    with RedisServer("valkey") as server:
+        yield server
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    """For the tests of the Redis store itself: run once on Redis, once on Valkey."""
+    value: Flavour = request.param
+    return value
+
+
+@pytest.fixture
+def server(flavour: Flavour, request: pytest.FixtureRequest) -> RedisServer:
+    """The session's server of ``flavour``."""
+    found: RedisServer = request.getfixturevalue(f"{flavour}_server")
+    return found
 
 
 @pytest.fixture(params=STORES)
@@ -59,7 +82,9 @@ def store_url(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> str
         return "memory://"
     if store == "disk":
         return f"disk://{tmp_path / 'cache'}"
-    server: RedisServer = request.getfixturevalue("redis_server")
+    server: RedisServer = request.getfixturevalue(
+        "valkey_server" if store == "valkey" else "redis_server"
+    )
     return server.url
 
 
@@ -93,12 +118,12 @@ def srt(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """redis-py's asyncio client runs on asyncio only: Redis async tests are pinned to
-    asyncio (deselected on trio, not skipped). Memory and disk run on both."""
+    """redis-py's asyncio client runs on asyncio only: Redis (and Valkey) async tests are
+    pinned to asyncio (deselected on trio, not skipped). Memory and disk run on both."""
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        redis = {"redis", "redis-l1"} & {str(v) for v in params.values()}
+        redis = REDIS_LIKE & {str(v) for v in params.values()}
         if params.get("anyio_backend") == "trio" and redis:
             drop.append(item)
         else:

@@ -1,5 +1,5 @@
-"""A real three-node Redis Cluster on loopback for the tests: started on free ports, joined
-with ``redis-cli --cluster create``, stopped after.
+"""A real three-node Redis (or Valkey) Cluster on loopback for the tests: started on free
+ports, joined with ``redis-cli --cluster create``, stopped after.
 
 No fakes, as with `tests.redis_server.RedisServer`: the adapter's ``cluster=true`` mode is
 tested against the slot routing (MOVED replies, keys of one command on one node) it will
@@ -20,7 +20,7 @@ from types import TracebackType
 
 from typing_extensions import Self
 
-from .redis_server import free_port
+from .redis_server import Flavour, free_port, server_binary, server_info
 
 __all__ = ["RedisCluster"]
 
@@ -82,15 +82,15 @@ class RedisCluster:
     URL names (redis-py's cluster client finds the others from it).
     """
 
-    def __init__(self, nodes: int = 3) -> None:
-        binary = shutil.which("redis-server")
-        cli = shutil.which("redis-cli")
-        if binary is None or cli is None:
+    def __init__(self, flavour: Flavour = "redis", nodes: int = 3) -> None:
+        cli = shutil.which("redis-cli")  # Debian's redis-cli joins Valkey nodes as well
+        if cli is None:
             raise RuntimeError(
-                "redis-server and redis-cli are not installed: the Redis Cluster tests need "
-                "real servers (apt-get install -y redis-server)"
+                "redis-cli is not installed: the Cluster tests need it to join the nodes "
+                "(apt-get install -y redis-server)"
             )
-        self.binary, self.cli = binary, cli
+        self.flavour = flavour
+        self.binary, self.cli = server_binary(flavour), cli
         # Each node needs a client port and a cluster bus port, chosen here too: the default
         # bus port (client port + 10000) may be taken, or past 65535 for a high free port.
         ports = _free_ports(2 * nodes)
@@ -114,6 +114,8 @@ class RedisCluster:
                 self._wait(deadline, port, "report cluster_state:ok", self._ok)
             for port in self.ports:  # none exited meanwhile (e.g. its port taken after all)
                 self._wait(deadline, port, "keep running", lambda _: True)
+            for port in self.ports:
+                self._wait(deadline, port, f"say it is {self.flavour}", self._flavoured)
         except BaseException:
             self.stop()
             raise
@@ -193,7 +195,8 @@ class RedisCluster:
             if exited is not None or time.monotonic() > deadline:
                 why = f"exited ({exited})" if exited is not None else f"within {START_DEADLINE:g} s"
                 raise RuntimeError(
-                    f"Redis Cluster on ports {self.ports}: node {port} did not {what}: {why}\n"
+                    f"{self.flavour} cluster on ports {self.ports}: "
+                    f"node {port} did not {what}: {why}\n"
                     f"its log ends:\n{self._log_tail(index)}"
                 )
             time.sleep(0.05)
@@ -208,6 +211,9 @@ class RedisCluster:
     def _pong(self, port: int) -> bool:
         reply = _command(port, "PING")
         return reply is not None and reply.startswith(b"+PONG")
+
+    def _flavoured(self, port: int) -> bool:
+        return server_info(port).get("server_name", "redis") == self.flavour
 
     def _ok(self, port: int) -> bool:
         reply = _command(port, "CLUSTER", "INFO")

@@ -14,7 +14,7 @@ from adapters.l1 import L1Adapter
 from adapters.redis import RedisAdapter
 from isr import Status
 
-from .redis_server import RedisServer
+from .redis_server import Flavour, RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -55,8 +55,8 @@ def page(rt: isr.ISR, origin: Origin) -> isr.AsyncCached[[str], str]:
 
 
 @pytest.fixture
-async def three(redis_server: RedisServer, namespace: str) -> AsyncIterator[list[isr.ISR]]:
-    runtimes = [instance(redis_server.url, namespace) for _ in range(3)]
+async def three(server: RedisServer, namespace: str) -> AsyncIterator[list[isr.ISR]]:
+    runtimes = [instance(server.url, namespace) for _ in range(3)]
     yield runtimes
     for rt in runtimes:
         await rt.aclose()
@@ -69,8 +69,8 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float = 3.0) -> N
         await anyio.sleep(0.002)
 
 
-async def test_a_hit_is_served_from_the_l1_without_redis(namespace: str) -> None:
-    with RedisServer() as server:
+async def test_a_hit_is_served_from_the_l1_without_redis(namespace: str, flavour: Flavour) -> None:
+    with RedisServer(flavour) as server:
         rt = instance(server.url, namespace)
         origin = Origin()
         get = page(rt, origin)
@@ -132,13 +132,13 @@ async def test_a_purge_is_never_served_by_another_instance_even_when_the_origin_
 
 
 async def test_killed_subscriptions_resync_within_the_epoch_poll(
-    redis_server: RedisServer, three: list[isr.ISR]
+    server: RedisServer, three: list[isr.ISR]
 ) -> None:
     origin = Origin()
     gets = [page(rt, origin) for rt in three]
     for get in gets:
         await get("home")
-    admin = redis.Redis.from_url(redis_server.url)
+    admin = redis.Redis.from_url(server.url)
     assert admin.client_kill_filter(_type="pubsub") >= 3
     origin.version = 2
     await three[0].invalidate("page:home")  # published while the others resubscribe
@@ -155,13 +155,13 @@ async def test_killed_subscriptions_resync_within_the_epoch_poll(
 
 
 async def test_a_skipped_message_makes_the_instance_drop_its_l1(
-    redis_server: RedisServer, namespace: str, three: list[isr.ISR]
+    server: RedisServer, namespace: str, three: list[isr.ISR]
 ) -> None:
     origin = Origin()
     get = page(three[1], origin)
     await get("home")
     assert three[1].stats().store["l1_entries"] == 1
-    admin = redis.Redis.from_url(redis_server.url)
+    admin = redis.Redis.from_url(server.url)
     admin.incr(f"{namespace}:epoch")  # as if an invalidation's message never arrived
     await three[0].invalidate("page:other")  # the next message shows the gap
 
@@ -174,12 +174,12 @@ async def test_a_skipped_message_makes_the_instance_drop_its_l1(
 
 
 async def test_a_lost_last_message_is_caught_by_the_periodic_check(
-    redis_server: RedisServer, namespace: str, three: list[isr.ISR]
+    server: RedisServer, namespace: str, three: list[isr.ISR]
 ) -> None:
     origin = Origin()
     get = page(three[2], origin)
     await get("home")
-    admin = redis.Redis.from_url(redis_server.url)
+    admin = redis.Redis.from_url(server.url)
     admin.incr(f"{namespace}:epoch")  # a message lost, and no other comes after it
     started = time.monotonic()
 
@@ -191,8 +191,10 @@ async def test_a_lost_last_message_is_caught_by_the_periodic_check(
     admin.close()
 
 
-async def test_with_redis_down_an_instance_serves_from_its_l1(namespace: str) -> None:
-    with RedisServer() as server:
+async def test_with_redis_down_an_instance_serves_from_its_l1(
+    namespace: str, flavour: Flavour
+) -> None:
+    with RedisServer(flavour) as server:
         store = L1Adapter(
             RedisAdapter(server.url, namespace=namespace, breaker_cooldown=60), epoch_poll=POLL
         )
@@ -225,8 +227,8 @@ async def test_with_redis_down_an_instance_serves_from_its_l1(namespace: str) ->
         await rt.aclose()
 
 
-def test_sync_code_shares_the_l1_and_the_bus(redis_server: RedisServer, namespace: str) -> None:
-    a, b = instance(redis_server.url, namespace), instance(redis_server.url, namespace)
+def test_sync_code_shares_the_l1_and_the_bus(server: RedisServer, namespace: str) -> None:
+    a, b = instance(server.url, namespace), instance(server.url, namespace)
     version = {"n": 1}
 
     def make(rt: isr.ISR) -> isr.SyncCached[[str], str]:
@@ -250,8 +252,9 @@ def test_sync_code_shares_the_l1_and_the_bus(redis_server: RedisServer, namespac
 
 async def test_an_instance_that_started_while_redis_was_down_misses_nothing(
     namespace: str,
+    flavour: Flavour,
 ) -> None:
-    with RedisServer() as server:
+    with RedisServer(flavour) as server:
         server.stop()
         late = isr.ISR(L1Adapter(RedisAdapter(server.url, namespace=namespace), epoch_poll=POLL))
         origin = Origin()
@@ -272,9 +275,9 @@ async def test_an_instance_that_started_while_redis_was_down_misses_nothing(
 
 
 async def test_hits_stay_on_the_fast_path_past_generation_256(
-    redis_server: RedisServer, namespace: str
+    server: RedisServer, namespace: str
 ) -> None:
-    rt = instance(redis_server.url, namespace)
+    rt = instance(server.url, namespace)
     for _ in range(300):
         await rt.invalidate_all()
     get = page(rt, Origin())

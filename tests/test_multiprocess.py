@@ -17,11 +17,12 @@ import isr
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["disk", "redis", "redis-l1"])
+@pytest.fixture(params=["disk", "redis", "redis-l1", "valkey"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "disk":
         return f"disk://{tmp_path / 'cache'}"
-    url = str(request.getfixturevalue("redis_server").url)
+    server = "valkey_server" if request.param == "valkey" else "redis_server"
+    url = str(request.getfixturevalue(server).url)
     return url + "#l1" if request.param == "redis-l1" else url
 
 

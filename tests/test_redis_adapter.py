@@ -1,5 +1,6 @@
-"""The Redis store on a real redis-server: namespaces, codecs, locks, invalidation seen
-by other runtimes, and outages (server stopped, server slow) that callers never notice."""
+"""The Redis store on a real redis-server and a real valkey-server (every test runs on
+both): namespaces, codecs, locks, invalidation seen by other runtimes, and outages (server
+stopped, server slow) that callers never notice."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from adapters.redis import RedisAdapter
 from isr import Status
 from isr._entry import Entry, Policy
 
-from .redis_server import RedisServer
+from .redis_server import Flavour, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = b"0123456789abcdef-test-signing-key"
@@ -41,9 +42,9 @@ def ns() -> str:
 
 
 @pytest.fixture
-def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+def raw(server: RedisServer) -> Iterator[redis.Redis]:
     """A plain client, to look at (or tamper with) what the store wrote."""
-    client = redis.Redis.from_url(redis_server.url)
+    client = redis.Redis.from_url(server.url)
     yield client
     client.close()
 
@@ -94,12 +95,12 @@ def sync_cached(rt: isr.ISR, origin: Origin, **options: Any) -> isr.SyncCached[[
 
 
 @pytest.mark.anyio
-async def test_namespaces_isolate(redis_server: RedisServer) -> None:
+async def test_namespaces_isolate(server: RedisServer) -> None:
     one, two = f"a-{uuid.uuid4().hex}", f"b-{uuid.uuid4().hex}"
     async with (
-        isr.ISR(redis_server.url, namespace=one) as a,
-        isr.ISR(redis_server.url, namespace=two) as b,
-        isr.ISR(redis_server.url, namespace=one) as a_too,
+        isr.ISR(server.url, namespace=one) as a,
+        isr.ISR(server.url, namespace=two) as b,
+        isr.ISR(server.url, namespace=one) as a_too,
     ):
         origin_a, origin_b, origin_a_too = Origin(), Origin(), Origin()
         origin_b.version = 2
@@ -114,9 +115,9 @@ async def test_namespaces_isolate(redis_server: RedisServer) -> None:
 
 @pytest.mark.anyio
 async def test_a_value_json_cannot_hold_raises_codec_error_and_stores_nothing(
-    redis_server: RedisServer, raw: redis.Redis, ns: str
+    server: RedisServer, raw: redis.Redis, ns: str
 ) -> None:
-    async with isr.ISR(redis_server.url, namespace=ns) as rt:
+    async with isr.ISR(server.url, namespace=ns) as rt:
 
         @isr.with_revalidate("set:{name}", ttl=60, runtime=rt)
         async def get(name: str) -> set[str]:
@@ -129,9 +130,9 @@ async def test_a_value_json_cannot_hold_raises_codec_error_and_stores_nothing(
 
 
 def test_sync_unencodable_value_raises_codec_error(
-    redis_server: RedisServer, raw: redis.Redis, ns: str
+    server: RedisServer, raw: redis.Redis, ns: str
 ) -> None:
-    rt = isr.ISR(redis_server.url, namespace=ns)
+    rt = isr.ISR(server.url, namespace=ns)
 
     @isr.with_revalidate("obj", ttl=60, runtime=rt)
     def get() -> object:
@@ -145,7 +146,7 @@ def test_sync_unencodable_value_raises_codec_error(
 
 @pytest.mark.anyio
 async def test_pickle_codec_round_trips_values_json_cannot_hold(
-    redis_server: RedisServer, ns: str
+    server: RedisServer, ns: str
 ) -> None:
     value = {"tags": frozenset({"a", "b"}), "at": (2024, 1, 1)}
     calls = 0
@@ -160,8 +161,8 @@ async def test_pickle_codec_round_trips_values_json_cannot_hold(
         return page
 
     async with (
-        isr.ISR(redis_server.url, namespace=ns, codec=isr.PickleCodec(SECRET)) as writer,
-        isr.ISR(redis_server.url, namespace=ns, codec=isr.PickleCodec(SECRET)) as reader,
+        isr.ISR(server.url, namespace=ns, codec=isr.PickleCodec(SECRET)) as writer,
+        isr.ISR(server.url, namespace=ns, codec=isr.PickleCodec(SECRET)) as reader,
     ):
         assert await define(writer)() == value
         hit = await define(reader).lookup()
@@ -188,7 +189,7 @@ class _Payload:
 @pytest.mark.parametrize("forgery", ["no signature", "another key"])
 @pytest.mark.anyio
 async def test_a_tampered_pickle_record_is_refused_never_unpickled(
-    redis_server: RedisServer,
+    server: RedisServer,
     raw: redis.Redis,
     ns: str,
     forgery: str,
@@ -203,7 +204,7 @@ async def test_a_tampered_pickle_record_is_refused_never_unpickled(
         )
     raw.set(f"{ns}:e:post:x", record)
     origin = Origin()
-    async with isr.ISR(redis_server.url, namespace=ns, codec=isr.PickleCodec(SECRET)) as rt:
+    async with isr.ISR(server.url, namespace=ns, codec=isr.PickleCodec(SECRET)) as rt:
         get = async_cached(rt, origin)
         with caplog.at_level(logging.WARNING, logger="isr"):
             result = await get.lookup("x")
@@ -216,10 +217,10 @@ async def test_a_tampered_pickle_record_is_refused_never_unpickled(
 
 @pytest.mark.anyio
 async def test_a_corrupt_json_record_is_a_counted_miss(
-    redis_server: RedisServer, raw: redis.Redis, ns: str
+    server: RedisServer, raw: redis.Redis, ns: str
 ) -> None:
     raw.set(f"{ns}:e:post:x", b"\xff not json")
-    async with isr.ISR(redis_server.url, namespace=ns) as rt:
+    async with isr.ISR(server.url, namespace=ns) as rt:
         result = await async_cached(rt, Origin()).lookup("x")
         assert (result.value, result.status) == ("x v1", Status.MISS)
         assert rt.stats().store_errors >= 1  # each read of it counts
@@ -229,9 +230,9 @@ async def test_a_corrupt_json_record_is_a_counted_miss(
 
 
 def test_entries_expire_after_their_last_window_and_unbounded_ones_never(
-    redis_server: RedisServer, raw: redis.Redis, ns: str
+    server: RedisServer, raw: redis.Redis, ns: str
 ) -> None:
-    adapter = RedisAdapter(redis_server.url, namespace=ns)
+    adapter = RedisAdapter(server.url, namespace=ns)
     adapter.set("bounded", Entry("v", time.time(), Policy(1, 2, 3), 0))
     adapter.set("unbounded", Entry("v", time.time(), Policy(1, None, 3), 0))
     assert 5000 < raw.pttl(f"{ns}:e:bounded") <= 6000
@@ -241,9 +242,9 @@ def test_entries_expire_after_their_last_window_and_unbounded_ones_never(
 
 @pytest.mark.anyio
 async def test_untag_keeps_a_key_stored_again_meanwhile(
-    redis_server: RedisServer, raw: redis.Redis, ns: str
+    server: RedisServer, raw: redis.Redis, ns: str
 ) -> None:
-    adapter = RedisAdapter(redis_server.url, namespace=ns)
+    adapter = RedisAdapter(server.url, namespace=ns)
     try:
         for key in ("gone", "retagged", "back"):
             await adapter.aset(key, Entry(key, 1.0, Policy(60, None, 0), 0, ("t",)))
@@ -259,10 +260,8 @@ async def test_untag_keeps_a_key_stored_again_meanwhile(
         await adapter.aclose()
 
 
-def test_one_adapter_serves_one_event_loop_after_another(
-    redis_server: RedisServer, ns: str
-) -> None:
-    adapter = RedisAdapter(redis_server.url, namespace=ns)
+def test_one_adapter_serves_one_event_loop_after_another(server: RedisServer, ns: str) -> None:
+    adapter = RedisAdapter(server.url, namespace=ns)
     entry = Entry("v", 1.0, Policy(60, None, 0), 0)
 
     async def use(write: bool) -> Entry | None:
@@ -278,8 +277,10 @@ def test_one_adapter_serves_one_event_loop_after_another(
 
 
 @pytest.mark.anyio
-async def test_more_concurrent_calls_than_connections_wait_for_one(ns: str) -> None:
-    with RedisServer() as server:
+async def test_more_concurrent_calls_than_connections_wait_for_one(
+    ns: str, flavour: Flavour
+) -> None:
+    with RedisServer(flavour) as server:
         url = f"{server.url}?max_connections=1&timeout=0.1&breaker_threshold=100"
         adapter = RedisAdapter.from_url(url, namespace=ns)
         await adapter.aset("k", Entry("v", 1.0, Policy(60, None, 0), 0))
@@ -310,10 +311,10 @@ async def test_more_concurrent_calls_than_connections_wait_for_one(ns: str) -> N
         await adapter.aclose()
 
 
-def test_async_calls_on_trio_say_they_need_asyncio(redis_server: RedisServer) -> None:
+def test_async_calls_on_trio_say_they_need_asyncio(server: RedisServer) -> None:
     import trio
 
-    adapter = RedisAdapter(redis_server.url)
+    adapter = RedisAdapter(server.url)
     with pytest.raises(isr.ConfigError, match="asyncio"):
         trio.run(adapter.aget, "k")
     adapter.close()
@@ -322,8 +323,8 @@ def test_async_calls_on_trio_say_they_need_asyncio(redis_server: RedisServer) ->
 # ---------------------------------------------------------------- configuration
 
 
-def test_url_options(redis_server: RedisServer) -> None:
-    url = f"{redis_server.url}?timeout=0.5&generation_poll=0.1&breaker_cooldown=3&max_connections=8"
+def test_url_options(server: RedisServer) -> None:
+    url = f"{server.url}?timeout=0.5&generation_poll=0.1&breaker_cooldown=3&max_connections=8"
     adapter = RedisAdapter.from_url(url, namespace="n")
     assert (adapter.timeout, adapter.connect_timeout) == (0.5, 0.5)
     assert adapter.breaker.cooldown == 3.0
@@ -332,11 +333,11 @@ def test_url_options(redis_server: RedisServer) -> None:
     adapter.delete("k")
     adapter.close()
     with pytest.raises(isr.ConfigError, match="colour"):
-        isr.ISR(f"{redis_server.url}?colour=blue&timeout=1")
+        isr.ISR(f"{server.url}?colour=blue&timeout=1")
     with pytest.raises(isr.ConfigError, match="timeout"):
-        isr.ISR(f"{redis_server.url}?timeout=soon")
+        isr.ISR(f"{server.url}?timeout=soon")
     with pytest.raises(isr.ConfigError, match="cluster"):
-        isr.ISR(f"{redis_server.url}?cluster=maybe")
+        isr.ISR(f"{server.url}?cluster=maybe")
     with pytest.raises(isr.ConfigError, match="colour") as error:
         isr.ISR("redis://app:hunter2@127.0.0.1:6379/0?colour=blue")
     assert "hunter2" not in str(error.value)  # a password never lands in a log
@@ -344,11 +345,11 @@ def test_url_options(redis_server: RedisServer) -> None:
 
 @pytest.mark.anyio
 async def test_cluster_mode_on_a_plain_server_is_a_store_failure_not_a_crash(
-    redis_server: RedisServer, ns: str
+    server: RedisServer, ns: str
 ) -> None:
     # A real cluster is tested in tests/test_redis_cluster.py; this checks that a node
     # without cluster support, named with cluster=true, is absorbed like an outage.
-    async with isr.ISR(f"{redis_server.url}?cluster=true", namespace=ns) as rt:
+    async with isr.ISR(f"{server.url}?cluster=true", namespace=ns) as rt:
         origin = Origin()
         assert adapter_of(rt).cluster
         assert await async_cached(rt, origin)("x") == "x v1"
@@ -375,8 +376,8 @@ def test_import_isr_works_without_redis_and_the_redis_url_says_what_to_install()
 # ---------------------------------------------------------------- fetch locks
 
 
-def test_fetch_lock(redis_server: RedisServer, ns: str) -> None:
-    adapter = RedisAdapter(redis_server.url, namespace=ns)
+def test_fetch_lock(server: RedisServer, ns: str) -> None:
+    adapter = RedisAdapter(server.url, namespace=ns)
     assert adapter.acquire("k", "mine", 0.3)
     assert not adapter.acquire("k", "theirs", 0.3)
     adapter.release("k", "theirs")  # not their lock to give back
@@ -390,8 +391,8 @@ def test_fetch_lock(redis_server: RedisServer, ns: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_fetch_lock_async(redis_server: RedisServer, ns: str) -> None:
-    adapter = RedisAdapter(redis_server.url, namespace=ns)
+async def test_fetch_lock_async(server: RedisServer, ns: str) -> None:
+    adapter = RedisAdapter(server.url, namespace=ns)
     assert await adapter.aacquire("k", "mine", 0.3)
     assert not await adapter.aacquire("k", "theirs", 0.3)
     await adapter.arelease("k", "theirs")
@@ -408,8 +409,8 @@ async def test_fetch_lock_async(redis_server: RedisServer, ns: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_invalidations_reach_another_runtime(redis_server: RedisServer, ns: str) -> None:
-    url = f"{redis_server.url}?generation_poll=0.05"
+async def test_invalidations_reach_another_runtime(server: RedisServer, ns: str) -> None:
+    url = f"{server.url}?generation_poll=0.05"
     async with isr.ISR(url, namespace=ns) as one, isr.ISR(url, namespace=ns) as two:
         origin = Origin()
         get_one = async_cached(one, origin, tags=["posts"])
@@ -438,8 +439,8 @@ async def test_invalidations_reach_another_runtime(redis_server: RedisServer, ns
         assert origin.calls == 6
 
 
-def test_invalidate_all_reaches_another_runtime_sync(redis_server: RedisServer, ns: str) -> None:
-    url = f"{redis_server.url}?generation_poll=0.05"
+def test_invalidate_all_reaches_another_runtime_sync(server: RedisServer, ns: str) -> None:
+    url = f"{server.url}?generation_poll=0.05"
     one, two = isr.ISR(url, namespace=ns), isr.ISR(url, namespace=ns)
     origin = Origin()
     get_one, get_two = sync_cached(one, origin), sync_cached(two, origin)
@@ -458,8 +459,10 @@ def test_invalidate_all_reaches_another_runtime_sync(redis_server: RedisServer, 
 
 
 @pytest.mark.anyio
-async def test_redis_down_then_back_async(ns: str, caplog: pytest.LogCaptureFixture) -> None:
-    with RedisServer() as server:
+async def test_redis_down_then_back_async(
+    ns: str, flavour: Flavour, caplog: pytest.LogCaptureFixture
+) -> None:
+    with RedisServer(flavour) as server:
         async with isr.ISR(f"{server.url}?breaker_cooldown=0.5", namespace=ns) as rt:
             adapter = adapter_of(rt)
             origin = Origin()
@@ -490,8 +493,10 @@ async def test_redis_down_then_back_async(ns: str, caplog: pytest.LogCaptureFixt
             assert not adapter.breaker.is_open
 
 
-def test_redis_down_then_back_sync(ns: str, caplog: pytest.LogCaptureFixture) -> None:
-    with RedisServer() as server:
+def test_redis_down_then_back_sync(
+    ns: str, flavour: Flavour, caplog: pytest.LogCaptureFixture
+) -> None:
+    with RedisServer(flavour) as server:
         rt = isr.ISR(f"{server.url}?breaker_cooldown=0.5", namespace=ns)
         adapter = adapter_of(rt)
         origin = Origin()
@@ -514,8 +519,8 @@ def test_redis_down_then_back_sync(ns: str, caplog: pytest.LogCaptureFixture) ->
 
 
 @pytest.mark.anyio
-async def test_a_slow_redis_costs_a_caller_at_most_its_timeout(ns: str) -> None:
-    with RedisServer() as server:
+async def test_a_slow_redis_costs_a_caller_at_most_its_timeout(ns: str, flavour: Flavour) -> None:
+    with RedisServer(flavour) as server:
         pauser = redis.Redis.from_url(server.url)
         async with isr.ISR(f"{server.url}?timeout=0.1&breaker_cooldown=5", namespace=ns) as rt:
             get = async_cached(rt, Origin())

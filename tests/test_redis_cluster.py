@@ -27,7 +27,7 @@ from isr import Status
 
 from .conftest import FakeClock
 from .redis_cluster import RedisCluster
-from .redis_server import free_port
+from .redis_server import FLAVOURS, free_port
 from .test_multiprocess import calls, finish, spawn, start_together
 
 MODES = ("expire", "revalidate", "purge")
@@ -41,9 +41,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    with RedisCluster() as started:
+@pytest.fixture(scope="module", params=FLAVOURS)
+def cluster(request: pytest.FixtureRequest) -> Iterator[RedisCluster]:
+    """A Redis Cluster, then a Valkey one: every test here runs on both."""
+    with RedisCluster(request.param) as started:
         yield started
 
 

@@ -17,11 +17,11 @@ from .conftest import FakeClock
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["disk", "redis"])
+@pytest.fixture(params=["disk", "redis", "valkey"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "disk":
         return f"disk://{tmp_path / 'cache'}"
-    return str(request.getfixturevalue("redis_server").url)
+    return str(request.getfixturevalue(f"{request.param}_server").url)
 
 
 @pytest.fixture
