@@ -51,7 +51,10 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: Any ASGI 3 app. Its arguments are ``Any`` at this boundary (and in the middleware's own
+#: ``__call__``) because frameworks type them their own way: Litestar's TypedDict scopes and
+#: events fit no ``MutableMapping`` signature, and mypy would refuse its apps here.
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 #: ``stale-while-revalidate`` sent for ``swr=None`` (stale without bound): one year, the
 #: conventional "forever" of HTTP caching.
@@ -452,7 +455,7 @@ class ISRMiddleware:
 
     # ------------------------------------------------------------------ serving
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # see ASGIApp
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -667,7 +670,9 @@ async def _buffered(app: ASGIApp, scope: Scope) -> tuple[int, list[tuple[bytes, 
         if not asked:
             asked = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        await finished.wait()  # nobody disconnects from a render while it runs
+        # Nobody disconnects from a render while it runs; once the response is complete
+        # the "client" is gone, as a server says (Litestar's Stream waits for that).
+        await finished.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
@@ -676,6 +681,8 @@ async def _buffered(app: ASGIApp, scope: Scope) -> tuple[int, list[tuple[bytes, 
             start = message
         elif message["type"] == "http.response.body":
             chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                finished.set()
 
     try:
         await app(scope, receive, send)

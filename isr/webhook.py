@@ -588,7 +588,7 @@ class WebhookApp(Webhook):
     incrementally and never beyond ``max_body``. On ASGI lifespan shutdown it closes its
     purgers."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # as asgi.ASGIApp
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return

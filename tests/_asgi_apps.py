@@ -14,13 +14,16 @@ class Origin:
     """A bare ASGI app playing the site. Its body names the path, the query, the request's
     ``Accept-Language`` and ``version`` (bump it to publish); ``status`` and ``headers`` shape
     the next answers; ``chunks`` > 1 streams the body in pieces; ``gate``, when set, holds every
-    request until it is set. ``calls`` records each scope it was called with."""
+    request until it is set; ``linger`` makes it wait for ``http.disconnect`` after its answer
+    before it returns, as Litestar's streams do. ``calls`` records each scope it was called
+    with."""
 
     def __init__(self) -> None:
         self.version = 1
         self.status = 200
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks = 1
+        self.linger = False
         self.gate: anyio.Event | None = None
         self.fail: BaseException | None = None
         self.calls: list[Scope] = []
@@ -55,6 +58,8 @@ class Origin:
             piece = body[i * size : (i + 1) * size]
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+        while self.linger and (await receive())["type"] != "http.disconnect":
+            pass
 
 
 def client(app: ASGIApp) -> httpx.AsyncClient:

@@ -17,8 +17,9 @@ from .redis_server import FLAVOURS, Flavour, RedisServer
 #: that take the ``rt``/``srt`` fixtures run once per store. "valkey" is the Redis store
 #: on a Valkey server.
 STORES = ("memory", "disk", "redis", "redis-l1", "valkey")
-#: Parameter values that mean a Redis-protocol server (pinned to asyncio, see below).
-REDIS_LIKE = {"redis", "redis-l1", "valkey"}
+#: Parameter values whose tests run on asyncio only (see below): a Redis-protocol server
+#: (redis-py's asyncio client) and Django (asgiref's handler is asyncio-only).
+ASYNCIO_ONLY = {"redis", "redis-l1", "valkey", "django"}
 
 
 class FakeClock:
@@ -118,13 +119,14 @@ def srt(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """redis-py's asyncio client runs on asyncio only: Redis (and Valkey) async tests are
-    pinned to asyncio (deselected on trio, not skipped). Memory and disk run on both."""
+    """redis-py's asyncio client and Django's ASGI handler run on asyncio only: Redis (and
+    Valkey) and Django async tests are pinned to asyncio (deselected on trio, not skipped).
+    Memory and disk, and the other frameworks, run on both."""
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        redis = REDIS_LIKE & {str(v) for v in params.values()}
-        if params.get("anyio_backend") == "trio" and redis:
+        pinned = ASYNCIO_ONLY & {str(v) for v in params.values()}
+        if params.get("anyio_backend") == "trio" and pinned:
             drop.append(item)
         else:
             keep.append(item)
