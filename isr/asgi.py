@@ -108,6 +108,8 @@ _PATHS_KEPT = 4096
 _WIRES_KEPT = 1024
 _WIRE_BYTES = 32 * 1024 * 1024
 _HIT, _STALE, _STALE_IF_ERROR = isr.Status.HIT, isr.Status.STALE, isr.Status.STALE_IF_ERROR
+#: Request headers that take a request off the quick path (`ISRMiddleware.__call__`).
+_NOT_QUICK = frozenset({b"authorization", b"cookie", b"if-none-match", b"if-modified-since"})
 #: ``Age`` headers for the first minutes, built once.
 _AGES = tuple((b"age", str(age).encode("latin-1")) for age in range(600))
 
@@ -261,9 +263,11 @@ class _Route:
         "loader",
         "lookup",
         "pattern",
+        "peek",
         "plain",
         "private_ok",
         "query",
+        "quick",
         "reads_query",
         "rule",
         "stale_cache_control",
@@ -297,6 +301,9 @@ class _Route:
         self.private_ok = rule.private_ok
         self.loader = loader
         self.lookup = loader.lookup
+        self.peek = loader.peek
+        # Its hits can skip the query and the request's headers but for a glance (__call__).
+        self.quick = self.plain and not self.reads_query
 
     def answer(self, status: isr.Status) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
         """The ``Cache-Control`` and ``X-Cache`` headers of a page's answer with ``status``."""
@@ -320,12 +327,13 @@ class _Wire:
     the ones that change with each answer (``Cache-Control``, ``Age``, ``X-Cache``), those
     of its 304, and its body. Valid for the page whose ``etag`` and ``time`` it carries."""
 
-    __slots__ = ("body", "etag", "head", "route", "tail", "time", "validators")
+    __slots__ = ("body", "etag", "head", "page", "route", "tail", "time", "validators")
 
     def __init__(
         self, route: _Route, page: dict[str, Any], surrogate_keys: bool, cache_tag_header: bool
     ) -> None:
         self.route = route
+        self.page = page
         self.etag: str = page["etag"]
         self.time: float = page["time"]
         self.body: bytes = page["body"].encode("latin-1")
@@ -469,60 +477,73 @@ class ISRMiddleware:
             return
         route, params, page_key = target
         raw_headers = scope["headers"]
-        headers: dict[bytes, bytes] = dict(raw_headers)
-        if len(headers) != len(raw_headers):  # a repeated field: its values comma-joined
-            headers = {}
-            for name, value in raw_headers:
-                headers[name] = headers[name] + b"," + value if name in headers else value
         method = scope["method"]
-        if (
-            (method != "GET" and method != "HEAD")
-            or b"authorization" in headers
-            or (b"cookie" in headers and not route.private_ok)
-        ):
-            await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
-            return
-        key = page_key
-        if route.reads_query or not route.plain:
-            raw_query: bytes = scope.get("query_string", b"")
-            query = (
-                parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
-                if raw_query and route.reads_query
-                else []
-            )
-            bypass = route.bypass
-            if bypass is not None and any(bypass(name) for name, _ in query):
+        head = method == "HEAD"
+        result: isr.Result[_Page] | None = None
+        # The quick path: a fresh page in this process for a plain GET or HEAD, answered
+        # without building a request or a header dict. Under a real server every step
+        # counts several times what it costs in a tight loop (the caches are cold).
+        if route.quick and (head or method == "GET"):
+            for name, _ in raw_headers:
+                if name in _NOT_QUICK:
+                    break
+            else:
+                result = route.peek(page_key)  # a kept page: a `_Response` is never stored
+        if result is not None:
+            key = page_key
+            conditional = False
+        else:
+            headers: dict[bytes, bytes] = dict(raw_headers)
+            if len(headers) != len(raw_headers):  # a repeated field: its values comma-joined
+                headers = {}
+                for name, value in raw_headers:
+                    headers[name] = headers[name] + b"," + value if name in headers else value
+            if (
+                (method != "GET" and not head)
+                or b"authorization" in headers
+                or (b"cookie" in headers and not route.private_ok)
+            ):
                 await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
                 return
-            if not route.plain:
-                key = route.key(page_key, query, headers)
-        request = _Request(key, params, scope)
-        head = method == "HEAD"
-        try:
-            result = await route.lookup(request)
-        except OriginError as exc:
-            await self._send_once(exc._response, request, receive, send, head)
-            return
-        page = result.value
-        if isinstance(page, _Response):
-            await self._send_once(page, request, receive, send, head)
-            return
-        # A kept page: sent from its `_Wire`, prepared on its first answer in this process.
+            key = page_key
+            if not route.quick:
+                raw_query: bytes = scope.get("query_string", b"")
+                query = (
+                    parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
+                    if raw_query and route.reads_query
+                    else []
+                )
+                bypass = route.bypass
+                if bypass is not None and any(bypass(name) for name, _ in query):
+                    await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
+                    return
+                if not route.plain:
+                    key = route.key(page_key, query, headers)
+            request = _Request(key, params, scope)
+            try:
+                result = await route.lookup(request)
+            except OriginError as exc:
+                await self._send_once(exc._response, request, receive, send, head)
+                return
+            if isinstance(result.value, _Response):
+                await self._send_once(result.value, request, receive, send, head)
+                return
+            conditional = b"if-none-match" in headers or b"if-modified-since" in headers
+        page: dict[str, Any] = result.value  # type: ignore[assignment]  # not cast(): a call
+        # A kept page: sent from its `_Wire`, prepared on its first answer in this process
+        # (the same page object on a memory store; an equal one decoded from a shared one).
         wire = self._wires.get(key)
         if (
             wire is None
-            or wire.time != page["time"]
-            or wire.etag != page["etag"]
             or wire.route is not route
+            or (wire.page is not page and (wire.time != page["time"] or wire.etag != page["etag"]))
         ):
             wire = self._wire(route, key, page)
         status = result.status
         cache_control, x_cache = route.hit if status is _HIT else route.answer(status)
         age = int(result.age)
         age_header = _AGES[age] if 0 <= age < 600 else (b"age", b"%d" % max(0, age))
-        if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
-            headers, wire.etag, wire.time
-        ):
+        if conditional and _not_modified(headers, wire.etag, wire.time):
             await send(
                 {
                     "type": "http.response.start",
