@@ -1,25 +1,28 @@
 """Whole pages over HTTP: requests per second of a cached page, against the floor and a peer.
 
-One uvicorn process (one worker, no access log, loopback, a free port) serves one app whose
-routes answer the same ~1 KB JSON document:
+Two uvicorn processes (one worker each, no access log, loopback, free ports), each serving
+the app as a deployment would hand it to uvicorn, answer the same ~1 KB JSON document:
 
-- ``/floor``: a pure ASGI app sending the document's bytes and two headers, all built once:
-  the least a route can cost under uvicorn, the ceiling for any cache in front of an app;
-- ``/isr``: a FastAPI route behind `isr.asgi.ISRMiddleware` (ttl 1 h), always a fresh hit:
-  the middleware answers from the memory store, FastAPI is not called;
-- ``/fastapi-cache2``: the same route under fastapi-cache2's ``@cache(expire=60)`` with its
-  ``InMemoryBackend``, always a hit (FastAPI's route machinery runs, the function does not);
-- full run only, informational: ``/floor-headers``, the floor sending the seven headers an
-  isr hit sends (what the server's writing of them costs, apart from the middleware's
-  work), and ``/fastapi``, the FastAPI route uncached.
+- the floor's server (`floor_app`), a pure ASGI app: ``/floor`` sends the document's bytes
+  and two headers, all built once: the least a route can cost under uvicorn, the ceiling
+  for any cache in front of an app; in the full run also ``/floor-headers``, the same with
+  the seven headers an isr hit sends (what the server's writing of them costs, apart from
+  the middleware's work; informational);
+- the site's server (`server_app`): a FastAPI app wrapped in `isr.asgi.ISRMiddleware`, the
+  middleware being what uvicorn calls, as in a site's ``asgi.py``. ``/isr`` is a FastAPI
+  route under a rule (ttl 1 h), always a fresh hit: the middleware answers from the memory
+  store, FastAPI is not called. ``/fastapi-cache2`` is the same route under fastapi-cache2's
+  ``@cache(expire=60)`` with its ``InMemoryBackend``, always a hit (FastAPI's route
+  machinery runs, the function does not); in the full run ``/fastapi`` is the route
+  uncached (informational). These pass through the middleware, as in a site.
 
-The middleware wraps the whole app, as it would in a site, so every route pays its path
-check (one regex match, well under a microsecond). Load comes from ``wrk`` (one thread, 10
-keep-alive connections) in runs of a fixed duration (wrk takes whole seconds), one route
-after another, the starting route rotating from round to round; a route's figure is its
-median requests/s over the rounds and its ratio the median of its per-round ratios to the
-floor (higher is better here). wrk and uvicorn share the machine's cores, as a load balancer
-and a server would not, so absolute figures are low; the ratios are what count.
+Each contender is the app uvicorn calls: no dispatching layer in front of one that the
+other does not pay. Load comes from ``wrk`` (one thread, 10 keep-alive connections) in runs
+of a fixed duration (wrk takes whole seconds), one route after another, the starting route
+rotating from round to round, the two servers alternating in the same run; a route's
+figure is its median requests/s over the rounds and its ratio the median of its per-round
+ratios to the floor (higher is better here). wrk and uvicorn share the machine's cores, as
+a load balancer and a server would not, so absolute figures are low; the ratios count.
 
 uvicorn runs with httptools and uvloop when both are installed (``uvicorn[standard]``, the
 usual production install), else with h11 and asyncio (plain ``uvicorn``); the section's title
@@ -52,7 +55,7 @@ import httpx
 
 from ._harness import Row, Samples, Section, Settings, median, paired_ratio, progress
 
-__all__ = ["run", "server_app"]
+__all__ = ["floor_app", "run", "server_app"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -75,6 +78,8 @@ PATHS = {
     FLOOR_HEADERS: "/floor-headers",
     FASTAPI: "/fastapi",
 }
+#: The contenders the floor's server answers; the site's server answers the others.
+ON_FLOOR_SERVER = frozenset({FLOOR, FLOOR_HEADERS})
 TARGET_VS_FLOOR = 0.8
 TARGET_VS_PEER = 3.0
 #: wrk's settings: it takes whole seconds only.
@@ -117,7 +122,8 @@ def _floor_body() -> bytes:
 
 
 def server_app() -> ASGIApp:
-    """The app the uvicorn child serves (``uvicorn --factory benchmarks.http_load:server_app``)."""
+    """The site's server: FastAPI inside `ISRMiddleware` (``uvicorn --factory
+    benchmarks.http_load:server_app``)."""
     from fastapi import FastAPI
 
     import isr
@@ -157,7 +163,11 @@ def server_app() -> ASGIApp:
         async def peer_page() -> dict[str, Any]:
             return DOCUMENT
 
-    cached = ISRMiddleware(api, runtime, [Rule("/isr", ttl=3600)])
+    return ISRMiddleware(api, runtime, [Rule("/isr", ttl=3600)])
+
+
+def floor_app() -> ASGIApp:
+    """The floor's server: a pure ASGI app answering constants, built once."""
     body = _floor_body()
     headers = [
         (b"content-type", b"application/json"),
@@ -181,17 +191,29 @@ def server_app() -> ASGIApp:
     }
     end = {"type": "http.response.body", "body": body}
 
+    missing = {
+        "type": "http.response.start",
+        "status": 404,
+        "headers": [(b"content-length", b"0")],
+    }
+
     async def app(
         scope: Scope,
         receive: Callable[[], Awaitable[Message]],
         send: Callable[[Message], Awaitable[None]],
     ) -> None:
-        start = starts.get(scope["path"]) if scope["type"] == "http" else None
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        start = starts.get(scope["path"])
         if start is not None:
             await send(start)
             await send(end)
             return
-        await cached(scope, receive, send)
+        await send(missing)
+        await send({"type": "http.response.body"})
 
     return app
 
@@ -216,7 +238,8 @@ def _server_impl() -> tuple[str, str]:
 class _Server:
     """The uvicorn child: started, checked, stopped."""
 
-    def __init__(self, http: str, loop: str) -> None:
+    def __init__(self, factory: str, probe: str, http: str, loop: str) -> None:
+        self.probe = probe
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -225,7 +248,7 @@ class _Server:
                 "-m",
                 "uvicorn",
                 "--factory",
-                "benchmarks.http_load:server_app",
+                f"benchmarks.http_load:{factory}",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -254,7 +277,7 @@ class _Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"uvicorn exited at startup:\n{self.output()}")
             try:
-                if httpx.get(self.base + "/floor", timeout=1.0).status_code == 200:
+                if httpx.get(self.base + self.probe, timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.05)
@@ -275,12 +298,12 @@ class _Server:
                 self.proc.wait()
 
 
-def _check(base: str, names: tuple[str, ...]) -> None:
+def _check(urls: dict[str, str]) -> None:
     """Every route answers the document, and the cached ones answer from their cache."""
-    with httpx.Client(base_url=base, timeout=5.0) as client:
-        for name in names:
+    with httpx.Client(timeout=5.0) as client:
+        for name, url in urls.items():
             for _ in range(2):  # the first fills the cache, the second must be a hit
-                r = client.get(PATHS[name])
+                r = client.get(url)
             if r.status_code != 200 or r.json() != DOCUMENT:
                 raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]!r}")
             if name == ISR_PAGE and r.headers.get("x-cache") != "HIT":
@@ -314,12 +337,12 @@ def _rotated(names: tuple[str, ...], shift: int) -> list[str]:
     return [*names[k:], *names[:k]]
 
 
-def _measure(wrk: str, base: str, plan: _Plan) -> Samples:
+def _measure(wrk: str, urls: dict[str, str], plan: _Plan) -> Samples:
     samples: Samples = {name: [] for name in plan.contenders}
     for r in range(plan.rounds):
         progress(f"http load: round {r + 1}/{plan.rounds}")
         for name in _rotated(plan.contenders, r):
-            samples[name].append(_wrk(wrk, base + PATHS[name], plan.seconds))
+            samples[name].append(_wrk(wrk, urls[name], plan.seconds))
     return samples
 
 
@@ -401,13 +424,20 @@ def run(settings: Settings) -> list[Section]:
     peer_missing = _peer_missing()
     plan = _Plan.make(settings, peer_missing is None)
     http, loop = _server_impl()
-    progress(f"http load: starting uvicorn ({http}, {loop})")
-    server = _Server(http, loop)
+    progress(f"http load: starting two uvicorn servers ({http}, {loop})")
+    floor = _Server("floor_app", PATHS[FLOOR], http, loop)
+    site = _Server("server_app", PATHS[ISR_PAGE], http, loop)
     try:
-        server.wait()
-        _check(server.base, plan.contenders)
-        samples = _measure(wrk, server.base, plan)
+        floor.wait()
+        site.wait()
+        urls = {
+            name: (floor if name in ON_FLOOR_SERVER else site).base + PATHS[name]
+            for name in plan.contenders
+        }
+        _check(urls)
+        samples = _measure(wrk, urls, plan)
     finally:
-        server.stop()
+        floor.stop()
+        site.stop()
     title = f"{TITLE[:-1]}; uvicorn with {http} and {loop})"
     return [Section(title, BASELINE, _rows(samples, peer_missing or ""))]
