@@ -818,7 +818,13 @@ class ISR:
         if entry is None or not self._quick:
             return None
         now = self.clock()
-        verdict = classify(entry, now, self.adapter.generation())
+        generation = self.adapter.generation()
+        if not self._inline:
+            # An L1's record, kept current by its bus: a refresh spawned below stamps its
+            # entry with it. Stamped with an older one, the refreshed entry would still fall
+            # under an invalidate_all(revalidate) and every read would refresh it again.
+            self._last_gen = generation
+        verdict = classify(entry, now, generation)
         return self._serve(
             loader, key, args, kwargs, entry, verdict, now, self._aflights, self._aspawn
         )

@@ -97,6 +97,22 @@ async def test_peek_leaves_early_refreshes_to_lookup(rt: isr.ISR) -> None:
     assert get.peek(get.cache_key("a")) is None
 
 
+async def test_after_a_revalidate_all_one_refresh_makes_the_value_fresh_again(
+    rt: isr.ISR,
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin)
+    await get("a")
+    origin.version = 2
+    await rt.invalidate_all(mode="revalidate")
+    assert (await get.lookup("a")).status is Status.STALE
+    await rt.drain()
+    answers = [await get.lookup("a") for _ in range(3)]
+    await rt.drain()
+    assert {(r.value, r.status) for r in answers} == {("a v2", Status.HIT)}
+    assert origin.calls == 2  # one fill, one refresh: not a refresh on every read
+
+
 async def test_stale_is_served_at_once_while_one_refresh_runs(
     rt: isr.ISR, clock: FakeClock
 ) -> None:
