@@ -7,6 +7,11 @@ the defaults below, which call the sync methods directly; a network store overri
 - ``local``: entries stay in this process as objects (no codec), and the store keeps ``gen``
   (the current generation number) up to date: the decorator's hot path serves an entry from
   ``peek`` (a C-level ``dict.get`` at best) after checking ``gen`` and the clock, nothing else.
+  The rule, for every hot path (the generated wrappers and the ASGI middleware's quick
+  path, which inline it because a Python call costs more than the check): ``e = peek(key)``
+  is a fresh hit when ``e is not None and e.gen is store.gen and clock() < e.fresh_until``;
+  the reader then sets ``e.used = True`` and counts the hit. Anything else goes to the
+  runtime. A store without an in-process copy keeps the default ``peek``, which misses.
 - ``inline``: calls are quick and never wait on a network (memory, a local disk), so async
   code calls the sync methods directly, and a stale or fresh entry ``peek`` returns is
   served without awaiting anything.

@@ -53,14 +53,6 @@ class AsyncCached(Protocol[P, R_co]):
         """The key a call with these arguments reads and writes (to invalidate it)."""
         ...
 
-    def peek(self, key: str) -> Result[R_co] | None:
-        """The fresh value under ``key`` (a `cache_key`) as a HIT `Result`, if the fast path
-        has it: from memory, an L1 or the local disk store, without calling, awaiting or
-        refreshing anything (a hit, counted as one). ``None`` when it is stale, missing,
-        only in a shared store, or the function has ``xfetch``: then call it or ``lookup``
-        as usual. For edges that know the key before they have the arguments."""
-        ...
-
     def cache_tags(self, *args: P.args, **kwargs: P.kwargs) -> tuple[str, ...]:
         """The decorator's tags for a call with these arguments."""
         ...
@@ -88,14 +80,6 @@ class SyncCached(Protocol[P, R_co]):
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key a call with these arguments reads and writes (to invalidate it)."""
-        ...
-
-    def peek(self, key: str) -> Result[R_co] | None:
-        """The fresh value under ``key`` (a `cache_key`) as a HIT `Result`, if the fast path
-        has it: from memory, an L1 or the local disk store, without calling, awaiting or
-        refreshing anything (a hit, counted as one). ``None`` when it is stale, missing,
-        only in a shared store, or the function has ``xfetch``: then call it or ``lookup``
-        as usual. For edges that know the key before they have the arguments."""
         ...
 
     def cache_tags(self, *args: P.args, **kwargs: P.kwargs) -> tuple[str, ...]:
@@ -183,31 +167,6 @@ def lookup({params}):
             _isr_r.error = None
             return _isr_r
     return _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
-"""
-
-_PEEK = """
-def peek(_isr_k):
-    global _isr_hits
-    _isr_e = _isr_peek(_isr_k)
-    if _isr_e is not None and _isr_e.gen is _isr_ad.gen:
-        _isr_now = _isr_clock()
-        if _isr_now < _isr_e.fresh_until:
-            _isr_e.used = True
-            _isr_hits += 1
-            _isr_r = _isr_new(_isr_Result)  # Result's fields set here: no __init__ frame
-            _isr_r.value = _isr_e.value
-            _isr_r.status = _isr_HIT
-            _isr_r.age = _isr_now - _isr_e.created
-            _isr_r.error = None
-            return _isr_r
-    return None
-"""
-
-#: ``peek`` of an ``xfetch`` loader: it has no arguments to refresh early with, and a
-#: fallback to ``lookup`` would roll XFetch's dice twice, so it always leaves hits to lookup.
-_PEEK_XFETCH = """
-def peek(_isr_k):
-    return None
 """
 
 _EARLY = """
@@ -400,7 +359,6 @@ def make_decorator(
         ) + _HELPERS.format(
             params=params_src, key=key_src, tags="".join(t + ", " for t in tag_srcs)
         )
-        source += _PEEK if xfetch is None else _PEEK_XFETCH
         namespace: dict[str, Any] = {"__builtins__": __builtins__, "_isr_hits": 0, **consts}
         code = compile(source, f"<isr wrapper of {name}>", "exec")
         exec(code, namespace)
@@ -423,7 +381,7 @@ def make_decorator(
             runtime.attach(loader)
         wrapper = namespace[wrapper_name]
         functools.update_wrapper(wrapper, fn)
-        for helper in ("lookup", "cache_key", "cache_tags", "peek"):
+        for helper in ("lookup", "cache_key", "cache_tags"):
             fn_helper = namespace[helper]
             functools.update_wrapper(fn_helper, fn)
             fn_helper.__name__ = helper

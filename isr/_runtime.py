@@ -140,13 +140,15 @@ class Loader(Generic[T]):
         self.delta = 0.0
         #: The generated wrapper's namespace; its ``_isr_hits`` counts fast-path hits.
         self.namespace: dict[str, Any] = {}
+        #: Hits an edge served by the hot-path rule itself (see adapters/base.py).
+        self.edge_hits = 0
         self.runtime: ISR | None = None
 
     def observe(self, seconds: float) -> None:
         self.delta = seconds if self.delta == 0.0 else 0.8 * self.delta + 0.2 * seconds
 
     def fast_hits(self) -> int:
-        return int(self.namespace.get("_isr_hits", 0))
+        return int(self.namespace.get("_isr_hits", 0)) + self.edge_hits
 
 
 class _Flight:

@@ -66,6 +66,41 @@ async def test_miss_then_hit_without_running_the_app_again(
     assert time.time() - 5 < rendered <= time.time()
 
 
+async def test_hits_are_counted_and_every_invalidation_is_obeyed_on_every_store(
+    rt: isr.ISR,
+) -> None:
+    """A fresh page is served by the middleware's quick path where the store keeps one in
+    this process (memory, disk, an L1), by a lookup elsewhere: either way its hits count
+    in stats() and no invalidation strength is missed."""
+    origin = Origin()
+    async with client(ISRMiddleware(origin, rt, [POSTS])) as c:
+        seen = [await c.get("/posts/hello") for _ in range(3)]
+        assert rt.stats().hits == 2
+        origin.version = 2
+        await rt.invalidate_all(mode="revalidate")
+        seen.append(await c.get("/posts/hello"))
+        await rt.drain()
+        seen.append(await c.get("/posts/hello"))
+        origin.version = 3
+        await rt.invalidate_all()
+        seen.append(await c.get("/posts/hello"))
+        origin.version = 4
+        assert await rt.invalidate("page:/posts/hello", mode="purge")
+        seen.append(await c.get("/posts/hello"))
+        seen.append(await c.head("/posts/hello"))
+    assert [(cached(r), r.text.rsplit(" ", 1)[-1]) for r in seen] == [
+        ("MISS", "v1"),
+        ("HIT", "v1"),
+        ("HIT", "v1"),
+        ("STALE", "v1"),
+        ("HIT", "v2"),
+        ("MISS", "v3"),
+        ("MISS", "v4"),
+        ("HIT", ""),
+    ]
+    assert (rt.stats().hits, rt.stats().stale) == (4, 1)
+
+
 async def test_an_app_that_waits_for_the_disconnect_is_not_left_hanging(
     runtime: isr.ISR, clock: FakeClock
 ) -> None:

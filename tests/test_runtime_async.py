@@ -59,44 +59,6 @@ async def test_miss_then_hit_without_calling_the_loader(rt: isr.ISR, clock: Fake
     assert rt.stats().hits == 2
 
 
-async def test_peek_answers_a_fresh_hit_by_key_and_nothing_else(
-    rt: isr.ISR, clock: FakeClock, store: str
-) -> None:
-    """``peek(key)`` is the fast path without the call: a fresh value the process holds
-    (memory, disk, an L1), else None, never a call to the loader or a refresh."""
-    origin = Origin()
-    get = cached(rt, origin)
-    key = get.cache_key("a")
-    assert get.peek(key) is None  # a miss is not peek's to fill
-    await get("a")
-    clock.advance(4)
-    hit = get.peek(key)
-    if store in ("redis", "valkey"):  # nothing in this process: a shared store needs I/O
-        assert hit is None
-        return
-    assert hit is not None
-    assert (hit.value, hit.status, hit.age, hit.error) == ("a v1", Status.HIT, 4.0, None)
-    assert hit == isr.Result("a v1", Status.HIT, 4.0)
-    assert rt.stats().hits == 1
-    clock.advance(6)  # ttl reached: stale is lookup's to serve (and to refresh)
-    assert get.peek(key) is None
-    assert (origin.calls, rt.stats().refreshing) == (1, 0)
-    assert (await get.lookup("a")).status is Status.STALE
-    await rt.drain()
-    assert get.peek(key) is not None
-    await rt.invalidate(key)
-    assert get.peek(key) is None
-    assert origin.calls == 2
-
-
-async def test_peek_leaves_early_refreshes_to_lookup(rt: isr.ISR) -> None:
-    origin = Origin()
-    get = cached(rt, origin, xfetch=1.0)
-    await get("a")
-    assert (await get.lookup("a")).status is Status.HIT
-    assert get.peek(get.cache_key("a")) is None
-
-
 async def test_after_a_revalidate_all_one_refresh_makes_the_value_fresh_again(
     rt: isr.ISR,
 ) -> None:

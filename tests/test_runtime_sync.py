@@ -56,20 +56,6 @@ def test_miss_hit_stale_refresh(srt: isr.ISR, clock: FakeClock) -> None:
     assert origin.calls == 2
 
 
-def test_peek_answers_a_fresh_hit_by_key(srt: isr.ISR, clock: FakeClock, store: str) -> None:
-    origin = Origin()
-    get = cached(srt, origin)
-    key = get.cache_key("a")
-    assert get.peek(key) is None
-    get("a")
-    clock.advance(3)
-    expected = None if store in ("redis", "valkey") else isr.Result("a v1", Status.HIT, 3.0)
-    assert get.peek(key) == expected
-    clock.advance(7)
-    assert get.peek(key) is None  # stale: lookup serves it and refreshes
-    assert origin.calls == 1
-
-
 def test_threads_on_a_cold_key_run_the_loader_once(srt: isr.ISR) -> None:
     origin = Origin()
     origin.gate = threading.Event()

@@ -35,8 +35,6 @@ async def _checked_by_mypy_only() -> None:
     assert_type(square(3), int)
     assert_type(square.lookup(3), isr.Result[int])
     assert_type(square.cache_key(3), str)
-    assert_type(square.peek("n:3"), isr.Result[int] | None)
-    assert_type(get_post.peek("post:a:en"), isr.Result[dict[str, str]] | None)
     square("3")  # type: ignore[arg-type]
     await get_post(1)  # type: ignore[arg-type]
     square(n=3, m=4)  # type: ignore[call-arg]
