@@ -105,6 +105,14 @@ class Revalidate:
         return self._apply(fn)
 
 
+#: A fresh hit's `Result`, built field by field: no ``__init__`` frame on the hot path.
+_HIT_RESULT = """_isr_r = _isr_new(_isr_Result)
+            _isr_r.value = _isr_e.value
+            _isr_r.status = _isr_HIT
+            _isr_r.age = _isr_now - _isr_e.created
+            _isr_r.error = None
+            return _isr_r"""
+
 _FAST_ASYNC = """
 async def {name}({params}):
     global _isr_hits
@@ -128,12 +136,7 @@ async def lookup({params}):
         if _isr_now < _isr_e.fresh_until:
             _isr_e.used = True
             _isr_hits += 1{early}
-            _isr_r = _isr_new(_isr_Result)  # Result's fields set here: no __init__ frame
-            _isr_r.value = _isr_e.value
-            _isr_r.status = _isr_HIT
-            _isr_r.age = _isr_now - _isr_e.created
-            _isr_r.error = None
-            return _isr_r
+            {hit_result}
     _isr_r = _isr_quick_result(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
     if _isr_r is not None:
         return _isr_r
@@ -160,12 +163,7 @@ def lookup({params}):
         if _isr_now < _isr_e.fresh_until:
             _isr_e.used = True
             _isr_hits += 1{early}
-            _isr_r = _isr_new(_isr_Result)  # Result's fields set here: no __init__ frame
-            _isr_r.value = _isr_e.value
-            _isr_r.status = _isr_HIT
-            _isr_r.age = _isr_now - _isr_e.created
-            _isr_r.error = None
-            return _isr_r
+            {hit_result}
     return _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
 """
 
@@ -356,6 +354,7 @@ def make_decorator(
             args=args_src,
             kwargs=kwargs_src,
             early=early,
+            hit_result=_HIT_RESULT,
         ) + _HELPERS.format(
             params=params_src, key=key_src, tags="".join(t + ", " for t in tag_srcs)
         )
