@@ -539,8 +539,11 @@ class ISR:
             self._seq += 1
             fid = self._seq
             self._active[fid] = fid
-        # A shared store's generation is the one last read (reading it here would block).
-        gen = self.adapter.generation() if self._inline else self._last_gen
+        # The freshest record this process holds without I/O: an inline or local store's
+        # own (an L1's is kept current by its bus), else the one last read (reading a
+        # shared store's here would block). Never older than what a read classified with,
+        # so a refresh after invalidate_all(revalidate) is not born under the mark.
+        gen = self.adapter.generation() if self._quick else self._last_gen
         return fid, gen.current
 
     def _end_fetch(self, fid: int) -> None:
@@ -820,13 +823,7 @@ class ISR:
         if entry is None or not self._quick:
             return None
         now = self.clock()
-        generation = self.adapter.generation()
-        if not self._inline:
-            # An L1's record, kept current by its bus: a refresh spawned below stamps its
-            # entry with it. Stamped with an older one, the refreshed entry would still fall
-            # under an invalidate_all(revalidate) and every read would refresh it again.
-            self._last_gen = generation
-        verdict = classify(entry, now, generation)
+        verdict = classify(entry, now, self.adapter.generation())
         return self._serve(
             loader, key, args, kwargs, entry, verdict, now, self._aflights, self._aspawn
         )
