@@ -211,3 +211,41 @@ async def test_litestar_define_middleware(runtime: isr.ISR) -> None:
         ("HIT", "item 0 v1\n"),
     ]
     assert site.calls == ["/posts/hi", "/feed"]
+
+
+async def test_compression_around_the_middleware_edits_a_fresh_answer_every_time(
+    runtime: isr.ISR,
+) -> None:
+    """Starlette's GZipMiddleware edits the start message's header list and the body message
+    in place, so every answer from the cache must be made of new messages: a kept page that
+    handed out the same objects twice would go out with two ``Content-Encoding`` headers, a
+    wrong length or a body compressed twice."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    text = "a page long enough to be worth compressing. " * 20
+
+    async def page(request: Request) -> Response:
+        return PlainTextResponse(text)
+
+    app = Starlette(
+        routes=[Route("/page", page)],
+        middleware=[  # the first listed is the outermost
+            Middleware(GZipMiddleware, minimum_size=100),
+            Middleware(ISRMiddleware, runtime=runtime, rules=[Rule("/page", ttl=60)]),
+        ],
+    )
+    async with client(app) as c:
+        answers = [await c.get("/page", headers={"accept-encoding": "gzip"}) for _ in range(4)]
+        plain = await c.get("/page", headers={"accept-encoding": "identity"})
+    assert [r.headers["x-cache"] for r in answers] == ["MISS", "HIT", "HIT", "HIT"]
+    for r in answers:
+        assert r.headers.get_list("content-encoding") == ["gzip"]
+        assert r.headers.get_list("x-cache") == [r.headers["x-cache"]]
+        assert r.text == text  # httpx decompresses, once
+    assert len({r.headers["content-length"] for r in answers}) == 1
+    assert (plain.headers.get("content-encoding"), plain.text) == (None, text)
