@@ -481,74 +481,90 @@ class ISRMiddleware:
         if target is None:
             await self.app(scope, receive, send)
             return
-        route, params, page_key = target
+        route, params, key = target
         raw_headers = scope["headers"]
         method = scope["method"]
-        head = method == "HEAD"
-        page: dict[str, Any] | None = None
         # The quick path: a plain GET or HEAD (no Authorization, Cookie or validators) for
-        # a page fresh in this process, served by the hot-path rule of adapters/base.py
-        # inline. Under a real server every step costs several times what it costs in a
-        # tight loop (cold caches), and a Python call more than this whole check: no
-        # request object, no header dict, no lookup coroutine, no Result.
-        if route.quick and (head or method == "GET"):
+        # a page fresh in this process whose `_Wire` is ready, served by the hot-path rule of
+        # adapters/base.py inline and answered here. Under a real server every step costs
+        # several times what it costs in a tight loop (cold caches), and a Python call more
+        # than this whole check: no request object, no header dict, no lookup coroutine, no
+        # Result, no call. Anything else, a first answer in this process included, goes on.
+        if route.quick and (method == "GET" or method == "HEAD"):
             for name, _ in raw_headers:
                 if name in _NOT_QUICK:
                     break
             else:
-                entry = self._peek(page_key)
+                entry = self._peek(key)
                 if entry is not None and entry.gen is self._store.gen:
                     now = self._clock()
                     if now < entry.fresh_until:
-                        entry.used = True
-                        route.counter.edge_hits += 1
-                        page = entry.value  # a kept page: a `_Response` is never stored
-                        age = int(now - entry.created)
-                        cache_control, x_cache = route.hit
-        if page is not None:
-            key = page_key
-            conditional = False
-        else:
-            headers: dict[bytes, bytes] = dict(raw_headers)
-            if len(headers) != len(raw_headers):  # a repeated field: its values comma-joined
-                headers = {}
-                for name, value in raw_headers:
-                    headers[name] = headers[name] + b"," + value if name in headers else value
-            if (
-                (method != "GET" and not head)
-                or b"authorization" in headers
-                or (b"cookie" in headers and not route.private_ok)
-            ):
+                        wire = self._wires.get(key)
+                        # The page object is the entry's own: its wire is this key's, up to date.
+                        if wire is not None and wire.page is entry.value:
+                            entry.used = True
+                            route.counter.edge_hits += 1
+                            age = int(now - entry.created)
+                            cache_control, x_cache = route.hit
+                            await send(
+                                {
+                                    "type": "http.response.start",
+                                    "status": 200,
+                                    "headers": [
+                                        *wire.head,
+                                        cache_control,
+                                        _AGES[age] if 0 <= age < 600 else _age_header(age),
+                                        x_cache,
+                                        *wire.tail,
+                                    ],
+                                }
+                            )
+                            await send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": wire.body if method == "GET" else b"",
+                                }
+                            )
+                            return
+        head = method == "HEAD"
+        headers: dict[bytes, bytes] = dict(raw_headers)
+        if len(headers) != len(raw_headers):  # a repeated field: its values comma-joined
+            headers = {}
+            for name, value in raw_headers:
+                headers[name] = headers[name] + b"," + value if name in headers else value
+        if (
+            (method != "GET" and not head)
+            or b"authorization" in headers
+            or (b"cookie" in headers and not route.private_ok)
+        ):
+            await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
+            return
+        if not route.quick:
+            raw_query: bytes = scope.get("query_string", b"")
+            query = (
+                parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
+                if raw_query and route.reads_query
+                else []
+            )
+            bypass = route.bypass
+            if bypass is not None and any(bypass(name) for name, _ in query):
                 await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
                 return
-            key = page_key
-            if not route.quick:
-                raw_query: bytes = scope.get("query_string", b"")
-                query = (
-                    parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
-                    if raw_query and route.reads_query
-                    else []
-                )
-                bypass = route.bypass
-                if bypass is not None and any(bypass(name) for name, _ in query):
-                    await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
-                    return
-                if not route.plain:
-                    key = route.key(page_key, query, headers)
-            request = _Request(key, params, scope)
-            try:
-                result = await route.lookup(request)
-            except OriginError as exc:
-                await self._send_once(exc._response, request, receive, send, head)
-                return
-            if isinstance(result.value, _Response):
-                await self._send_once(result.value, request, receive, send, head)
-                return
-            page = result.value
-            status = result.status
-            cache_control, x_cache = route.hit if status is _HIT else route.answer(status)
-            age = int(result.age)
-            conditional = b"if-none-match" in headers or b"if-modified-since" in headers
+            if not route.plain:
+                key = route.key(key, query, headers)
+        request = _Request(key, params, scope)
+        try:
+            result = await route.lookup(request)
+        except OriginError as exc:
+            await self._send_once(exc._response, request, receive, send, head)
+            return
+        if isinstance(result.value, _Response):
+            await self._send_once(result.value, request, receive, send, head)
+            return
+        page: dict[str, Any] = result.value
+        status = result.status
+        cache_control, x_cache = route.hit if status is _HIT else route.answer(status)
+        age = int(result.age)
         # A kept page: sent from its `_Wire`, prepared on its first answer in this process
         # (the same page object on a memory store; an equal one decoded from a shared one).
         wire = self._wires.get(key)
@@ -558,8 +574,10 @@ class ISRMiddleware:
             or (wire.page is not page and (wire.time != page["time"] or wire.etag != page["etag"]))
         ):
             wire = self._wire(route, key, page)
-        age_header = _AGES[age] if 0 <= age < 600 else (b"age", b"%d" % max(0, age))
-        if conditional and _not_modified(headers, wire.etag, wire.time):
+        age_header = _AGES[age] if 0 <= age < 600 else _age_header(age)
+        if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
+            headers, wire.etag, wire.time
+        ):
             await send(
                 {
                     "type": "http.response.start",
@@ -747,6 +765,12 @@ def _private(headers: Iterable[tuple[bytes, bytes]], vary: Sequence[str]) -> boo
                 if field and field not in vary:
                     return True
     return False
+
+
+def _age_header(age: int) -> tuple[bytes, bytes]:
+    """``Age`` for an age `_AGES` does not hold (a negative one, from a store shared with
+    a clock slightly ahead, is sent as 0)."""
+    return (b"age", b"%d" % max(0, age))
 
 
 def _not_modified(headers: dict[bytes, bytes], etag: str, rendered: float) -> bool:

@@ -143,6 +143,29 @@ async def test_age_is_seconds_since_the_render_never_the_ttl_left(
     ]
 
 
+async def test_an_age_of_hours_is_sent_in_full_on_every_path(
+    runtime: isr.ISR, clock: FakeClock
+) -> None:
+    """Ages past the ten minutes kept ready-made are written out: on the quick path (plain
+    GET, HEAD), on the full one (a request with a validator) and on a STALE answer."""
+    origin = Origin()
+    rule = Rule("/posts/{slug}", ttl=7200)
+    async with client(ISRMiddleware(origin, runtime, [rule])) as c:
+        await c.get("/posts/hello")
+        clock.advance(3599.5)
+        quick, head = await c.get("/posts/hello"), await c.head("/posts/hello")
+        full = await c.get("/posts/hello", headers={"if-none-match": '"other"'})
+        clock.advance(3601)
+        stale = await c.get("/posts/hello")
+    assert [(cached(r), r.headers["age"]) for r in (quick, head, full, stale)] == [
+        ("HIT", "3599"),
+        ("HIT", "3599"),
+        ("HIT", "3599"),
+        ("STALE", "7200"),
+    ]
+    assert quick.text == full.text and head.content == b""
+
+
 async def test_stale_at_once_then_the_background_render_is_served(
     runtime: isr.ISR, clock: FakeClock
 ) -> None:
