@@ -108,7 +108,7 @@ class _Plan:
         names = [FLOOR, ISR_PAGE] + ([PEER] if peer else [])
         if settings.quick:
             return cls(rounds=2, seconds=1, contenders=tuple(names))
-        return cls(rounds=5, seconds=1, contenders=(*names, FLOOR_HEADERS, FASTAPI))
+        return cls(rounds=9, seconds=1, contenders=(*names, FLOOR_HEADERS, FASTAPI))
 
 
 # ---------------------------------------------------------------- the server's app

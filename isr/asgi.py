@@ -111,8 +111,8 @@ _WIRE_BYTES = 32 * 1024 * 1024
 _HIT, _STALE, _STALE_IF_ERROR = isr.Status.HIT, isr.Status.STALE, isr.Status.STALE_IF_ERROR
 #: Request headers that take a request off the quick path (`ISRMiddleware.__call__`).
 _NOT_QUICK = frozenset({b"authorization", b"cookie", b"if-none-match", b"if-modified-since"})
-#: ``Age`` headers for the first minutes, built once.
-_AGES = tuple((b"age", str(age).encode("latin-1")) for age in range(600))
+#: ``Age`` headers for the first minutes, built once (see `_age_header` for the others).
+_AGES = {age: (b"age", str(age).encode("latin-1")) for age in range(600)}
 
 
 @dataclass(frozen=True)
@@ -313,6 +313,11 @@ class _Route:
         cache_control = self.stale_cache_control if stale else self.cache_control
         return (b"cache-control", cache_control), (b"x-cache", status.value.encode("latin-1"))
 
+    def bypassed(self, query: list[tuple[str, str]]) -> bool:
+        """Whether ``query`` holds a parameter that skips the cache (``bypass_query``)."""
+        bypass = self.bypass
+        return bypass is not None and any(bypass(name) for name, _ in query)
+
     def key(self, page: str, query: list[tuple[str, str]], headers: dict[bytes, bytes]) -> str:
         """``page`` (``page:{path}``, the path percent-encoded, as in a URL), plus ``#`` and
         a hash of the listed query parameters and varied headers when the rule has any."""
@@ -326,10 +331,11 @@ class _Route:
 
 class _Wire:
     """A kept page as it goes out, encoded once: the headers of its 200 before and after
-    the ones that change with each answer (``Cache-Control``, ``Age``, ``X-Cache``), those
-    of its 304, and its body. Valid for the page whose ``etag`` and ``time`` it carries."""
+    the ones that change with each answer (``Cache-Control``, ``X-Cache``, ``Age``), those
+    of its 304, all those of a HIT but ``Age`` (``hit``), and its body. Valid for the page
+    whose ``etag`` and ``time`` it carries."""
 
-    __slots__ = ("body", "etag", "head", "page", "route", "tail", "time", "validators")
+    __slots__ = ("body", "etag", "head", "hit", "page", "route", "tail", "time", "validators")
 
     def __init__(
         self, route: _Route, page: dict[str, Any], surrogate_keys: bool, cache_tag_header: bool
@@ -359,6 +365,7 @@ class _Wire:
             if cache_tag_header:
                 tail.append((b"cache-tag", ",".join(tags).encode()))
         self.tail = tuple(tail)
+        self.hit = (*self.head, *route.hit, *self.tail)
 
 
 class ISRMiddleware:
@@ -505,18 +512,11 @@ class ISRMiddleware:
                             entry.used = True
                             route.counter.edge_hits += 1
                             age = int(now - entry.created)
-                            cache_control, x_cache = route.hit
                             await send(
                                 {
                                     "type": "http.response.start",
                                     "status": 200,
-                                    "headers": [
-                                        *wire.head,
-                                        cache_control,
-                                        _AGES[age] if 0 <= age < 600 else _age_header(age),
-                                        x_cache,
-                                        *wire.tail,
-                                    ],
+                                    "headers": [*wire.hit, _AGES.get(age) or _age_header(age)],
                                 }
                             )
                             await send(
@@ -546,8 +546,7 @@ class ISRMiddleware:
                 if raw_query and route.reads_query
                 else []
             )
-            bypass = route.bypass
-            if bypass is not None and any(bypass(name) for name, _ in query):
+            if route.bypassed(query):
                 await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
                 return
             if not route.plain:
@@ -574,7 +573,7 @@ class ISRMiddleware:
             or (wire.page is not page and (wire.time != page["time"] or wire.etag != page["etag"]))
         ):
             wire = self._wire(route, key, page)
-        age_header = _AGES[age] if 0 <= age < 600 else _age_header(age)
+        age_header = _AGES.get(age) or _age_header(age)
         if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
             headers, wire.etag, wire.time
         ):
@@ -582,7 +581,7 @@ class ISRMiddleware:
                 {
                     "type": "http.response.start",
                     "status": 304,
-                    "headers": [*wire.validators, cache_control, age_header, x_cache, *wire.tail],
+                    "headers": [*wire.validators, cache_control, x_cache, *wire.tail, age_header],
                 }
             )
             await send({"type": "http.response.body", "body": b""})
@@ -591,7 +590,7 @@ class ISRMiddleware:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*wire.head, cache_control, age_header, x_cache, *wire.tail],
+                "headers": [*wire.head, cache_control, x_cache, *wire.tail, age_header],
             }
         )
         await send({"type": "http.response.body", "body": b"" if head else wire.body})
