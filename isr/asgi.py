@@ -565,14 +565,16 @@ class ISRMiddleware:
         cache_control, x_cache = route.hit if status is _HIT else route.answer(status)
         age = int(result.age)
         # A kept page: sent from its `_Wire`, prepared on its first answer in this process
-        # (the same page object on a memory store; an equal one decoded from a shared one).
+        # (the same page object on a memory store; an equal one decoded from a shared one,
+        # which the wire takes up, as the quick path knows a wire's page by identity).
         wire = self._wires.get(key)
-        if (
-            wire is None
-            or wire.route is not route
-            or (wire.page is not page and (wire.time != page["time"] or wire.etag != page["etag"]))
-        ):
+        if wire is None or wire.route is not route:
             wire = self._wire(route, key, page)
+        elif wire.page is not page:
+            if wire.time != page["time"] or wire.etag != page["etag"]:
+                wire = self._wire(route, key, page)
+            else:
+                wire.page = page
         age_header = _AGES.get(age) or _age_header(age)
         if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
             headers, wire.etag, wire.time
