@@ -163,7 +163,8 @@ async def test_an_age_of_hours_is_sent_in_full_on_every_path(
         ("HIT", "3599"),
         ("STALE", "7200"),
     ]
-    assert quick.text == full.text and head.content == b""
+    assert quick.text == full.text
+    assert head.content == b""
 
 
 async def test_stale_at_once_then_the_background_render_is_served(
