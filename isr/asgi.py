@@ -494,9 +494,10 @@ class ISRMiddleware:
         # The quick path: a plain GET or HEAD (no Authorization, Cookie or validators) for
         # a page fresh in this process whose `_Wire` is ready, served by the hot-path rule of
         # adapters/base.py inline and answered here. Under a real server every step costs
-        # several times what it costs in a tight loop (cold caches), and a Python call more
-        # than this whole check: no request object, no header dict, no lookup coroutine, no
-        # Result, no call. Anything else, a first answer in this process included, goes on.
+        # several times what it costs in a tight loop (cold caches), and a call to Python
+        # code more than this whole check: no request object, no header dict, no lookup
+        # coroutine, no Result; the store's peek (a C dict lookup on the memory store) and
+        # the clock. Anything else, a first answer in this process included, goes the full way.
         if route.quick and (method == "GET" or method == "HEAD"):
             for name, _ in raw_headers:
                 if name in _NOT_QUICK:
