@@ -16,10 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
-from typing_extensions import Self
+from ._started import Started
 
 __all__ = ["LoopbackServer", "Recorded", "RecordingServer", "Reply"]
 
@@ -54,7 +53,7 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that timed out and hung up is expected here
 
 
-class LoopbackServer:
+class LoopbackServer(Started):
     """A ``ThreadingHTTPServer`` on ``127.0.0.1`` and a free port, in a thread, answering
     every method with ``respond(handler) -> (status, headers, body)``."""
 
@@ -100,18 +99,6 @@ class LoopbackServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class RecordingServer(LoopbackServer):

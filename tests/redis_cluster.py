@@ -16,10 +16,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
-from typing_extensions import Self
-
+from ._started import Started, reap
 from .redis_server import Flavour, free_port, server_binary, server_info
 
 __all__ = ["RedisCluster"]
@@ -54,15 +52,6 @@ def _command(port: int, *args: str, timeout: float = 0.5) -> bytes | None:
         return None
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    """Wait for a terminated node to exit; kill it after 5 s."""
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _free_ports(n: int) -> list[int]:
     """``n`` distinct free loopback ports (`free_port` may hand one out twice)."""
     ports: list[int] = []
@@ -73,7 +62,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-class RedisCluster:
+class RedisCluster(Started):
     """``with RedisCluster() as cluster: cluster.url`` (``redis://…/0?cluster=true``).
 
     Three redis-server processes in cluster mode, each in its own temporary directory (a
@@ -225,19 +214,7 @@ class RedisCluster:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            _reap(proc)
+            reap(proc, 5)
         dirs, self._dirs = self._dirs, []
         for folder in dirs:
             folder.cleanup()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -16,10 +16,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from types import TracebackType
 from typing import Literal
 
-from typing_extensions import Self
+from ._started import Started, stop_process
 
 __all__ = ["FLAVOURS", "Flavour", "RedisServer", "free_port", "server_binary", "server_info"]
 
@@ -72,7 +71,7 @@ def server_info(port: int) -> dict[str, str]:
     return {str(k): str(v) for k, v in info.items()}
 
 
-class RedisServer:
+class RedisServer(Started):
     """``with RedisServer() as server: server.url``; ``stop()``/``start()`` for outages."""
 
     def __init__(self, flavour: Flavour = "redis", port: int | None = None) -> None:
@@ -126,22 +125,8 @@ class RedisServer:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 5)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
         self._dir.cleanup()

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import redis
 
+from ._started import stop_process
 from .redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,13 +71,7 @@ class Process:
         return self.log.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 @dataclass

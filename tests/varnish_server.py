@@ -26,10 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
-from typing_extensions import Self
-
+from ._started import Started
 from .redis_server import free_port
 
 __all__ = ["VCL", "VarnishServer"]
@@ -53,7 +51,7 @@ def _binary() -> str:
     return found
 
 
-class VarnishServer:
+class VarnishServer(Started):
     """``with VarnishServer(backend_port) as varnish: varnish.url``."""
 
     def __init__(self, backend_port: int, *, vcl: Path = VCL, start_within: float = 20.0) -> None:
@@ -144,15 +142,3 @@ class VarnishServer:
     def close(self) -> None:
         self.stop()
         self._dir.cleanup()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
