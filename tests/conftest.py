@@ -11,6 +11,7 @@ import pytest
 
 import isr
 
+from .redis_cluster import RedisCluster
 from .redis_server import FLAVOURS, Flavour, RedisServer
 
 #: Every store the runtime's behaviour is checked on (the conformance suite): the tests
@@ -19,7 +20,7 @@ from .redis_server import FLAVOURS, Flavour, RedisServer
 STORES = ("memory", "disk", "redis", "redis-l1", "valkey")
 #: Parameter values whose tests run on asyncio only (see below): a Redis-protocol server
 #: (redis-py's asyncio client) and Django (asgiref's handler is asyncio-only).
-ASYNCIO_ONLY = {"redis", "redis-l1", "valkey", "django"}
+ASYNCIO_ONLY = {"redis", "redis-l1", "valkey", "redis-cluster", "valkey-cluster", "django"}
 
 
 class FakeClock:
@@ -55,6 +56,18 @@ def redis_server() -> Iterator[RedisServer]:
 def valkey_server() -> Iterator[RedisServer]:
     with RedisServer("valkey") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    with RedisCluster("redis") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[RedisCluster]:
+    with RedisCluster("valkey") as cluster:
+        yield cluster
 
 
 @pytest.fixture(params=FLAVOURS)

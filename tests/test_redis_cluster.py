@@ -42,10 +42,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module", params=FLAVOURS)
-def cluster(request: pytest.FixtureRequest) -> Iterator[RedisCluster]:
-    """A Redis Cluster, then a Valkey one: every test here runs on both."""
-    with RedisCluster(request.param) as started:
-        yield started
+def cluster(request: pytest.FixtureRequest) -> RedisCluster:
+    """The session's Redis Cluster, then its Valkey one: every test here runs on both (the
+    tests of two replicas on one shared store run on them too: tests/test_shared_stores.py)."""
+    found: RedisCluster = request.getfixturevalue(f"{request.param}_cluster")
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -483,67 +484,6 @@ async def test_fetch_lock_on_the_adapter(cluster: RedisCluster, namespace: str) 
     finally:
         await mine.aclose()
         await theirs.aclose()
-
-
-@pytest.mark.parametrize("how", ["key", "tag"])
-@pytest.mark.anyio
-async def test_a_publish_on_one_runtime_wins_over_a_fetch_running_on_another(
-    pair: tuple[isr.ISR, isr.ISR], clock: FakeClock, how: str
-) -> None:
-    # The invalidation marker ({ns}:i:...) and the entry are on different slots; the
-    # fetch's write must still see the marker and store its value marked.
-    a, b = pair
-    version = {"n": 1}
-    gate = anyio.Event()
-    entered = anyio.Event()
-
-    def cached(rt: isr.ISR, wait: bool) -> isr.AsyncCached[[str], str]:
-        @rt.with_revalidate("post:{slug}", ttl=60, tags=["posts"])
-        async def post(slug: str) -> str:
-            seen = version["n"]
-            if wait:
-                entered.set()
-                await gate.wait()
-            return f"{slug} v{seen}"
-
-        return post
-
-    on_a, on_b = cached(a, wait=False), cached(b, wait=True)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(on_b, "x")  # b starts fetching v1
-        await entered.wait()
-        clock.advance(1)
-        version["n"] = 2  # published; a hears of it
-        if how == "key":
-            await a.invalidate("post:x")
-        else:
-            await a.invalidate_tag("posts")
-        gate.set()  # b's v1 lands after the publish
-    result = await on_a.lookup("x")
-    assert (result.value, result.status) == ("x v2", Status.MISS)
-
-
-@pytest.mark.anyio
-async def test_a_purge_on_one_runtime_is_never_undone_by_another_runtimes_fetch(
-    pair: tuple[isr.ISR, isr.ISR], clock: FakeClock
-) -> None:
-    a, b = pair
-    gate = anyio.Event()
-    entered = anyio.Event()
-
-    @b.with_revalidate("post:{slug}", ttl=60)
-    async def slow(slug: str) -> str:
-        entered.set()
-        await gate.wait()
-        return "unpublished content"
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(slow, "x")
-        await entered.wait()
-        clock.advance(1)
-        await a.invalidate("post:x", mode="purge")
-        gate.set()
-    assert await a.adapter.aget("post:x") is None
 
 
 @pytest.mark.anyio

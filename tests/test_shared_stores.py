@@ -1,4 +1,6 @@
-"""Two runtimes on one shared store, as two replicas or worker processes would be."""
+"""Two runtimes on one shared store, as two replicas or worker processes would be: a disk
+cache, Redis, Valkey, and a Redis and a Valkey Cluster (where an invalidation's marker and
+the entry it marks live on different slots, and a fetch's write must still see the marker)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ from .conftest import FakeClock
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["disk", "redis", "valkey"])
+@pytest.fixture(params=["disk", "redis", "valkey", "redis-cluster", "valkey-cluster"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "disk":
         return f"disk://{tmp_path / 'cache'}"
-    return str(request.getfixturevalue(f"{request.param}_server").url)
+    name = request.param.replace("-", "_")
+    return str(request.getfixturevalue(name if "cluster" in name else f"{name}_server").url)
 
 
 @pytest.fixture
