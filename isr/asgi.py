@@ -26,13 +26,14 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import anyio
 
 import isr
+from isr._httpdate import http_date
 from isr._runtime import Loader
 
 __all__ = [
@@ -785,11 +786,8 @@ def _not_modified(headers: dict[bytes, bytes], etag: str, rendered: float) -> bo
         return any(tag.strip().removeprefix("W/") == etag for tag in text.split(","))
     ims = headers.get(b"if-modified-since")
     if ims is not None:
-        try:
-            since = parsedate_to_datetime(ims.decode("latin-1")).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return False
-        return int(rendered) <= since
+        since = http_date(ims.decode("latin-1"))
+        return since is not None and int(rendered) <= since
     return False
 
 

@@ -22,7 +22,6 @@ Each purger owns an ``httpx.AsyncClient`` (created on first use, closed by ``acl
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import time
@@ -34,6 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 import httpx
 from typing_extensions import Self
+
+from isr._httpdate import http_date
 
 __all__ = [
     "CloudflarePurger",
@@ -129,11 +130,10 @@ def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        when = http_date(value)
+        if when is None:
             return None
-        seconds = when.timestamp() - time.time()
+        seconds = when - time.time()
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)

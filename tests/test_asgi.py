@@ -294,6 +294,28 @@ async def test_etag_is_the_same_in_every_process_and_answers_304(clock: FakeCloc
     assert (since.status_code, before.status_code, head.status_code) == (304, 200, 304)
 
 
+async def test_an_asctime_if_modified_since_is_utc_on_a_machine_west_of_greenwich(
+    runtime: isr.ISR, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP dates without a zone (the asctime form) are UTC, whatever the server's TZ."""
+    monkeypatch.setenv("TZ", "XST+5")  # five hours west of UTC (POSIX form, no tzdata)
+    time.tzset()
+
+    def asctime(t: float) -> str:  # the asctime form: no zone, so UTC
+        return time.strftime("%a %b %e %H:%M:%S %Y", time.gmtime(t))
+
+    try:
+        async with client(ISRMiddleware(Origin(), runtime, [POSTS])) as c:
+            await c.get("/posts/hello")  # rendered now
+            now = time.time()
+            before = await c.get("/posts/hello", headers={"if-modified-since": asctime(now - 3600)})
+            after = await c.get("/posts/hello", headers={"if-modified-since": asctime(now + 3600)})
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert (before.status_code, after.status_code) == (200, 304)
+
+
 async def test_head_is_answered_from_the_get_page(runtime: isr.ISR) -> None:
     origin = Origin()
     async with client(ISRMiddleware(origin, runtime, [POSTS])) as c:

@@ -227,6 +227,19 @@ async def test_429_waits_for_retry_after(server: RecordingServer) -> None:
     assert gaps(server)[0] >= 0.95
 
 
+async def test_a_retry_after_date_out_of_any_calendar_is_ignored_not_raised(
+    server: RecordingServer,
+) -> None:
+    """A CDN (or a proxy) answering nonsense never makes purge raise: it backs off as usual."""
+    server.script(Reply(429, {"Retry-After": "Mon, 01 Jan 2024 00:00:00 +99999999999999999999"}))
+    async with CloudflarePurger(
+        "z", "t", base_url=server.url, rate=None, backoff=0.01, max_backoff=1.0
+    ) as purger:
+        result = await purger.purge(["a"])
+    assert result.ok
+    assert len(server.requests) == 2
+
+
 async def test_retry_after_longer_than_max_backoff_fails_at_once(
     server: RecordingServer, caplog: pytest.LogCaptureFixture
 ) -> None:
