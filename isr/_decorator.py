@@ -135,7 +135,7 @@ async def lookup({params}):
         _isr_now = _isr_clock()
         if _isr_now < _isr_e.fresh_until:
             _isr_e.used = True
-            _isr_hits += 1{early}
+            _isr_hits += 1{early_in_lookup}
             {hit_result}
     _isr_r = _isr_quick_result(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
     if _isr_r is not None:
@@ -162,14 +162,22 @@ def lookup({params}):
         _isr_now = _isr_clock()
         if _isr_now < _isr_e.fresh_until:
             _isr_e.used = True
-            _isr_hits += 1{early}
+            _isr_hits += 1{early_in_lookup}
             {hit_result}
     return _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
 """
 
+#: XFetch's early refresh on a fresh hit, in a wrapper's hit block (``lookup``'s sits one
+#: level deeper: `_in_lookup`).
 _EARLY = """
         if _isr_ld.runtime._xfetch_due(_isr_ld, _isr_e, _isr_clock()):
             _isr_spawn(_isr_ld, _isr_k, {args}, {kwargs}, _isr_e)"""
+
+
+def _in_lookup(snippet: str) -> str:
+    """A wrapper's hit-block ``snippet`` indented for ``lookup``'s hit block."""
+    return snippet.replace("\n", "\n    ")
+
 
 _HELPERS = """
 def cache_key({params}):
@@ -354,6 +362,7 @@ def make_decorator(
             args=args_src,
             kwargs=kwargs_src,
             early=early,
+            early_in_lookup=_in_lookup(early),
             hit_result=_HIT_RESULT,
         ) + _HELPERS.format(
             params=params_src, key=key_src, tags="".join(t + ", " for t in tag_srcs)

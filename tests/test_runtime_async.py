@@ -472,6 +472,20 @@ async def test_xfetch_refreshes_before_expiry(clock: FakeClock) -> None:
         assert origin2.calls == 1  # far from expiry: no early refresh
 
 
+async def test_lookup_with_xfetch_obeys_an_invalidation_and_counts_a_hit_once(
+    rt: isr.ISR,
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin, xfetch=1.0)
+    await get("a")
+    hit = await get.lookup("a")
+    assert (hit.value, hit.status, rt.stats().hits) == ("a v1", Status.HIT, 1)
+    origin.version = 2
+    await rt.invalidate("item:a")
+    after = await get.lookup("a")
+    assert (after.value, after.status) == ("a v2", Status.MISS)
+
+
 async def test_aclose_waits_for_running_refreshes(clock: FakeClock) -> None:
     origin = Origin()
     rt = isr.ISR(clock=clock)

@@ -42,6 +42,18 @@ def cached(rt: isr.ISR, origin: Origin, **options: Any) -> isr.SyncCached[[str],
     return get
 
 
+def test_lookup_with_xfetch_obeys_an_invalidation_and_counts_a_hit_once(srt: isr.ISR) -> None:
+    origin = Origin()
+    get = cached(srt, origin, xfetch=1.0)
+    get("a")
+    hit = get.lookup("a")
+    assert (hit.value, hit.status, srt.stats().hits) == ("a v1", Status.HIT, 1)
+    origin.version = 2
+    srt.invalidate_sync("item:a")
+    after = get.lookup("a")
+    assert (after.value, after.status) == ("a v2", Status.MISS)
+
+
 def test_miss_hit_stale_refresh(srt: isr.ISR, clock: FakeClock) -> None:
     origin = Origin()
     get = cached(srt, origin)
