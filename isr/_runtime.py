@@ -539,12 +539,15 @@ class ISR:
             self._seq += 1
             fid = self._seq
             self._active[fid] = fid
-        # The freshest record this process holds without I/O: an inline or local store's
-        # own (an L1's is kept current by its bus), else the one last read (reading a
-        # shared store's here would block). Never older than what a read classified with,
-        # so a refresh after invalidate_all(revalidate) is not born under the mark.
-        gen = self.adapter.generation() if self._quick else self._last_gen
-        return fid, gen.current
+        # Never older than what a read classified with, so that a refresh after
+        # invalidate_all(revalidate) is not born under the mark.
+        return fid, self._known_generation().current
+
+    def _known_generation(self) -> Generation:
+        """The freshest invalidate-all record this process holds without I/O: an inline or
+        local store's own (an L1's is kept current by its bus), else the one last read
+        (reading a shared store's here would block)."""
+        return self.adapter.generation() if self._quick else self._last_gen
 
     def _end_fetch(self, fid: int) -> None:
         with self._lock:
@@ -775,7 +778,7 @@ class ISR:
         """Has another process stored a fresh value since we saw ``seen``?"""
         if landed is None or (seen is not None and landed.created <= seen.created):
             return False
-        return classify(landed, self.clock(), self._last_gen) is FRESH
+        return classify(landed, self.clock(), self._known_generation()) is FRESH
 
     def _landed(self, flight: _Flight, key: str, value: Any, entry: Entry | None) -> None:
         flight.value = value

@@ -38,10 +38,13 @@ async def pair(
         yield a, b
 
 
-@pytest.mark.parametrize("how", ["key", "tag"])
+@pytest.mark.parametrize("reader", ["after", "waiting"])
+@pytest.mark.parametrize("how", ["key", "tag", "all"])
 async def test_a_publish_on_one_replica_wins_over_a_fetch_running_on_another(
-    pair: tuple[isr.ISR, isr.ISR], clock: FakeClock, how: str
+    pair: tuple[isr.ISR, isr.ISR], clock: FakeClock, how: str, reader: str
 ) -> None:
+    """Replica a reads after b's old fetch landed, or while it waits for b's fetch (whose
+    lock it finds): either way, never the value its own publish made old."""
     a, b = pair
     version = {"n": 1}
     gate = anyio.Event()
@@ -59,6 +62,11 @@ async def test_a_publish_on_one_replica_wins_over_a_fetch_running_on_another(
         return post
 
     on_a, on_b = cached(a, wait=False), cached(b, wait=True)
+    results: list[isr.Result[str]] = []
+
+    async def read() -> None:
+        results.append(await on_a.lookup("x"))
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(on_b, "x")  # replica b starts fetching v1
         await entered.wait()
@@ -66,11 +74,17 @@ async def test_a_publish_on_one_replica_wins_over_a_fetch_running_on_another(
         version["n"] = 2  # the editor publishes; the webhook reaches replica a
         if how == "key":
             await a.invalidate("post:x")
-        else:
+        elif how == "tag":
             await a.invalidate_tag("posts")
+        else:
+            await a.invalidate_all()
+        if reader == "waiting":
+            tg.start_soon(read)
+            await anyio.sleep(0.05)  # a finds b's fetch under way and waits for it
         gate.set()  # b's fetch of v1 lands after the publish
-    result = await on_a.lookup("x")
-    assert (result.value, result.status) == ("x v2", Status.MISS)
+    if reader == "after":
+        await read()
+    assert [(r.value, r.status) for r in results] == [("x v2", Status.MISS)]
 
 
 async def test_a_purge_on_one_replica_is_never_undone_by_another_replicas_fetch(
