@@ -1179,14 +1179,12 @@ class ISR:
         stale at once while one refresh runs) or ``"purge"`` (gone; never served again).
         A fetch of the key already under way stores its value with the same mark.
         Returns True if an entry was there."""
+        if self._inline:  # a store answering without I/O: the sync path, with no wait
+            return self.invalidate_sync(key, mode)
         m = self._check(key, "key", mode)
         self._count("invalidations")
         with self._lock:
             self._log_invalidation("key", key, m)
-            if self._inline:
-                if self._shared:
-                    self.adapter.note_invalidation("key", key, m, self.clock(), self.lock_ttl)
-                return self._mark_sync(key, m)
         if self._shared:
             await self.adapter.anote_invalidation("key", key, m, self.clock(), self.lock_ttl)
         marked = await self._amark(key, m)
@@ -1210,14 +1208,12 @@ class ISR:
     async def invalidate_tag(self, tag: str, mode: ModeName | Mode = "expire") -> int:
         """Invalidate every entry carrying ``tag`` (modes as in `invalidate`); costs
         O(entries with the tag). Returns how many entries were affected."""
+        if self._inline:  # a store answering without I/O: the sync path, with no wait
+            return self.invalidate_tag_sync(tag, mode)
         m = self._check(tag, "tag", mode)
         self._count("invalidations")
         with self._lock:
             self._log_invalidation("tag", tag, m)
-            if self._inline:
-                if self._shared:
-                    self.adapter.note_invalidation("tag", tag, m, self.clock(), self.lock_ttl)
-                return sum(self._mark_sync(key, m, tag) for key in self.adapter.tagged(tag))
         if self._shared:
             await self.adapter.anote_invalidation("tag", tag, m, self.clock(), self.lock_ttl)
         keys = await self.adapter.atagged(tag)
@@ -1237,13 +1233,13 @@ class ISR:
     async def invalidate_all(self, mode: ModeName | Mode = "expire") -> None:
         """Invalidate every entry at once, in O(1): the store's generation moves on and each
         entry is judged against it when next read."""
+        if self._inline:  # a store answering without I/O: the sync path, with no wait
+            self.invalidate_all_sync(mode)
+            return
         m = parse_mode(mode)
         self._count("invalidations")
         with self._lock:
             self._backoffs.clear()
-            if self._inline:
-                self.adapter.bump_generation(m)
-                return
         await self.adapter.abump_generation(m)
 
     @staticmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 import isr
@@ -138,4 +139,28 @@ def test_hits_stay_on_the_fast_path_past_generation_256(tmp_path: Path) -> None:
     for _ in range(10):
         load()
     assert loader.fast_hits() - before == 10  # the generation re-read keeps gen's identity
+    rt.close()
+
+
+@pytest.mark.parametrize("caller", ["sync", "async"])
+def test_invalidating_a_tag_forgets_the_index_rows_of_entries_gone(
+    tmp_path: Path, caller: str
+) -> None:
+    """diskcache may drop an entry (culled, expired) behind the tag index's back: the next
+    invalidation of the tag, from sync or async code alike, forgets its row."""
+    rt = isr.ISR(f"disk://{tmp_path}")
+
+    @rt.with_revalidate("k:{x}", ttl=60, tags=["t"])
+    def load(x: int) -> int:
+        return x
+
+    load(1)
+    load(2)
+    rt.adapter.delete("k:1")  # as a cull would
+    if caller == "sync":
+        affected = rt.invalidate_tag_sync("t")
+    else:
+        affected = anyio.run(rt.invalidate_tag, "t")
+    assert affected == 1
+    assert rt.adapter.tagged("t") == ["k:2"]
     rt.close()
