@@ -29,13 +29,14 @@ A shared store is also expected never to raise for being unreachable: it answers
 from __future__ import annotations
 
 import abc
+import math
 import time
 from collections.abc import Callable
 from typing import ClassVar
 
 from isr._entry import Entry, Generation, Mode
 
-__all__ = ["Adapter", "GenerationCache"]
+__all__ = ["Adapter", "GenerationCache", "lifetime"]
 
 
 def _never(key: str) -> Entry | None:
@@ -206,3 +207,14 @@ class GenerationCache:
         self.value = value
         self._read_at = time.monotonic()
         return value
+
+
+def lifetime(entry: Entry) -> float | None:
+    """Seconds a store keeps ``entry`` from its write (now): until its last window ends, or
+    None when one is unbounded. Counted from the write, not from ``created``: the runtime's
+    clock (which ``created`` comes from) may be an injected one, while a store's expiry is
+    on the wall clock; a write happens right after the fetch, and an invalidation's
+    rewrite only keeps the entry longer."""
+    p = entry.policy
+    life = p.ttl + p.swr + p.sie
+    return life if math.isfinite(life) else None

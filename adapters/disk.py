@@ -24,11 +24,9 @@ are all closed by ``close()``.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sqlite3
 import threading
-import time
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -38,7 +36,7 @@ from isr._codec import Codec, CodecError, JsonCodec
 from isr._entry import Entry, Generation, Mode
 from isr._errors import ConfigError
 
-from .base import Adapter, GenerationCache
+from .base import Adapter, GenerationCache, lifetime
 
 __all__ = ["DiskAdapter"]
 
@@ -149,8 +147,8 @@ class DiskAdapter(Adapter):
 
     def set(self, key: str, entry: Entry) -> None:
         data = self.codec.dumps(key, entry)  # a CodecError leaves the store untouched
-        lifetime = entry.error_until - time.time()
-        expire = None if math.isinf(lifetime) else max(lifetime, 1.0)
+        life = lifetime(entry)
+        expire = None if life is None else max(life, 1.0)
         # JSON is kept as text: diskcache stores and returns str as is, no bytes round trip.
         record: bytes | str = data.decode() if self.codec.text else data
         self._cache.set(self._key(key), record, expire=expire)

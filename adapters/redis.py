@@ -72,7 +72,7 @@ from isr._codec import Codec, CodecError, JsonCodec
 from isr._entry import Entry, Generation, Mode
 from isr._errors import ConfigError
 
-from .base import Adapter, GenerationCache
+from .base import Adapter, GenerationCache, lifetime
 from .breaker import Breaker
 
 __all__ = ["RedisAdapter"]
@@ -179,15 +179,9 @@ def _strongest(records: list[Any], since: float) -> Mode | None:
 
 
 def _expiry_ms(entry: Entry) -> int | None:
-    """Milliseconds until the entry's last window ends, counted from now (the write), or
-    None when a window is unbounded. Counted from the write, not from ``created``: the
-    runtime's clock (which ``created`` comes from) may be an injected one, and a write
-    happens right after the fetch; an invalidation's rewrite only keeps it longer."""
-    p = entry.policy
-    life = p.ttl + p.swr + p.sie
-    if not math.isfinite(life):
-        return None
-    return max(1000, math.ceil(life * 1000))
+    """`lifetime` in milliseconds (at least a second), for ``PX``."""
+    life = lifetime(entry)
+    return None if life is None else max(1000, math.ceil(life * 1000))
 
 
 class _Gate:

@@ -14,6 +14,8 @@ from isr import Status
 from isr._codec import PickleCodec
 from isr._entry import Mode
 
+from .conftest import FakeClock
+
 
 def test_entries_survive_a_restart(tmp_path: Path) -> None:
     url = f"disk://{tmp_path}"
@@ -163,4 +165,25 @@ def test_invalidating_a_tag_forgets_the_index_rows_of_entries_gone(
         affected = anyio.run(rt.invalidate_tag, "t")
     assert affected == 1
     assert rt.adapter.tagged("t") == ["k:2"]
+    rt.close()
+
+
+def test_an_injected_clock_does_not_cut_short_how_long_diskcache_keeps_an_entry(
+    tmp_path: Path,
+) -> None:
+    """Windows are on the runtime's clock (a test's may start at 1000 s); diskcache's expiry
+    is on the wall clock: an entry is kept for its windows from the write, whatever the
+    runtime's clock says."""
+    clock = FakeClock()
+    rt = isr.ISR(f"disk://{tmp_path}", clock=clock)
+
+    @rt.with_revalidate("k:{x}", ttl=60, swr=60, stale_if_error=60)
+    def load(x: int) -> int:
+        return x
+
+    load(1)
+    adapter = rt.adapter
+    assert isinstance(adapter, DiskAdapter)
+    _, expires = adapter._cache.get(adapter._key("k:1"), expire_time=True)
+    assert 179 < expires - time.time() <= 180
     rt.close()
