@@ -182,17 +182,17 @@ class L1Adapter(Adapter):
     async def aannounce(self, kind: str, name: str, mode: Mode) -> None:
         await self._apublish(kind, mode.name.lower(), name)
 
+    # The announcement goes through the store's own clients, breaker and timeouts: a Redis
+    # that hangs costs it a command's timeout, one that is out of use nothing.
     def _publish(self, kind: str, mode: str, name: str) -> None:
-        if self.l2.breaker.is_open:
+        _, ok = self.l2._run(self.bus.publishing(kind, mode, name), None)
+        if not ok:
             self.bus.unpublished(kind, name)
-        else:
-            self.bus.publish(kind, mode, name)
 
     async def _apublish(self, kind: str, mode: str, name: str) -> None:
-        if self.l2.breaker.is_open:
+        _, ok = await self.l2._arun(self.bus.publishing(kind, mode, name), None)
+        if not ok:
             self.bus.unpublished(kind, name)
-        else:
-            await self.bus.apublish(self.l2.async_client(), kind, mode, name)
 
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         return self.l2.acquire(key, token, ttl)

@@ -436,10 +436,6 @@ class RedisAdapter(Adapter):
             self._agate = _Gate(self.max_connections)
         return client
 
-    def async_client(self) -> aredis.Redis:
-        """The asyncio client of the running loop (for an L1's bus to publish on)."""
-        return self._aclient_here()
-
     def subscriber_client(self) -> redis.Redis:
         """A new sync client of its own, for an L1's pub/sub bus: a subscription holds its
         connection, and waits on it longer than a command's timeout."""

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 __all__ = ["Message", "RedisBus"]
@@ -75,42 +74,25 @@ class RedisBus:
         self.resyncs = 0
         self.connected = threading.Event()
         self._stop = threading.Event()
-        self._client: redis.Redis | None = None
         self._thread = threading.Thread(target=self._run, name="isr-bus", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ publishing
 
-    def publish(self, kind: str, mode: str, name: str = "") -> None:
-        """Tell the other instances; a failure is logged (their epoch check will notice)."""
+    def publishing(self, kind: str, mode: str, name: str = "") -> Callable[[Any], Any]:
+        """The command telling the other instances, for a sync or an asyncio client: the
+        store runs it (through its breaker and timeouts); on failure, `unpublished`."""
         payload = f"{self.sender} {kind} {mode} {name}"
-        try:
-            self._publisher().eval(_PUBLISH, 1, self._epoch_key, self.channel, payload)
-        except _FAILURES as exc:
-            self.unpublished(kind, name, exc)
+        return lambda client: client.eval(_PUBLISH, 1, self._epoch_key, self.channel, payload)
 
-    async def apublish(self, client: aredis.Redis, kind: str, mode: str, name: str = "") -> None:
-        """`publish` from async code, on the caller's asyncio client (no blocking call)."""
-        payload = f"{self.sender} {kind} {mode} {name}"
-        try:
-            await client.eval(_PUBLISH, 1, self._epoch_key, self.channel, payload)
-        except _FAILURES as exc:
-            self.unpublished(kind, name, exc)
-
-    def unpublished(self, kind: str, name: str, exc: BaseException | None = None) -> None:
-        why = "Redis is out of use" if exc is None else f"{type(exc).__name__}: {exc}"
+    def unpublished(self, kind: str, name: str) -> None:
+        """Log that the store could not run `publishing`'s command (it logged why)."""
         logger.error(
-            "could not publish the invalidation of %s %r (%s); the other instances will "
-            "notice within their epoch poll once Redis is back",
+            "could not publish the invalidation of %s %r (Redis failed or is out of use); "
+            "the other instances will notice within their epoch poll once Redis is back",
             kind,
             name,
-            why,
         )
-
-    def _publisher(self) -> redis.Redis:
-        if self._client is None:
-            self._client = self._factory()
-        return self._client
 
     # ------------------------------------------------------------------ subscribing
 
@@ -213,6 +195,3 @@ class RedisBus:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        if self._client is not None:
-            self._client.close()
-            self._client = None

@@ -250,6 +250,26 @@ def test_sync_code_shares_the_l1_and_the_bus(server: RedisServer, namespace: str
     b.close()
 
 
+def test_an_invalidation_while_redis_hangs_costs_the_stores_timeout_not_more(
+    server: RedisServer, namespace: str
+) -> None:
+    """A Redis that accepts but does not answer (paused, overloaded) holds a sync
+    invalidation for the store's command timeout (0.25 s), announcement included, never
+    for the bus's long subscription timeout; it is logged, not raised."""
+    rt = instance(server.url, namespace)
+    admin = redis.Redis.from_url(server.url)
+    admin.client_pause(2000, all=True)
+    try:
+        started = time.monotonic()
+        rt.invalidate_sync("s:x")
+        took = time.monotonic() - started
+    finally:
+        admin.client_unpause()
+        admin.close()
+        rt.close()
+    assert took < 1.5
+
+
 async def test_an_instance_that_started_while_redis_was_down_misses_nothing(
     namespace: str,
     flavour: Flavour,
