@@ -34,7 +34,6 @@ class Breaker:
         self.cooldown = cooldown
         self.clock = clock
         self.failures = 0
-        self.opened = 0  # how many times it opened
         self._open_until = 0.0
         self._probing = False
         self._lock = threading.Lock()
@@ -75,7 +74,6 @@ class Breaker:
             self._probing = False
             if self.failures >= self.threshold:
                 if self.failures == self.threshold:
-                    self.opened += 1
                     logger.error(
                         "%s failed %d times in a row (%s: %s); not using it for %.3g s",
                         self.name,

@@ -336,7 +336,7 @@ class RedisAdapter(Adapter):
         self.errors += 1
         self.breaker.failure(exc)
 
-    def _abandoned(self, probe: bool, exc: BaseException) -> None:
+    def _abandoned(self, probe: bool) -> None:
         """A call ended without an outcome (cancelled). If it was the breaker's half-open
         probe, the breaker must not wait for it forever: another call probes after the
         cooldown."""
@@ -360,8 +360,8 @@ class RedisAdapter(Adapter):
         except _FAILURES as exc:
             self._failed(exc)
             return default, False
-        except BaseException as exc:
-            self._abandoned(probe, exc)
+        except BaseException:
+            self._abandoned(probe)
             raise
         breaker.success()
         return result, True
@@ -388,8 +388,8 @@ class RedisAdapter(Adapter):
         except _FAILURES as exc:
             self._failed(exc)
             return default, False
-        except BaseException as exc:
-            self._abandoned(probe, exc)
+        except BaseException:
+            self._abandoned(probe)
             raise
         breaker.success()
         return result, True

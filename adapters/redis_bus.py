@@ -132,7 +132,6 @@ class RedisBus:
             else:
                 # First subscription: anything cached before it (say, while Redis was
                 # unreachable at start-up) may have missed invalidations too.
-                self.last_epoch = epoch
                 self._on_resync("first subscription")
             self.last_epoch = epoch
             self.connected.set()

@@ -263,7 +263,6 @@ class _Route:
         "cache_control",
         "counter",
         "hit",
-        "loader",
         "lookup",
         "pattern",
         "plain",
@@ -301,7 +300,6 @@ class _Route:
         self.reads_query = self.query is not None or self.bypass is not None
         self.plain = self.query is None and not self.vary
         self.private_ok = rule.private_ok
-        self.loader = loader
         self.lookup = loader.lookup
         # Where the quick path counts its hits, so that stats() sees them.
         self.counter: Loader[Any] = loader.__isr_loader__  # type: ignore[attr-defined]
@@ -657,7 +655,7 @@ class ISRMiddleware:
     async def _render(self, route: _Route, request: _Request) -> _Page:
         """Run the app for a copy of the request; the page to keep, or what to serve once."""
         request.rendered = True
-        scope = _render_scope(request.scope, drop_cookie=route.rule.private_ok)
+        scope = _render_scope(request.scope, drop_cookie=route.private_ok)
         status, headers, body = await _buffered(self.app, scope)
         private = _private(headers, route.rule.vary)
         if status in ERROR_STATUSES:

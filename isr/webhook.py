@@ -51,8 +51,7 @@ import json
 import logging
 import string
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -60,6 +59,7 @@ import anyio
 
 from isr import ISR, ConfigError, get_runtime
 
+from .asgi import Receive, Send
 from .cdn import Purger, PurgeResult
 
 __all__ = [
@@ -77,11 +77,6 @@ logger = logging.getLogger("isr")
 
 ModeName = Literal["revalidate", "expire", "purge"]
 _MODE_NAMES: tuple[ModeName, ...] = ("revalidate", "expire", "purge")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -335,7 +330,7 @@ class Webhook:
         self.clock = clock
         self._secret = hashlib.sha256(secret.encode()).digest() if secret else None
         self._hmac_key = _key(hmac_secret) if hmac_secret is not None else None
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: dict[str, float] = {}  # in the order seen
 
     async def aclose(self) -> None:
         """Close the purgers that can be closed."""
@@ -550,7 +545,7 @@ class Webhook:
         results: list[PurgeResult | None] = [None] * len(self.purgers)
 
         async def one(i: int, purger: Purger) -> None:
-            name = str(getattr(purger, "name", type(purger).__name__))
+            name = purger.name  # a Purger has one (checked when the app is made)
             error = f"no answer within purge_timeout={self.purge_timeout:g} s"
             with anyio.move_on_after(self.purge_timeout):
                 try:
