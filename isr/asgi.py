@@ -259,6 +259,7 @@ class _Route:
     """A rule made ready: its pattern, matchers, header values and loader."""
 
     __slots__ = (
+        "answers",
         "bypass",
         "cache_control",
         "counter",
@@ -294,7 +295,9 @@ class _Route:
         # A stale answer must not become fresh downstream: after a revalidate mark its Age
         # can be under the ttl, and a CDN refetching on a soft purge would keep the old page.
         self.stale_cache_control = f"public, s-maxage=0, {windows}".encode("latin-1")
-        self.hit = self.answer(_HIT)
+        # Every status's headers, built once; a HIT's also by name, for the wires.
+        self.answers = {status: self.answer(status) for status in isr.Status}
+        self.hit = self.answers[_HIT]
         # The query string is read only for a rule that lists or bypasses parameters, and
         # the key is the path's alone without listed parameters or varied headers.
         self.reads_query = self.query is not None or self.bypass is not None
@@ -562,7 +565,7 @@ class ISRMiddleware:
             return
         page: dict[str, Any] = result.value
         status = result.status
-        cache_control, x_cache = route.hit if status is _HIT else route.answer(status)
+        cache_control, x_cache = route.answers[status]
         age = int(result.age)
         # A kept page: sent from its `_Wire`, prepared on its first answer in this process
         # (the same page object on a memory store; an equal one decoded from a shared one,

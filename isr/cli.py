@@ -24,7 +24,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,7 +31,7 @@ import anyio
 import httpx
 
 from ._errors import ConfigError
-from ._runtime import ISR, url_from_env
+from ._runtime import ISR
 
 __all__ = ["main"]
 
@@ -107,9 +106,9 @@ async def _warm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _store(args: argparse.Namespace) -> ISR:
-    url = args.store or url_from_env(os.environ)
-    namespace = args.namespace or os.environ.get("ISR_NAMESPACE") or None
-    return ISR(url, namespace=namespace)
+    """``--store`` and ``--namespace``, else the environment, as `ISR.from_env` reads it."""
+    env = {**os.environ, "ISR_CACHE_URL": args.store} if args.store else os.environ
+    return ISR.from_env(env, **({"namespace": args.namespace} if args.namespace else {}))
 
 
 def _invalidate_webhook(args: argparse.Namespace, out: TextIO) -> int:
@@ -154,10 +153,12 @@ def _invalidate(args: argparse.Namespace, out: TextIO) -> int:
 def _stats(args: argparse.Namespace, out: TextIO) -> int:
     runtime = _store(args)
     try:
+        stats = runtime.stats()
         report: dict[str, Any] = {
             "adapter": type(runtime.adapter).__name__,
             "generation": runtime.adapter.generation()._asdict(),
-            **{k: v for k, v in asdict(runtime.stats()).items() if k in ("entries", "store")},
+            "entries": stats.entries,
+            "store": stats.store,
         }
     finally:
         runtime.close()
