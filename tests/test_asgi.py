@@ -143,6 +143,29 @@ async def test_age_is_seconds_since_the_render_never_the_ttl_left(
     ]
 
 
+async def test_a_quick_hit_says_the_age_of_its_own_moment(
+    runtime: isr.ISR, clock: FakeClock
+) -> None:
+    """The quick path keeps the Age header it last wrote for the second it holds: hits in
+    the same second agree, the next second says one more, a wall clock stepped back says
+    less again, and a new render starts again at 0 even within the kept second."""
+    origin = Origin()
+    ages = []
+    async with client(ISRMiddleware(origin, runtime, [POSTS])) as c:
+        await c.get("/posts/hello")
+        for step in (2.0, 0.99, 0.01, -1.5):
+            clock.advance(step)
+            ages.append((await c.get("/posts/hello")).headers["age"])
+        clock.advance(0.2)
+        assert await runtime.invalidate("page:/posts/hello", mode="purge")
+        await c.get("/posts/hello")  # rendered again at 1.7 s
+        clock.advance(0.1)
+        again = await c.get("/posts/hello")
+    assert ages == ["2", "2", "3", "1"]
+    assert (cached(again), again.headers["age"]) == ("HIT", "0")
+    assert runtime.stats().hits == 5
+
+
 async def test_an_age_of_hours_is_sent_in_full_on_every_path(
     runtime: isr.ISR, clock: FakeClock
 ) -> None:
