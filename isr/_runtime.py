@@ -201,6 +201,14 @@ class _Backoff:
         self.error = error
 
 
+def _may_hide(error: BaseException) -> bool:
+    """May a failed fetch be answered with the old value (STALE-IF-ERROR)? Not when the
+    store's codec refused the new one (`CodecError`): that is a bug to fix, not an origin
+    blip, so every caller gets the error, also while the key backs off; the old value still
+    serves as STALE within ``swr``, with a warning per failed refresh."""
+    return not isinstance(error, CodecError)
+
+
 def adapter_from_url(
     url: str, *, namespace: str | None = None, codec: Codec | None = None, l1: bool | int = False
 ) -> Adapter:
@@ -675,7 +683,7 @@ class ISR:
             return (entry.value, _STALE, now - entry.created, None)
         if verdict is EXPIRED:
             backoff = self._backoff_for(key, now)
-            if backoff is not None:
+            if backoff is not None and _may_hide(backoff.error):
                 self._n["stale_if_error"] += 1
                 return (entry.value, _STALE_IF_ERROR, now - entry.created, backoff.error)
         return None
@@ -686,7 +694,7 @@ class ISR:
             self._count("misses")
             age = 0.0 if flight.age_base is None else max(0.0, self.clock() - flight.age_base)
             return (flight.value, _MISS, age, None)
-        if fallback is not None and not isinstance(flight.error, CodecError):
+        if fallback is not None and _may_hide(flight.error):
             self._count("stale_if_error")
             if not flight.reported:
                 flight.reported = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -186,4 +187,42 @@ def test_an_injected_clock_does_not_cut_short_how_long_diskcache_keeps_an_entry(
     assert isinstance(adapter, DiskAdapter)
     _, expires = adapter._cache.get(adapter._key("k:1"), expire_time=True)
     assert 179 < expires - time.time() <= 180
+    rt.close()
+
+
+@pytest.mark.parametrize("call", ["sync", "async"])
+def test_a_value_the_codec_refuses_is_never_answered_with_the_old_one(
+    tmp_path: Path, call: str
+) -> None:
+    """The origin starts returning what JSON cannot hold after the page expired: each read
+    raises the CodecError and asks the origin again, the first and the ones in the failure's
+    backoff alike; none gets the old value as STALE-IF-ERROR."""
+    clock = FakeClock()
+    rt = isr.ISR(f"disk://{tmp_path}", clock=clock)
+    calls: list[int] = []
+
+    def value(x: int) -> object:
+        calls.append(x)
+        return {"at": 1} if len(calls) == 1 else {"at": time}  # a module: not JSON
+
+    windows = rt.with_revalidate("when:{x}", ttl=10, swr=10, stale_if_error=600)
+    if call == "sync":
+        load: Callable[[int], object] = windows(value)
+    else:
+
+        async def avalue(x: int) -> object:
+            return value(x)
+
+        aload = windows(avalue)
+
+        def load(x: int) -> object:
+            return anyio.run(aload, x)
+
+    assert load(1) == {"at": 1}
+    clock.advance(30)  # past ttl and swr, well within stale_if_error
+    for _ in range(3):
+        with pytest.raises(isr.CodecError, match="'when:1'"):
+            load(1)
+    assert len(calls) == 4
+    assert rt.stats().stale_if_error == 0
     rt.close()
