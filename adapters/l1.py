@@ -92,27 +92,25 @@ class L1Adapter(Adapter):
 
     # ------------------------------------------------------------------ reads
 
-    def _l2_failed(self, errors_before: int) -> bool:
-        return self.l2.errors != errors_before or self.l2.breaker.is_open
-
-    def _landed(self, key: str, entry: Entry | None, errors_before: int) -> Entry | None:
+    def _landed(self, key: str, entry: Entry | None, reached: bool) -> Entry | None:
+        """What a read of ``key`` from Redis (``entry``; ``reached``: Redis's word on it,
+        see `RedisAdapter.read`) leaves in the L1 and returns. ``reached`` is this read's
+        own, not guessed from the store's error count, which other reads move too."""
         if entry is not None:
             if entry.gen == self.gen:
                 entry.gen = self.gen  # the very object the hot path compares with ``is``
             self.l1.set(key, entry)
             return entry
-        if self._l2_failed(errors_before):
+        if not reached:
             return self.l1.get(key)  # Redis out of reach: what this instance holds
         self.l1.delete(key)  # gone from Redis (expired, evicted, purged): gone here too
         return None
 
     def get(self, key: str) -> Entry | None:
-        before = self.l2.errors
-        return self._landed(key, self.l2.get(key), before)
+        return self._landed(key, *self.l2.read(key))
 
     async def aget(self, key: str) -> Entry | None:
-        before = self.l2.errors
-        return self._landed(key, await self.l2.aget(key), before)
+        return self._landed(key, *await self.l2.aread(key))
 
     def generation(self) -> Generation:
         return self._generation  # kept current by the bus; never waits on the network

@@ -510,6 +510,14 @@ class RedisAdapter(Adapter):
         data, _ = self._run(lambda c: cast("bytes | None", c.get(self._e + key)), None)
         return self._decode(key, data)
 
+    def read(self, key: str) -> tuple[Entry | None, bool]:
+        """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key
+        Redis does not hold; (None, False) one it could not be asked about, or whose record
+        the codec refused."""
+        data, reached = self._run(lambda c: cast("bytes | None", c.get(self._e + key)), None)
+        entry = self._decode(key, data)
+        return entry, reached and (entry is not None or data is None)
+
     def set(self, key: str, entry: Entry) -> None:
         data = self.codec.dumps(key, entry)  # a CodecError propagates: nothing is written
         px = _expiry_ms(entry)
@@ -611,9 +619,15 @@ class RedisAdapter(Adapter):
 
     # ------------------------------------------------------------------ async
 
-    async def aget(self, key: str) -> Entry | None:
+    async def aget(self, key: str) -> Entry | None:  # the hot path's read: no extra await
         data, _ = await self._arun(lambda c: c.get(self._e + key), None)
         return self._decode(key, cast("bytes | None", data))
+
+    async def aread(self, key: str) -> tuple[Entry | None, bool]:
+        """`read` on the asyncio client."""
+        data, reached = await self._arun(lambda c: c.get(self._e + key), None)
+        entry = self._decode(key, cast("bytes | None", data))
+        return entry, reached and (entry is not None or data is None)
 
     async def aset(self, key: str, entry: Entry) -> None:
         data = self.codec.dumps(key, entry)

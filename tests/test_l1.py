@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -308,3 +309,45 @@ async def test_hits_stay_on_the_fast_path_past_generation_256(
         await get("home")
     assert loader.fast_hits() - before == 10  # served by the generated wrapper itself
     await rt.aclose()
+
+
+def test_a_key_redis_no_longer_holds_leaves_the_l1_while_other_reads_fail(
+    server: RedisServer, namespace: str
+) -> None:
+    """Redis evicted a record this instance still holds: the instance's next read of it
+    from Redis drops its copy, even while other threads' reads fail at that moment (here on
+    a record the codec refuses). Whether Redis answered is each read's own."""
+    store = L1Adapter(RedisAdapter(server.url, namespace=namespace), epoch_poll=POLL)
+    assert store.bus.connected.wait(5)
+    rt = isr.ISR(store)
+
+    @rt.with_revalidate("p:{slug}", ttl=60)
+    def get(slug: str) -> str:
+        return f"{slug} v1"
+
+    assert get("home") == "home v1"
+    held = store.l1.get("p:home")
+    assert held is not None
+    raw = redis.Redis.from_url(server.url)
+    raw.delete(f"{namespace}:e:p:home")  # evicted, say: no message tells the instances
+    raw.set(f"{namespace}:e:bad", b"not a record")
+    stop = threading.Event()
+
+    def failing_reads() -> None:
+        while not stop.is_set():
+            assert store.l2.get("bad") is None
+
+    other = threading.Thread(target=failing_reads)
+    other.start()
+    try:
+        kept = 0
+        for _ in range(200):
+            store.l1.set("p:home", held)
+            kept += store.get("p:home") is not None or store.l1.get("p:home") is not None
+    finally:
+        stop.set()
+        other.join()
+    assert kept == 0
+    assert store.errors > 0  # the other thread's reads did fail meanwhile
+    raw.close()
+    rt.close()
