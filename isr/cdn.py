@@ -154,7 +154,9 @@ def _unsendable(tag: object) -> str | None:
 class _HTTPPurger:
     """The common part of the HTTP purgers: batching, retries with exponential backoff,
     ``Retry-After``, a per-request timeout, an optional token-bucket rate limit, counters
-    and logging. Subclasses say how a batch of tags becomes a request."""
+    and logging, and ``headers`` sent with every purge request (a proxy's token, say; the
+    purge's own tag and credential headers win over one of the same name). Subclasses say
+    how a batch of tags becomes a request."""
 
     name: str
     max_batch: int = 256
@@ -228,6 +230,14 @@ class _HTTPPurger:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+    def _headers(self, own: Mapping[str, str | bytes]) -> list[tuple[bytes, bytes]]:
+        """A request's headers: the ``headers`` the purger was given, then ``own`` (the
+        purge's: its tags, its credentials), which win over a given header of the same name
+        in any case."""
+        names = {name.lower() for name in own}
+        given = {k: v for k, v in self.headers.items() if k.lower() not in names}
+        return _headers({**given, **own})
 
     # -------------------------------------------------------------- subclass hooks
 
@@ -420,8 +430,8 @@ class VarnishPurger(_HTTPPurger):
 
     def _request(self, tags: Sequence[str], soft: bool) -> httpx.Request:
         header = "xkey-softpurge" if soft else "xkey"
-        headers: dict[str, str | bytes] = {**self.headers, header: _header_value(tags)}
-        return self._http().build_request(self.method, self.url, headers=_headers(headers))
+        headers = self._headers({header: _header_value(tags)})
+        return self._http().build_request(self.method, self.url, headers=headers)
 
 
 class FastlyPurger(_HTTPPurger):
@@ -445,6 +455,7 @@ class FastlyPurger(_HTTPPurger):
         max_backoff: float = 10.0,
         rate: float | None = None,
         burst: int = 1,
+        headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         if not service_id or not api_token:
@@ -457,6 +468,7 @@ class FastlyPurger(_HTTPPurger):
             max_backoff=max_backoff,
             rate=rate,
             burst=burst,
+            headers=headers,
             client=client,
         )
         self.url = f"{base_url.rstrip('/')}/service/{service_id}/purge"
@@ -470,7 +482,7 @@ class FastlyPurger(_HTTPPurger):
         }
         if soft:
             headers["Fastly-Soft-Purge"] = "1"
-        return self._http().build_request("POST", self.url, headers=_headers(headers))
+        return self._http().build_request("POST", self.url, headers=self._headers(headers))
 
 
 class CloudflarePurger(_HTTPPurger):
@@ -500,6 +512,7 @@ class CloudflarePurger(_HTTPPurger):
         retries: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 10.0,
+        headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         if not zone_id or not api_token:
@@ -514,6 +527,7 @@ class CloudflarePurger(_HTTPPurger):
             max_backoff=max_backoff,
             rate=rate,
             burst=burst,
+            headers=headers,
             client=client,
         )
         self.max_batch = batch
@@ -533,7 +547,7 @@ class CloudflarePurger(_HTTPPurger):
         return self._http().build_request(
             "POST",
             self.url,
-            headers={"Authorization": f"Bearer {self._token}"},
+            headers=self._headers({"Authorization": f"Bearer {self._token}"}),
             json={"tags": list(tags)},
         )
 

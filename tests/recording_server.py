@@ -32,9 +32,15 @@ class Recorded:
     body: bytes
     at: float
     """``time.monotonic()`` when the request arrived."""
+    raw: tuple[tuple[str, str], ...] = ()
+    """Every header line as sent, repeated names included (names lower-cased)."""
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def values(self, name: str) -> list[str]:
+        """Every value sent under ``name`` (lower-case), in order."""
+        return [value for key, value in self.raw if key == name]
 
 
 @dataclass(frozen=True)
@@ -120,13 +126,8 @@ class RecordingServer(LoopbackServer):
     def respond(
         self, handler: BaseHTTPRequestHandler, body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        recorded = Recorded(
-            handler.command,
-            handler.path,
-            {k.lower(): v for k, v in _raw_headers(handler)},
-            body,
-            time.monotonic(),
-        )
+        raw = tuple((k.lower(), v) for k, v in _raw_headers(handler))
+        recorded = Recorded(handler.command, handler.path, dict(raw), body, time.monotonic(), raw)
         with self._lock:
             self.requests.append(recorded)
             reply = self._script.popleft() if self._script else self.default

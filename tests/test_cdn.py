@@ -54,6 +54,30 @@ async def test_fastly_purges_by_surrogate_key(server: RecordingServer) -> None:
     assert purger.stats() == {"purged": 2, "failed": 0, "retries": 0}
 
 
+async def test_every_purger_sends_the_headers_it_was_given_and_its_own_win(
+    server: RecordingServer,
+) -> None:
+    """Extra headers (a gateway's token in front of the CDN's API, say) go with every purge
+    request of each purger; one named like a purge's own header (its credentials, its
+    tags), in any case, is left out rather than sent twice or in their place."""
+    given = {"X-Gateway-Token": "g", "fastly-key": "not-mine", "AUTHORIZATION": "no", "XKEY": "x"}
+    purgers = [
+        FastlyPurger("svc", "tok", base_url=server.url, headers=given),
+        CloudflarePurger("zone", "cf-token", base_url=server.url, rate=None, headers=given),
+        VarnishPurger(server.url + "/", headers=given),
+    ]
+    for purger in purgers:
+        async with purger:
+            assert (await purger.purge(["posts"])).ok
+    fastly, cloudflare, varnish = server.requests
+    for request in (fastly, cloudflare, varnish):
+        assert request.headers["x-gateway-token"] == "g"
+    assert fastly.values("fastly-key") == ["tok"]
+    assert cloudflare.values("authorization") == ["Bearer cf-token"]
+    assert varnish.values("xkey") == ["posts"]
+    assert fastly.values("authorization") == ["no"]  # not one of Fastly's own
+
+
 async def test_fastly_sends_at_most_256_keys_a_request(server: RecordingServer) -> None:
     async with FastlyPurger("svc", "tok", base_url=server.url) as purger:
         result = await purger.purge(tags(300))
