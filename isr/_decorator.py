@@ -105,14 +105,25 @@ class Revalidate:
         return self._apply(fn)
 
 
-#: A fresh hit's `Result`, built field by field: no ``__init__`` frame on the hot path.
-_HIT_RESULT = """_isr_r = _isr_new(_isr_Result)
+#: ``lookup``'s fresh hit, the wrappers' rule with the `Result` built field by field (no
+#: ``__init__`` frame on the hot path); the same in async and sync ``lookup``.
+_LOOKUP_HIT = """    global _isr_hits
+    _isr_k = {key}
+    _isr_e = _isr_peek(_isr_k)
+    if _isr_e is not None and _isr_e.gen is _isr_ad.gen:
+        _isr_now = _isr_clock()
+        if _isr_now < _isr_e.fresh_until:
+            _isr_e.used = True
+            _isr_hits += 1{early}
+            _isr_r = _isr_new(_isr_Result)
             _isr_r.value = _isr_e.value
             _isr_r.status = _isr_HIT
             _isr_r.age = _isr_now - _isr_e.created
             _isr_r.error = None
             return _isr_r"""
 
+#: Past the fresh hit, `ISR._aquick_answer` serves a stale (or backing-off) local entry
+#: without awaiting; None: await the slow path.
 _FAST_ASYNC = """
 async def {name}({params}):
     global _isr_hits
@@ -122,24 +133,16 @@ async def {name}({params}):
         _isr_e.used = True
         _isr_hits += 1{early}
         return _isr_e.value
-    _isr_v = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
-    if _isr_v is not _isr_fetch:
-        return _isr_v
+    _isr_a = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
+    if _isr_a is not None:
+        return _isr_a[0]
     return await _isr_miss(_isr_ld, _isr_k, {args}, {kwargs})
 
 async def lookup({params}):
-    global _isr_hits
-    _isr_k = {key}
-    _isr_e = _isr_peek(_isr_k)
-    if _isr_e is not None and _isr_e.gen is _isr_ad.gen:
-        _isr_now = _isr_clock()
-        if _isr_now < _isr_e.fresh_until:
-            _isr_e.used = True
-            _isr_hits += 1{early_in_lookup}
-            {hit_result}
-    _isr_r = _isr_quick_result(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
-    if _isr_r is not None:
-        return _isr_r
+{lookup_hit}
+    _isr_a = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
+    if _isr_a is not None:
+        return _isr_Result(*_isr_a)
     return await _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
 """
 
@@ -155,15 +158,7 @@ def {name}({params}):
     return _isr_miss(_isr_ld, _isr_k, {args}, {kwargs})
 
 def lookup({params}):
-    global _isr_hits
-    _isr_k = {key}
-    _isr_e = _isr_peek(_isr_k)
-    if _isr_e is not None and _isr_e.gen is _isr_ad.gen:
-        _isr_now = _isr_clock()
-        if _isr_now < _isr_e.fresh_until:
-            _isr_e.used = True
-            _isr_hits += 1{early_in_lookup}
-            {hit_result}
+{lookup_hit}
     return _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
 """
 
@@ -362,8 +357,7 @@ def make_decorator(
             args=args_src,
             kwargs=kwargs_src,
             early=early,
-            early_in_lookup=_in_lookup(early),
-            hit_result=_HIT_RESULT,
+            lookup_hit=_LOOKUP_HIT.format(key=key_src, early=_in_lookup(early)),
         ) + _HELPERS.format(
             params=params_src, key=key_src, tags="".join(t + ", " for t in tag_srcs)
         )

@@ -66,8 +66,6 @@ ErrorHook = Callable[[str, BaseException], None]
 # Enum member access costs about 100 ns on Python 3.11: the slow path uses these.
 _HIT, _STALE, _MISS = Status.HIT, Status.STALE, Status.MISS
 _STALE_IF_ERROR = Status.STALE_IF_ERROR
-#: What `ISR._aquick` returns when the caller has to fetch.
-FETCH: Any = object()
 #: An answer before it becomes a `Result`: (value, status, age, error).
 _Answer = tuple[Any, Status, float, "BaseException | None"]
 
@@ -532,9 +530,7 @@ class ISR:
         ns["_isr_ad"] = self.adapter
         ns["_isr_clock"] = self.clock
         ns["_isr_miss"] = self._amiss if loader.is_async else self._smiss
-        ns["_isr_quick"] = self._aquick
-        ns["_isr_quick_result"] = self._aquick_result
-        ns["_isr_fetch"] = FETCH
+        ns["_isr_quick"] = self._aquick_answer
         ns["_isr_lookup"] = self._alookup if loader.is_async else self._slookup
         ns["_isr_spawn"] = self._aspawn if loader.is_async else self._sspawn
         if loader.runtime is not self:
@@ -795,32 +791,6 @@ class ISR:
 
     # ------------------------------------------------------------------ async driver
 
-    def _aquick(
-        self,
-        loader: Loader[Any],
-        key: str,
-        entry: Entry | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        """The generated async wrapper's second chance, before it awaits anything: serve a
-        stale (or backing-off) local entry it already holds. `FETCH`: go to `_amiss`."""
-        answer = self._aquick_answer(loader, key, entry, args, kwargs)
-        return FETCH if answer is None else answer[0]
-
-    def _aquick_result(
-        self,
-        loader: Loader[Any],
-        key: str,
-        entry: Entry | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Result[Any] | None:
-        """`_aquick` for the generated async ``lookup``: the answer as a `Result`, or None
-        to go to `_alookup`."""
-        answer = self._aquick_answer(loader, key, entry, args, kwargs)
-        return None if answer is None else Result(*answer)
-
     def _aquick_answer(
         self,
         loader: Loader[Any],
@@ -829,8 +799,9 @@ class ISR:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> _Answer | None:
-        """Answer from the entry the generated code peeked, if the store answers without
-        waiting (HIT, STALE, STALE-IF-ERROR in backoff); None: await the slow path."""
+        """The generated async wrapper's (and ``lookup``'s) second chance, before it awaits
+        anything: answer from the entry it peeked, if the store answers without waiting
+        (HIT, STALE, STALE-IF-ERROR in backoff); None: await the slow path."""
         if entry is None or not self._quick:
             return None
         now = self.clock()
