@@ -206,13 +206,6 @@ class _Request:
         self.rendered = False  # set once a render ran for this very request
 
 
-def _tag_fn(template: str) -> Callable[[_Request], str]:
-    def tag(request: _Request) -> str:
-        return template.format_map(request.params)
-
-    return tag
-
-
 def _name_matcher(names: Sequence[str]) -> Callable[[str], bool] | None:
     """A predicate on query parameter names: exact, or prefix for names ending ``*``/``[``."""
     if not names:
@@ -498,8 +491,7 @@ class ISRMiddleware:
             ttl=rule.ttl,
             swr=rule.swr,
             stale_if_error=rule.stale_if_error,
-            tags=[_tag_fn(template) for template in rule.tags],
-        )
+        )  # tags: `_render` gives them, the rule's and the app's, once it has both
         async def render(request: _Request) -> _Page:
             return await self._render(route, request)
 
@@ -621,7 +613,7 @@ class ISRMiddleware:
                 "headers": [*wire.head, cache_control, x_cache, *wire.tail, age_header],
             }
         )
-        await send({"type": "http.response.body", "body": b"" if head else wire.body})
+        await send((_END_EMPTY if head else wire.end).copy())
 
     def _match(self, path: str) -> tuple[_Route, dict[str, str], str] | None:
         """The first rule matching ``path``, remembered: its route, the path's parameters
@@ -698,8 +690,9 @@ class ISRMiddleware:
             if tag.strip()
         ]
         if declared:
-            isr.cache_tag(*declared)
             tags = list(dict.fromkeys(tags + declared))
+        if tags:
+            isr.cache_tag(*tags)
         return {
             "headers": [
                 [k.decode("latin-1"), v.decode("latin-1")]
