@@ -81,13 +81,12 @@ logger = logging.getLogger("isr")
 
 T = TypeVar("T")
 
-#: What a store failure looks like: Redis's own errors (connection refused or lost, timed
-#: out, an error reply, a cluster without a usable node), the socket's, and the builtin and
-#: asyncio timeouts (one class from Python 3.11 on).
-#: What a Redis call may fail with and the cache absorbs (logged, counted, breaker). The
-#: AttributeError and TypeError are redis-py's own on a connection the server reset, on
-#: Python 3.12 to 3.14.0 (redis-py#4287); only client calls run inside these handlers, so a
-#: bug of ours would still show, as a counted and logged store error.
+#: What a Redis call may fail with and the cache absorbs (logged, counted, breaker): Redis's
+#: own errors (connection refused or lost, timed out, an error reply, a cluster without a
+#: usable node), the socket's, the builtin and asyncio timeouts (one class from Python 3.11
+#: on), and the AttributeError and TypeError redis-py raises on a connection the server
+#: reset, on Python 3.12 to 3.14.0 (redis-py#4287); only client calls run inside these
+#: handlers, so a bug of ours would still show, as a counted and logged store error.
 _FAILURES = (
     RedisError,
     RedisClusterException,
@@ -487,6 +486,11 @@ class RedisAdapter(Adapter):
             logger.warning("%s (treated as missing)", exc)
             return None
 
+    def _read(self, key: str, data: bytes | None, reached: bool) -> tuple[Entry | None, bool]:
+        """`read`'s answer from what the GET brought (``reached``: Redis answered it)."""
+        entry = self._decode(key, data)
+        return entry, reached and (entry is not None or data is None)
+
     def _retagged(self, tag: str, keys: list[str], records: list[bytes | None]) -> list[str]:
         """Of ``keys`` just removed from ``tag``'s set, those whose entry (``records``)
         carries the tag after all: stored again since the runtime found it gone."""
@@ -507,16 +511,14 @@ class RedisAdapter(Adapter):
     # ------------------------------------------------------------------ sync
 
     def get(self, key: str) -> Entry | None:
-        data, _ = self._run(lambda c: cast("bytes | None", c.get(self._e + key)), None)
-        return self._decode(key, data)
+        return self.read(key)[0]
 
     def read(self, key: str) -> tuple[Entry | None, bool]:
         """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key
         Redis does not hold; (None, False) one it could not be asked about, or whose record
         the codec refused."""
         data, reached = self._run(lambda c: cast("bytes | None", c.get(self._e + key)), None)
-        entry = self._decode(key, data)
-        return entry, reached and (entry is not None or data is None)
+        return self._read(key, data, reached)
 
     def set(self, key: str, entry: Entry) -> None:
         data = self.codec.dumps(key, entry)  # a CodecError propagates: nothing is written
@@ -626,8 +628,7 @@ class RedisAdapter(Adapter):
     async def aread(self, key: str) -> tuple[Entry | None, bool]:
         """`read` on the asyncio client."""
         data, reached = await self._arun(lambda c: c.get(self._e + key), None)
-        entry = self._decode(key, cast("bytes | None", data))
-        return entry, reached and (entry is not None or data is None)
+        return self._read(key, cast("bytes | None", data), reached)
 
     async def aset(self, key: str, entry: Entry) -> None:
         data = self.codec.dumps(key, entry)
