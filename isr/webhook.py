@@ -53,12 +53,13 @@ import string
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import anyio
 
 from isr import ISR, ConfigError, get_runtime
 
+from ._entry import _MODES, ModeName
 from .asgi import Receive, Send
 from .cdn import Purger, PurgeResult
 
@@ -75,8 +76,9 @@ __all__ = [
 
 logger = logging.getLogger("isr")
 
-ModeName = Literal["revalidate", "expire", "purge"]
-_MODE_NAMES: tuple[ModeName, ...] = ("revalidate", "expire", "purge")
+#: The modes by name; a tuple, so that a JSON list or object in a payload compares unequal
+#: instead of raising as a dict key would.
+_MODE_NAMES = tuple(_MODES)
 
 
 @dataclass(frozen=True)
