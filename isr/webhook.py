@@ -514,7 +514,8 @@ class Webhook:
         if rule is None:
             return []
         if callable(rule):
-            tags = list(rule(event))
+            found = rule(event)
+            tags = [found] if isinstance(found, str) else list(found)  # a str is one tag
             for tag in tags:
                 if not isinstance(tag, str) or not tag:
                     raise TypeError(f"the rule for {event.model!r} returned {tag!r}")

@@ -300,6 +300,21 @@ async def test_tag_map_templates_callables_and_none(runtime: isr.ISR, site: Site
     }
 
 
+async def test_a_rule_callable_may_return_one_tag_as_a_string(runtime: isr.ISR, site: Site) -> None:
+    """A string is one tag, as a string template is: never its characters one by one."""
+    app = WebhookApp(
+        runtime=runtime, secret=SECRET, tag_map={"page": lambda e: f"page:{e.entry['slug']}"}
+    )
+    response = await poster(app)(strapi_v4("entry.update", model="page", slug="about"))
+    assert response.status_code == 200
+    assert list(response.json()["tags"]) == ["page:about"]
+    assert await site.statuses() == {
+        "article:hello": Status.HIT,
+        "article:other": Status.HIT,
+        "page:about": Status.MISS,
+    }
+
+
 async def test_modes_are_configurable(runtime: isr.ISR, site: Site) -> None:
     app = WebhookApp(runtime=runtime, secret=SECRET, modes={"entry.publish": "revalidate"})
     response = await poster(app)(strapi_v4("entry.publish"))
