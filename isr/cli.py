@@ -106,9 +106,12 @@ async def _warm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _store(args: argparse.Namespace) -> ISR:
-    """``--store`` and ``--namespace``, else the environment, as `ISR.from_env` reads it."""
-    env = {**os.environ, "ISR_CACHE_URL": args.store} if args.store else os.environ
-    return ISR.from_env(env, **({"namespace": args.namespace} if args.namespace else {}))
+    """The store ``--store`` names (whatever ``ISR_TARGET`` says: an explicit flag wins),
+    else the environment's, as `ISR.from_env` reads it; ``--namespace``, else
+    ``ISR_NAMESPACE``."""
+    if not args.store:
+        return ISR.from_env(**({"namespace": args.namespace} if args.namespace else {}))
+    return ISR(args.store, namespace=args.namespace or os.environ.get("ISR_NAMESPACE") or None)
 
 
 def _invalidate_webhook(args: argparse.Namespace, out: TextIO) -> int:

@@ -105,6 +105,18 @@ def test_invalidate_a_store_directly(tmp_path: Path) -> None:
     rt.close()
 
 
+def test_an_explicit_store_wins_over_the_deployment_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ISR_TARGET picks a store when none is named; ``--store`` names one, so it is used
+    (here a disk store on a multi-instance target, whose default would be Redis)."""
+    monkeypatch.setenv("ISR_TARGET", "multi-instance")
+    monkeypatch.setenv("ISR_NAMESPACE", "blog")
+    code, out = run("stats", "--store", f"disk://{tmp_path}")
+    assert code == 0
+    assert json.loads(out)["adapter"] == "DiskAdapter"
+
+
 def test_invalidate_through_a_running_webhook(site: tuple[str, type[Site]]) -> None:
     base, handler = site
     code, out = run("invalidate", "--webhook", f"{base}/hooks/isr", "--secret", "s3cret",
