@@ -55,7 +55,16 @@ from typing import Any
 
 import httpx
 
-from ._harness import Row, Samples, Section, Settings, median, paired_ratio, progress
+from ._harness import (
+    Row,
+    Samples,
+    Section,
+    Settings,
+    _rotated,
+    median,
+    paired_ratio,
+    progress,
+)
 
 __all__ = ["floor_app", "run", "server_app"]
 
@@ -285,7 +294,8 @@ class _Server:
                 if httpx.get(self.base + self.probe, timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"uvicorn did not answer within {STARTUP:g} s:\n{self.output()}")
 
     def output(self) -> str:
@@ -354,11 +364,6 @@ def _wrk(wrk: str, url: str, seconds: int, cpus: set[int] | None) -> float:
     if bad is not None or rate is None:
         raise RuntimeError(f"wrk {url}: {bad.group(0).strip() if bad else 'no rate'}\n{out}")
     return float(rate.group(1))
-
-
-def _rotated(names: tuple[str, ...], shift: int) -> list[str]:
-    k = shift % len(names)
-    return [*names[k:], *names[:k]]
 
 
 def _measure(wrk: str, urls: dict[str, str], plan: _Plan, cpus: set[int] | None) -> Samples:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -148,8 +147,6 @@ async def _samples(url: str, settings: Settings) -> tuple[Samples, list[str]]:
 
 def run(settings: Settings) -> list[Section]:
     title = TITLES["redis"]
-    if shutil.which("redis-server") is None:
-        return [Section(title, BASELINE, [Row("redis", None, "ns/call", note="no redis-server")])]
     try:
         import redis  # noqa: F401
     except ImportError:

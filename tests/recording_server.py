@@ -13,7 +13,6 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -116,7 +115,6 @@ class RecordingServer(LoopbackServer):
         self.requests: list[Recorded] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self.on_request: Callable[[Recorded], None] | None = None
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with ``replies``, in order."""

@@ -20,6 +20,8 @@ from isr import Status
 from isr.cdn import PurgeResult
 from isr.webhook import StrapiEvent, Webhook, WebhookApp, sign
 
+from .conftest import FakeClock
+
 pytestmark = pytest.mark.anyio
 
 SECRET = "s3cret-token"
@@ -541,21 +543,13 @@ async def test_insecure_accepts_anybody(runtime: isr.ISR, site: Site) -> None:
 # ------------------------------------------------------------------ HMAC signatures
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = float(NOW)
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(float(NOW))
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def signed_app(runtime: isr.ISR, clock: Clock) -> WebhookApp:
+def signed_app(runtime: isr.ISR, clock: FakeClock) -> WebhookApp:
     return WebhookApp(runtime=runtime, hmac_secret=HKEY, clock=clock, tolerance=300)
 
 
@@ -606,7 +600,7 @@ async def test_a_bad_signature_is_401(
 
 
 async def test_signature_without_prefix_and_inside_the_window(
-    signed_app: WebhookApp, clock: Clock
+    signed_app: WebhookApp, clock: FakeClock
 ) -> None:
     body = b'{"tags": ["a"]}'
     headers = signed(body, timestamp=NOW - 200)
@@ -614,20 +608,20 @@ async def test_signature_without_prefix_and_inside_the_window(
     assert (await poster(signed_app)(content=body, headers=headers)).status_code == 200
 
 
-async def test_seen_signatures_stay_bounded(runtime: isr.ISR, clock: Clock) -> None:
+async def test_seen_signatures_stay_bounded(runtime: isr.ISR, clock: FakeClock) -> None:
     app = WebhookApp(runtime=runtime, hmac_secret=HKEY, clock=clock, max_seen=3)
     post = poster(app)
     for i in range(10):
         body = json.dumps({"tags": [f"t{i}"]}).encode()
         assert (await post(content=body, headers=signed(body))).status_code == 200
     assert len(app._seen) <= 3
-    clock.now += 301  # every one of them is now outside the window: all forgotten
+    clock.advance(301)  # every one of them is now outside the window: all forgotten
     body = b'{"tags": ["late"]}'
     assert (await post(content=body, headers=signed(body, timestamp=NOW + 301))).status_code == 200
     assert len(app._seen) == 1
 
 
-async def test_secret_and_signature_both_required(runtime: isr.ISR, clock: Clock) -> None:
+async def test_secret_and_signature_both_required(runtime: isr.ISR, clock: FakeClock) -> None:
     app = WebhookApp(runtime=runtime, secret=SECRET, hmac_secret=HKEY, clock=clock)
     post = poster(app)
     body = b'{"tags": ["a"]}'
