@@ -13,7 +13,8 @@ import pytest
 import isr
 from isr import Status
 
-from .redis_server import free_port
+from ._started import stop_process
+from .redis_server import free_port, server_binary
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -36,7 +37,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
             cwd=work)  # fmt: skip
     port = free_port()
     server = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+        [server_binary("redis"), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
          "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
          "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no",
          "--save", "", "--appendonly", "no", "--dir", str(work)],
@@ -48,12 +49,12 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
             ["redis-cli", "-p", str(port), "--tls", "--cacert", str(work / "ca.crt"), "ping"],
             capture_output=True, text=True,
         ).stdout.strip() != "PONG":  # fmt: skip
+            assert server.poll() is None, "the TLS redis-server exited at start"
             assert time.monotonic() < deadline, "the TLS redis-server did not answer"
             time.sleep(0.05)
         yield port, work / "ca.crt"
     finally:
-        server.terminate()
-        server.wait(10)
+        stop_process(server, 10)
 
 
 def test_rediss_serves_and_invalidates_over_tls(tls_redis: tuple[int, Path]) -> None:
