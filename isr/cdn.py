@@ -34,6 +34,7 @@ import anyio
 import httpx
 from typing_extensions import Self
 
+from isr._errors import ConfigError
 from isr._httpdate import http_date
 
 __all__ = [
@@ -178,15 +179,15 @@ class _HTTPPurger:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         if not timeout > 0:
-            raise ValueError("timeout must be > 0 seconds")
+            raise ConfigError("timeout must be > 0 seconds")
         if not isinstance(retries, int) or retries < 0:
-            raise ValueError("retries must be an integer >= 0")
+            raise ConfigError("retries must be an integer >= 0")
         if not (backoff >= 0 and max_backoff >= backoff):
-            raise ValueError("backoff must be >= 0 and max_backoff >= backoff")
+            raise ConfigError("backoff must be >= 0 and max_backoff >= backoff")
         if rate is not None and not rate > 0:
-            raise ValueError("rate must be > 0 requests a second, or None for no limit")
+            raise ConfigError("rate must be > 0 requests a second, or None for no limit")
         if not isinstance(burst, int) or burst < 1:
-            raise ValueError("burst must be an integer >= 1")
+            raise ConfigError("burst must be an integer >= 1")
         self.name = name
         self.timeout = timeout
         self.retries = retries
@@ -378,6 +379,19 @@ class _HTTPPurger:
         raise _Failure(message, transient=transient, retry_after=retry_after)
 
 
+def _checked_url(purger: str, url: str) -> str:
+    """``url`` if it is an http(s) URL with a host; else a ConfigError at construction, not
+    an exception out of `purge` (a malformed URL) or retries of what can never succeed
+    (no scheme: ``varnish:6081``)."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"{purger}: {url!r} is not a URL ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"{purger}: {url!r} is not an http:// or https:// URL with a host")
+    return url
+
+
 def _headers(headers: Mapping[str, str | bytes]) -> list[tuple[bytes, bytes]]:
     # Bytes, UTF-8: httpx encodes a str header value as ASCII and would refuse "café".
     return [
@@ -425,7 +439,7 @@ class VarnishPurger(_HTTPPurger):
             headers=headers,
             client=client,
         )
-        self.url = url
+        self.url = _checked_url(name, url)
         self.method = method
 
     def _request(self, tags: Sequence[str], soft: bool) -> httpx.Request:
@@ -459,7 +473,7 @@ class FastlyPurger(_HTTPPurger):
         client: httpx.AsyncClient | None = None,
     ) -> None:
         if not service_id or not api_token:
-            raise ValueError("FastlyPurger needs a service_id and an api_token")
+            raise ConfigError("FastlyPurger needs a service_id and an api_token")
         super().__init__(
             name=name,
             timeout=timeout,
@@ -471,7 +485,7 @@ class FastlyPurger(_HTTPPurger):
             headers=headers,
             client=client,
         )
-        self.url = f"{base_url.rstrip('/')}/service/{service_id}/purge"
+        self.url = _checked_url(name, f"{base_url.rstrip('/')}/service/{service_id}/purge")
         self._token = api_token
 
     def _request(self, tags: Sequence[str], soft: bool) -> httpx.Request:
@@ -516,9 +530,9 @@ class CloudflarePurger(_HTTPPurger):
         client: httpx.AsyncClient | None = None,
     ) -> None:
         if not zone_id or not api_token:
-            raise ValueError("CloudflarePurger needs a zone_id and an api_token")
+            raise ConfigError("CloudflarePurger needs a zone_id and an api_token")
         if not isinstance(batch, int) or not 1 <= batch <= 100:
-            raise ValueError("batch must be between 1 and 100 tags (Cloudflare's limit)")
+            raise ConfigError("batch must be between 1 and 100 tags (Cloudflare's limit)")
         super().__init__(
             name=name,
             timeout=timeout,
@@ -531,7 +545,7 @@ class CloudflarePurger(_HTTPPurger):
             client=client,
         )
         self.max_batch = batch
-        self.url = f"{base_url.rstrip('/')}/zones/{zone_id}/purge_cache"
+        self.url = _checked_url(name, f"{base_url.rstrip('/')}/zones/{zone_id}/purge_cache")
         self._token = api_token
 
     def _soft(self, soft: bool) -> bool:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
+import isr
 from isr.cdn import CloudflarePurger, FastlyPurger, Purger, PurgeResult, VarnishPurger
 
 from .recording_server import RecordingServer, Reply
@@ -378,6 +379,23 @@ def test_bad_arguments_are_refused() -> None:
         VarnishPurger("http://x", retries=-1)
     with pytest.raises(ValueError, match="rate"):
         CloudflarePurger("z", "t", rate=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda: VarnishPurger("http://varnish:abc/"), "is not a URL"),
+        (lambda: VarnishPurger("varnish:6081"), "http:// or https://"),
+        (lambda: FastlyPurger("svc", "t", base_url="api.fastly.com"), "http:// or https://"),
+        (lambda: CloudflarePurger("z", "t", base_url="https://"), "with a host"),
+    ],
+)
+def test_a_url_that_can_never_work_is_refused_at_construction(
+    make: Callable[[], object], problem: str
+) -> None:
+    """Not a purge that raises out of ``purge()`` or retries for seconds what cannot work."""
+    with pytest.raises(isr.ConfigError, match=problem):
+        make()
 
 
 def test_result_json() -> None:
