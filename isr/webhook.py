@@ -30,8 +30,10 @@ header named by ``header=``; compared in constant time. ``hmac_secret``: the bod
 signed, ``X-ISR-Timestamp: <unix seconds>`` and ``X-ISR-Signature: sha256=<hex>`` of
 HMAC-SHA256 over ``b"<timestamp>." + body`` (`sign` makes them); a timestamp more than
 ``tolerance`` seconds off is refused, and so is a signature already seen within the window
-(the last ``max_seen`` are kept). With both, both are required. Without either,
-construction fails unless ``insecure=True``.
+(the last ``max_seen`` are kept). A request answered 5xx (a purge or the store failed) does
+not spend its signature: senders retry those unchanged, and a replay of it can only redo
+the invalidation its sender asked for, inside the window. With both, both are required.
+Without either, construction fails unless ``insecure=True``.
 
 **Answers** (JSON, ``Cache-Control: no-store``): 200 done (or ignored); 502 when the local
 invalidation was done but a CDN purge failed (``"cdn"`` says which, and why); 503 when the
@@ -131,6 +133,11 @@ def sign(body: bytes, secret: str | bytes, *, timestamp: int | None = None) -> d
 
 def _key(secret: str | bytes) -> bytes:
     return secret.encode() if isinstance(secret, str) else bytes(secret)
+
+
+def _given_signature(headers: Mapping[str, str]) -> str:
+    """The request's signature as kept against replays: hex digits, lowercase."""
+    return headers.get(SIGNATURE_HEADER, "").strip().lower().removeprefix("sha256=")
 
 
 def _signature(key: bytes, timestamp: int, body: bytes) -> str:
@@ -400,7 +407,7 @@ class Webhook:
     def _check_signature(self, headers: Mapping[str, str], body: bytes) -> str | None:
         assert self._hmac_key is not None
         stamp = headers.get(TIMESTAMP_HEADER, "").strip()
-        given = headers.get(SIGNATURE_HEADER, "").strip()
+        given = _given_signature(headers)
         if not given:
             return f"missing {SIGNATURE_HEADER} header"
         timestamp = _digits(stamp, 12)
@@ -412,9 +419,6 @@ class Webhook:
                 f"{TIMESTAMP_HEADER} is {now - timestamp:+.0f} s off, outside the "
                 f"{self.tolerance:g} s window"
             )
-        if given.lower().startswith("sha256="):
-            given = given[7:]
-        given = given.lower()
         expected = _signature(self._hmac_key, timestamp, body)
         if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
             return "bad signature"
@@ -431,10 +435,23 @@ class Webhook:
         return None
 
     async def _handle_body(self, headers: Mapping[str, str], body: bytes) -> WebhookResponse:
-        if self._hmac_key is not None:
-            reason = self._check_signature(headers, body)
-            if reason is not None:
-                return _error(401, reason)
+        if self._hmac_key is None:
+            return await self._handle_payload(body)
+        reason = self._check_signature(headers, body)
+        if reason is not None:
+            return _error(401, reason)
+        # Spent from here on, so that a copy sent meanwhile is a replay; given back when
+        # the answer is 5xx (or none), for the sender's retry.
+        signature = _given_signature(headers)
+        response: WebhookResponse | None = None
+        try:
+            response = await self._handle_payload(body)
+            return response
+        finally:
+            if response is None or response.status >= 500:
+                self._seen.pop(signature, None)
+
+    async def _handle_payload(self, body: bytes) -> WebhookResponse:
         try:
             payload = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -519,7 +536,9 @@ class Webhook:
             for tag in tags:
                 if not isinstance(tag, str) or not tag:
                     raise TypeError(f"the rule for {event.model!r} returned {tag!r}")
-            return tags
+            # As from a template: a tag that is not Unicode text (a lone surrogate from the
+            # payload's JSON) names no page, and no store or CDN could take it.
+            return [tag for tag in tags if _text(tag)]
         values = {**event.entry, "model": event.model, "uid": event.uid, "event": event.event}
         return [tag for tag in (t.render(values) for t in rule) if tag is not None and _text(tag)]
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import isr
 from isr import Status
 from isr.cdn import PurgeResult
-from isr.webhook import StrapiEvent, Webhook, WebhookApp, sign
+from isr.webhook import StrapiEvent, Webhook, WebhookApp, WebhookResponse, sign
 
 from .conftest import FakeClock
 
@@ -317,6 +317,24 @@ async def test_a_rule_callable_may_return_one_tag_as_a_string(runtime: isr.ISR, 
     }
 
 
+@pytest.mark.parametrize("rule", ["template", "callable"])
+async def test_a_tag_that_is_not_text_is_dropped(runtime: isr.ISR, site: Site, rule: str) -> None:
+    """JSON may carry a lone surrogate in a slug: no page has such a tag, and neither a store
+    nor a CDN header could take it; the rule's other tags are invalidated all the same."""
+
+    def page_tags(e: StrapiEvent) -> list[str]:
+        return ["page", f"page:{e.entry['slug']}"]
+
+    tag_map: dict[str, Any] = {"page": ["page", "page:{slug}"] if rule == "template" else page_tags}
+    purger = FakePurger(runtime)
+    app = WebhookApp(runtime=runtime, secret=SECRET, tag_map=tag_map, purgers=[purger])
+    response = await poster(app)(strapi_v4("entry.update", model="page", slug="\ud800x"))
+    assert response.status_code == 200
+    assert list(response.json()["tags"]) == ["page"]
+    assert [call[0] for call in purger.calls] == [["page"]]
+    assert (await site.page.lookup("about")).status == Status.MISS  # tagged "page"
+
+
 async def test_modes_are_configurable(runtime: isr.ISR, site: Site) -> None:
     app = WebhookApp(runtime=runtime, secret=SECRET, modes={"entry.publish": "revalidate"})
     response = await poster(app)(strapi_v4("entry.publish"))
@@ -570,6 +588,65 @@ async def test_a_signed_body_is_accepted_once(signed_app: WebhookApp, site: Site
     # The same content signed again (a new timestamp) is a new delivery.
     again = await post(content=body, headers=signed(body, timestamp=NOW + 1))
     assert again.status_code == 200
+
+
+async def test_a_retry_of_a_failed_delivery_is_not_a_replay(
+    runtime: isr.ISR, clock: FakeClock, site: Site
+) -> None:
+    """A sender retries a 5xx with the very same signed request: it must get through."""
+    purger = FakePurger(runtime, "cdn", fail=True)
+    app = WebhookApp(runtime=runtime, hmac_secret=HKEY, clock=clock, purgers=[purger])
+    post = poster(app)
+    body = b'{"tags": ["article:hello"]}'
+    headers = signed(body)
+    assert (await post(content=body, headers=headers)).status_code == 502
+    purger.fail = False  # the CDN is back
+    retry = await post(content=body, headers=headers)
+    assert retry.status_code == 200
+    assert [call[0] for call in purger.calls] == [["article:hello"], ["article:hello"]]
+    # Answered, it is spent: the same request again is a replay, and purges nothing.
+    replay = await post(content=body, headers=headers)
+    assert replay.status_code == 401
+    assert replay.json()["error"] == "signature already used (replay)"
+    assert len(purger.calls) == 2
+
+
+async def test_a_copy_sent_while_the_first_runs_is_a_replay(
+    runtime: isr.ISR, clock: FakeClock, site: Site
+) -> None:
+    class Held(FakePurger):
+        async def purge(self, tags: Sequence[str], *, soft: bool = False) -> PurgeResult:
+            await release.wait()
+            return await super().purge(tags, soft=soft)
+
+    release = anyio.Event()
+    purger = Held(runtime, "cdn", fail=True)
+    app = WebhookApp(runtime=runtime, hmac_secret=HKEY, clock=clock, purgers=[purger])
+    body = b'{"tags": ["article:hello"]}'
+    headers = {k: v for k, v in signed(body).items() if v is not None}
+    headers["content-type"] = "application/json"
+    answers: list[WebhookResponse] = []
+
+    async def deliver() -> None:
+        answers.append(await app.handle(headers, body))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(deliver)
+        await anyio.wait_all_tasks_blocked()
+        copy = await app.handle(headers, body)  # the first is still purging
+        release.set()
+    assert (copy.status, copy.body["error"]) == (401, "signature already used (replay)")
+    assert [a.status for a in answers] == [502]
+    assert len(purger.calls) == 1
+
+
+async def test_a_refused_body_spends_its_signature(signed_app: WebhookApp, site: Site) -> None:
+    """A 400 is final: the same request would be refused again, so it is a replay."""
+    post = poster(signed_app)
+    body = b'{"tags": []}'
+    assert (await post(content=body, headers=signed(body))).status_code == 400
+    again = await post(content=body, headers=signed(body))
+    assert (again.status_code, again.json()["error"]) == (401, "signature already used (replay)")
 
 
 @pytest.mark.parametrize(
