@@ -130,9 +130,11 @@ def srt(
     clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
 ) -> Iterator[isr.ISR]:
     runtime = isr.ISR(store_url, clock=clock, namespace=namespace, **store_options)
-    assert runtime.wait_ready_sync(10)
-    yield runtime
-    runtime.close()
+    try:
+        assert runtime.wait_ready_sync(10)
+        yield runtime
+    finally:
+        runtime.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
