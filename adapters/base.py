@@ -204,9 +204,14 @@ class GenerationCache:
         return time.monotonic() - self._read_at >= self.poll
 
     def update(self, value: Generation) -> Generation:
-        self.value = value
+        """Keep ``value`` as read now, and return the record kept: an equal one already
+        kept stays, so a store's ``gen`` taken from it keeps its identity across re-reads
+        (the hot path compares ``gen`` with ``is``; entries decoded from the store get the
+        kept object, see the disk store's ``get``)."""
+        if value != self.value:
+            self.value = value
         self._read_at = time.monotonic()
-        return value
+        return self.value
 
 
 def lifetime(entry: Entry) -> float | None:

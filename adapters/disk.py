@@ -183,12 +183,9 @@ class DiskAdapter(Adapter):
         if cached is not None:
             return cached
         record = self._cache.get(f"{self.namespace}:gen")
-        value = Generation(*record) if record else Generation()
-        if value != self._generation.value:  # keep ``gen``'s identity: the hot path uses ``is``
-            self.gen = value.current
-        else:
-            value = self._generation.value
-        return self._generation.update(value)
+        value = self._generation.update(Generation(*record) if record else Generation())
+        self.gen = value.current
+        return value
 
     def bump_generation(self, mode: Mode) -> Generation:
         name = f"{self.namespace}:gen"
@@ -196,8 +193,9 @@ class DiskAdapter(Adapter):
             record = self._cache.get(name)
             bumped = (Generation(*record) if record else Generation()).bumped(mode)
             self._cache.set(name, tuple(bumped))
-        self.gen = bumped.current
-        return self._generation.update(bumped)
+        value = self._generation.update(bumped)
+        self.gen = value.current
+        return value
 
     def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:
         marker = f"{self.namespace}:i:{kind}:{name}"
