@@ -113,7 +113,7 @@ _WIRE_BYTES = 32 * 1024 * 1024
 _HIT, _STALE, _STALE_IF_ERROR = isr.Status.HIT, isr.Status.STALE, isr.Status.STALE_IF_ERROR
 #: Request headers that take a request off the quick path (`ISRMiddleware.__call__`).
 _NOT_QUICK = frozenset({b"authorization", b"cookie", b"if-none-match", b"if-modified-since"})
-#: ``Age`` headers for the first minutes, built once (see `_age_header` for the others).
+#: ``Age`` headers for the first minutes, built once (`_age_header` writes the others).
 _AGES = {age: (b"age", str(age).encode("latin-1")) for age in range(600)}
 #: The quick path's messages, copied for each answer (dict.copy is about twice as quick as
 #: a literal, and an app outside may edit what it is sent).
@@ -261,7 +261,6 @@ class _Route:
         "bypass",
         "cache_control",
         "counter",
-        "hit",
         "lookup",
         "pattern",
         "plain",
@@ -293,9 +292,8 @@ class _Route:
         # A stale answer must not become fresh downstream: after a revalidate mark its Age
         # can be under the ttl, and a CDN refetching on a soft purge would keep the old page.
         self.stale_cache_control = f"public, s-maxage=0, {windows}".encode("latin-1")
-        # Every status's headers, built once; a HIT's also by name, for the wires.
+        # Every status's headers, built once.
         self.answers = {status: self.answer(status) for status in isr.Status}
-        self.hit = self.answers[_HIT]
         # The query string is read only for a rule that lists or bypasses parameters, and
         # the key is the path's alone without listed parameters or varied headers.
         self.reads_query = self.query is not None or self.bypass is not None
@@ -378,7 +376,7 @@ class _Wire:
             if cache_tag_header:
                 tail.append((b"cache-tag", ",".join(tags).encode()))
         self.tail = tuple(tail)
-        self.hit = (*self.head, *route.hit, *self.tail)
+        self.hit = (*self.head, *route.answers[_HIT], *self.tail)
         self.end = {"type": "http.response.body", "body": self.body}
         # The quick path's last Age: (entry, from, until, header), valid for that entry
         # while the clock reads from `from` to before `until`; one tuple, read and replaced
@@ -388,7 +386,7 @@ class _Wire:
     def age(self, entry: Entry, now: float) -> tuple[bytes, bytes]:
         """The ``Age`` header of ``entry`` at ``now``, kept in `aged` for the second it holds."""
         age = int(now - entry.created)
-        header = _AGES.get(age) or _age_header(age)
+        header = _age_header(age)
         self.aged = (entry, entry.created + age, entry.created + age + 1, header)
         return header
 
@@ -593,7 +591,7 @@ class ISRMiddleware:
                 wire = self._wire(route, key, page)
             else:
                 wire.page = page
-        age_header = _AGES.get(age) or _age_header(age)
+        age_header = _age_header(age)
         if (b"if-none-match" in headers or b"if-modified-since" in headers) and _not_modified(
             headers, wire.etag, wire.time
         ):
@@ -788,9 +786,9 @@ def _private(headers: Iterable[tuple[bytes, bytes]], vary: Sequence[str]) -> boo
 
 
 def _age_header(age: int) -> tuple[bytes, bytes]:
-    """``Age`` for an age `_AGES` does not hold (a negative one, from a store shared with
-    a clock slightly ahead, is sent as 0)."""
-    return (b"age", b"%d" % max(0, age))
+    """The ``Age`` header for ``age`` seconds: ready-made from `_AGES`, else written out (a
+    negative one, from a store shared with a clock slightly ahead, is sent as 0)."""
+    return _AGES.get(age) or (b"age", b"%d" % max(0, age))
 
 
 def _not_modified(headers: dict[bytes, bytes], etag: str, rendered: float) -> bool:

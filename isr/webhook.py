@@ -404,10 +404,10 @@ class Webhook:
             return "wrong secret"
         return None
 
-    def _check_signature(self, headers: Mapping[str, str], body: bytes) -> str | None:
+    def _check_signature(self, headers: Mapping[str, str], body: bytes, given: str) -> str | None:
+        """Why the request's signature ``given`` (`_given_signature`) is refused, or None."""
         assert self._hmac_key is not None
         stamp = headers.get(TIMESTAMP_HEADER, "").strip()
-        given = _given_signature(headers)
         if not given:
             return f"missing {SIGNATURE_HEADER} header"
         timestamp = _digits(stamp, 12)
@@ -437,12 +437,12 @@ class Webhook:
     async def _handle_body(self, headers: Mapping[str, str], body: bytes) -> WebhookResponse:
         if self._hmac_key is None:
             return await self._handle_payload(body)
-        reason = self._check_signature(headers, body)
+        signature = _given_signature(headers)
+        reason = self._check_signature(headers, body, signature)
         if reason is not None:
             return _error(401, reason)
         # Spent from here on, so that a copy sent meanwhile is a replay; given back when
         # the answer is 5xx (or none), for the sender's retry.
-        signature = _given_signature(headers)
         response: WebhookResponse | None = None
         try:
             response = await self._handle_payload(body)
