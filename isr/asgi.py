@@ -117,9 +117,7 @@ _HIT, _STALE, _STALE_IF_ERROR = isr.Status.HIT, isr.Status.STALE, isr.Status.STA
 _NOT_QUICK = frozenset({b"authorization", b"cookie", b"if-none-match", b"if-modified-since"})
 #: ``Age`` headers for the first minutes, built once (`_age_header` writes the others).
 _AGES = {age: (b"age", str(age).encode("latin-1")) for age in range(600)}
-#: The quick path's messages, copied for each answer sent through an app outside, which
-#: may edit what it is sent (dict.copy is about twice as quick as a literal).
-_START_200: dict[str, Any] = {"type": "http.response.start", "status": 200, "headers": []}
+#: A HEAD's body message, kept as a wire's ``end`` is (copied for any app outside).
 _END_EMPTY: dict[str, Any] = {"type": "http.response.body", "body": b""}
 #: The modules of the servers whose ``RequestResponseCycle.send`` only reads the messages
 #: it is sent and keeps none of them: uvicorn's two HTTP/1.1 implementations (as read in
@@ -199,8 +197,8 @@ class _Response:
 #: once (returned under ``isr.no_store()``, so never encoded).
 _Page = dict[str, Any] | _Response
 #: A wire's last Age (`_Wire.aged`): the entry it is for, the clock readings it holds from
-#: and before, the ``Age`` header, and the HIT's start message carrying it.
-_Aged = tuple[object, float, float, tuple[bytes, bytes], dict[str, Any]]
+#: and before, and the HIT's start message carrying that ``Age``.
+_Aged = tuple[object, float, float, dict[str, Any]]
 
 
 class _Request:
@@ -389,19 +387,18 @@ class _Wire:
         self.tail = tuple(tail)
         self.hit = (*self.head, *route.answers[_HIT], *self.tail)
         self.end = {"type": "http.response.body", "body": self.body}
-        # The quick path's last Age: (entry, from, until, header, start), valid for that
-        # entry while the clock reads from `from` to before `until`, ``start`` being the
-        # HIT's start message with that header, for a server's own send only (`_Aged`); one
+        # The quick path's last Age: (entry, from, until, start), the HIT's start message
+        # for that entry while the clock reads from `from` to before `until` (`_Aged`); one
         # tuple, read and replaced whole, so that threads sharing a wire never see halves.
-        self.aged: _Aged = (None, 0.0, 0.0, _AGES[0], {})
+        self.aged: _Aged = (None, 0.0, 0.0, {})
 
     def age(self, entry: Entry, now: float) -> _Aged:
         """``entry``'s ``Age`` at ``now`` and its HIT's start message, kept in `aged` for
         the second they hold."""
         age = int(now - entry.created)
-        header = _age_header(age)
-        start = {"type": "http.response.start", "status": 200, "headers": [*self.hit, header]}
-        self.aged = aged = (entry, entry.created + age, entry.created + age + 1, header, start)
+        headers = [*self.hit, _age_header(age)]
+        start = {"type": "http.response.start", "status": 200, "headers": headers}
+        self.aged = aged = (entry, entry.created + age, entry.created + age + 1, start)
         return aged
 
 
@@ -553,17 +550,19 @@ class ISRMiddleware:
                             aged = wire.aged
                             if aged[0] is not entry or not aged[1] <= now < aged[2]:
                                 aged = wire.age(entry, now)
+                            start = aged[3]
+                            end = wire.end if method == "GET" else _END_EMPTY
                             # The server's own send, which only reads what it is sent
                             # (`_server_sends`), gets the messages as kept; anything else
                             # (an app outside) gets copies it may edit.
-                            if type(send) is MethodType and send.__func__ in self._server_sends:
-                                await send(aged[4])
-                                await send(wire.end if method == "GET" else _END_EMPTY)
-                                return
-                            start = _START_200.copy()
-                            start["headers"] = [*wire.hit, aged[3]]
+                            if type(send) is not MethodType or (
+                                send.__func__ not in self._server_sends
+                            ):
+                                start = start.copy()
+                                start["headers"] = list(start["headers"])
+                                end = end.copy()
                             await send(start)
-                            await send((wire.end if method == "GET" else _END_EMPTY).copy())
+                            await send(end)
                             return
         head = method == "HEAD"
         headers: dict[bytes, bytes] = dict(raw_headers)
