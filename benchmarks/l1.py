@@ -38,7 +38,7 @@ import uuid
 from statistics import quantiles
 
 import isr
-from adapters.l1 import L1Adapter
+from isr.adapters.l1 import L1Adapter
 
 from ._harness import (
     ARG,

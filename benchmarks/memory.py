@@ -22,7 +22,7 @@ from collections.abc import Callable
 import cachetools
 
 import isr
-from adapters.memory import MemoryAdapter
+from isr.adapters.memory import MemoryAdapter
 
 from ._harness import Row, Section, Settings, progress
 

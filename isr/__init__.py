@@ -26,7 +26,8 @@ from ._context import cache_life, cache_tag, no_store
 from ._decorator import AsyncCached, Revalidate, SyncCached
 from ._entry import Mode
 from ._errors import ConfigError, ISRError, TemplateError
-from ._runtime import ISR, Stats
+from ._runtime import ISR
+from ._stats import Stats
 from ._status import Result, Status
 
 __all__ = [

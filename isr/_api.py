@@ -11,11 +11,12 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from adapters.base import Adapter
+from isr.adapters.base import Adapter
 
 from ._decorator import Revalidate, make_decorator
 from ._entry import Mode, ModeName
-from ._runtime import ISR, ErrorHook, Loader
+from ._loader import ErrorHook, Loader
+from ._runtime import ISR
 
 __all__ = [
     "configure",
@@ -54,8 +55,8 @@ def configure(url_or_adapter: str | Adapter = "memory://", **options: Any) -> IS
         old, _default = _default, runtime
         for loader in list(_followers):
             runtime.attach(loader)
-    if old is not None and old._pool is not None:
-        old._pool.shutdown(wait=False)
+    if old is not None:
+        old._sync.spawner.shutdown(wait=False)
     return runtime
 
 
@@ -99,8 +100,7 @@ def with_revalidate(
         swr=swr,
         stale_if_error=stale_if_error,
         tags=tags,
-        runtime=runtime if runtime is not None else get_runtime(),
-        bind_default=None if runtime is not None else _follow_default,
+        bind=runtime.attach if runtime is not None else _follow_default,
         soft_timeout=soft_timeout,
         timeout=timeout,
         xfetch=xfetch,

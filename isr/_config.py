@@ -12,8 +12,8 @@ import tempfile
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
-from adapters.base import Adapter
-from adapters.memory import MemoryAdapter
+from isr.adapters.base import Adapter
+from isr.adapters.memory import MemoryAdapter
 
 from ._codec import Codec
 from ._errors import ConfigError
@@ -53,16 +53,16 @@ def adapter_from_url(
         except ValueError as exc:
             raise ConfigError(f"cache URL {url!r}: {exc}") from None
     if scheme == "disk":
-        from adapters.disk import DiskAdapter
+        from isr.adapters.disk import DiskAdapter
 
         return DiskAdapter.from_url(url, namespace=namespace, codec=codec)
     if scheme in ("redis", "rediss"):
-        from adapters.redis import RedisAdapter
+        from isr.adapters.redis import RedisAdapter
 
         store = RedisAdapter.from_url(url, namespace=namespace, codec=codec)
         if not l1:
             return store
-        from adapters.l1 import L1Adapter
+        from isr.adapters.l1 import L1Adapter
 
         bound = 10_000 if l1 is True else int(l1)
         return L1Adapter(store, bound)

@@ -18,7 +18,7 @@ from typing_extensions import ParamSpec, Self
 
 from ._entry import Policy
 from ._errors import TemplateError
-from ._runtime import ISR, ErrorHook, Loader
+from ._loader import ErrorHook, Loader
 from ._status import Result, Status
 from ._template import RESERVED_PREFIX, compile_template
 
@@ -105,9 +105,12 @@ class Revalidate:
         return self._apply(fn)
 
 
-#: ``lookup``'s fresh hit, the wrappers' rule with the `Result` built field by field (no
-#: ``__init__`` frame on the hot path); the same in async and sync ``lookup``.
-_LOOKUP_HIT = """    global _isr_hits
+#: The hot-path rule of ``isr/adapters/base.py``, the one place the generated wrappers spell
+#: it: an entry peeked under the key is a fresh hit when its generation is the store's and
+#: its ``fresh_until`` lies ahead of the clock; it is then marked recently used, counted, and
+#: answered by ``{serve}``. (The page middleware's quick path applies the same rule; a test
+#: holds the two together.)
+_HIT_RULE = """    global _isr_hits
     _isr_k = {key}
     _isr_e = _isr_peek(_isr_k)
     if _isr_e is not None and _isr_e.gen is _isr_ad.gen:
@@ -115,24 +118,28 @@ _LOOKUP_HIT = """    global _isr_hits
         if _isr_now < _isr_e.fresh_until:
             _isr_e.used = True
             _isr_hits += 1{early}
-            _isr_r = _isr_new(_isr_Result)
+{serve}"""
+
+#: A call's hit: the value.
+_SERVE_VALUE = "            return _isr_e.value"
+#: ``lookup``'s hit: the `Result`, built field by field (no ``__init__`` frame).
+_SERVE_RESULT = """            _isr_r = _isr_new(_isr_Result)
             _isr_r.value = _isr_e.value
             _isr_r.status = _isr_HIT
             _isr_r.age = _isr_now - _isr_e.created
             _isr_r.error = None
             return _isr_r"""
 
-#: Past the fresh hit, `ISR._aquick_answer` serves a stale (or backing-off) local entry
-#: without awaiting; None: await the slow path.
+#: XFetch's early refresh on a fresh hit, in the hit block.
+_EARLY = """
+            if _isr_early(_isr_ld, _isr_e, _isr_now):
+                _isr_spawn(_isr_ld, _isr_k, {args}, {kwargs}, _isr_e)"""
+
+#: Past the fresh hit, the async driver's ``quick_answer`` serves a stale (or backing-off)
+#: local entry without awaiting; None: await the slow path.
 _FAST_ASYNC = """
 async def {name}({params}):
-    global _isr_hits
-    _isr_k = {key}
-    _isr_e = _isr_peek(_isr_k)
-    if _isr_e is not None and _isr_e.gen is _isr_ad.gen and _isr_clock() < _isr_e.fresh_until:
-        _isr_e.used = True
-        _isr_hits += 1{early}
-        return _isr_e.value
+{hit}
     _isr_a = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
     if _isr_a is not None:
         return _isr_a[0]
@@ -148,30 +155,13 @@ async def lookup({params}):
 
 _FAST_SYNC = """
 def {name}({params}):
-    global _isr_hits
-    _isr_k = {key}
-    _isr_e = _isr_peek(_isr_k)
-    if _isr_e is not None and _isr_e.gen is _isr_ad.gen and _isr_clock() < _isr_e.fresh_until:
-        _isr_e.used = True
-        _isr_hits += 1{early}
-        return _isr_e.value
+{hit}
     return _isr_miss(_isr_ld, _isr_k, {args}, {kwargs})
 
 def lookup({params}):
 {lookup_hit}
     return _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
 """
-
-#: XFetch's early refresh on a fresh hit, in a wrapper's hit block (``lookup``'s sits one
-#: level deeper: `_in_lookup`).
-_EARLY = """
-        if _isr_ld.runtime._xfetch_due(_isr_ld, _isr_e, _isr_clock()):
-            _isr_spawn(_isr_ld, _isr_k, {args}, {kwargs}, _isr_e)"""
-
-
-def _in_lookup(snippet: str) -> str:
-    """A wrapper's hit-block ``snippet`` indented for ``lookup``'s hit block."""
-    return snippet.replace("\n", "\n    ")
 
 
 _HELPERS = """
@@ -287,14 +277,14 @@ def make_decorator(
     swr: float | None,
     stale_if_error: float,
     tags: Iterable[str | Callable[..., str]] | str,
-    runtime: ISR,
-    bind_default: Callable[[Loader[Any]], None] | None,
+    bind: Callable[[Loader[Any]], None],
     soft_timeout: float | None,
     timeout: float | None,
     xfetch: float | None,
     on_error: ErrorHook | None,
 ) -> Revalidate:
-    """Validate the options now; return the decorator that validates the function."""
+    """Validate the options now; return the decorator that validates the function and
+    hands its `Loader` to ``bind`` (a runtime's ``attach``, or the default runtime's)."""
     _check_window("ttl", ttl)
     _check_window("swr", swr, allow_none=True)
     _check_window("stale_if_error", stale_if_error)
@@ -353,11 +343,10 @@ def make_decorator(
         source = fast.format(
             name=wrapper_name,
             params=params_src,
-            key=key_src,
             args=args_src,
             kwargs=kwargs_src,
-            early=early,
-            lookup_hit=_LOOKUP_HIT.format(key=key_src, early=_in_lookup(early)),
+            hit=_HIT_RULE.format(key=key_src, early=early, serve=_SERVE_VALUE),
+            lookup_hit=_HIT_RULE.format(key=key_src, early=early, serve=_SERVE_RESULT),
         ) + _HELPERS.format(
             params=params_src, key=key_src, tags="".join(t + ", " for t in tag_srcs)
         )
@@ -377,10 +366,7 @@ def make_decorator(
         )
         loader.namespace = namespace
         namespace["_isr_ld"] = loader
-        if bind_default is not None:
-            bind_default(loader)
-        else:
-            runtime.attach(loader)
+        bind(loader)
         wrapper = namespace[wrapper_name]
         functools.update_wrapper(wrapper, fn)
         for helper in ("lookup", "cache_key", "cache_tags"):

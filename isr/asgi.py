@@ -37,7 +37,7 @@ import anyio
 import isr
 from isr._entry import Entry
 from isr._httpdate import http_date
-from isr._runtime import Loader
+from isr._loader import Loader
 
 __all__ = [
     "ERROR_STATUSES",

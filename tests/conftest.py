@@ -20,7 +20,7 @@ from .redis_server import FLAVOURS, Flavour, RedisServer
 STORES = ("memory", "disk", "redis", "redis-l1", "valkey")
 #: Parameter values whose tests run on asyncio only (see below): a Redis-protocol server
 #: (redis-py's asyncio client) and Django (asgiref's handler is asyncio-only).
-ASYNCIO_ONLY = {"redis", "redis-l1", "valkey", "redis-cluster", "valkey-cluster", "django"}
+ASYNCIO_ONLY = {"django"}
 
 
 class FakeClock:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-import adapters
 import isr
+import isr.adapters
 from isr import Status
 
 from .conftest import FakeClock
 
 
 def test_all_lists_exactly_the_public_names() -> None:
-    for package in (isr, adapters):
+    for package in (isr, isr.adapters):
         public = {
             name
             for name, value in vars(package).items()
@@ -152,4 +152,5 @@ def test_from_env_says_what_is_missing(environ: dict[str, str], message: str) ->
 
 
 def test_adapters_import_on_their_own() -> None:
-    subprocess.run([sys.executable, "-c", "import adapters; adapters.MemoryAdapter()"], check=True)
+    code = "import isr.adapters as a; a.MemoryAdapter()"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 import isr
-from adapters.disk import DiskAdapter
 from isr import Status
 from isr._codec import PickleCodec
 from isr._entry import Mode
+from isr.adapters.disk import DiskAdapter
 
 from .conftest import FakeClock
 

@@ -11,9 +11,9 @@ import pytest
 import redis
 
 import isr
-from adapters.l1 import L1Adapter
-from adapters.redis import RedisAdapter
 from isr import Status
+from isr.adapters.l1 import L1Adapter
+from isr.adapters.redis import RedisAdapter
 
 from .redis_server import Flavour, RedisServer
 

@@ -7,8 +7,8 @@ import tracemalloc
 import pytest
 
 import isr
-from adapters.memory import MemoryAdapter
 from isr._entry import Entry, Mode, Policy
+from isr.adapters.memory import MemoryAdapter
 
 POLICY = Policy(60, None, 0)
 

@@ -22,8 +22,8 @@ import redis
 from redis.cluster import RedisCluster as ClusterClient
 
 import isr
-from adapters.redis import RedisAdapter
 from isr import Status
+from isr.adapters.redis import RedisAdapter
 
 from .conftest import FakeClock
 from .redis_cluster import RedisCluster

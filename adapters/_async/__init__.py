@@ -1,0 +1,1 @@
+"""The stores' async operations: the single source of ``isr.adapters._sync``."""

@@ -1,0 +1,71 @@
+"""The L1 store's operations, written once for async code and generated for sync code.
+
+Written once: ``isr/adapters/_sync/l1.py`` is generated from ``isr/adapters/_async/l1.py`` by
+``python -m tests.unasync``; edit the async one, then regenerate. Reads go to the L1 first
+(the runtime's hot path does that itself) and then to Redis; writes go to Redis, then to the
+L1; invalidations are written to Redis, then published on the bus.
+"""
+
+from __future__ import annotations
+
+from isr._entry import Entry, Generation, Mode
+
+from .._l1_base import L1Base
+
+__all__ = ["AsyncL1Ops"]
+
+
+class AsyncL1Ops(L1Base):
+    """The store operations of `isr.adapters.l1.L1Adapter` (see the module docstring)."""
+
+    async def aget(self, key: str) -> Entry | None:
+        return self._landed(key, *await self.l2.aread(key))
+
+    async def atagged(self, tag: str) -> list[str]:
+        return sorted({*await self.l2.atagged(tag), *self.l1.tagged(tag)})
+
+    async def ainvalidated_since(
+        self, key: str, tags: tuple[str, ...], since: float
+    ) -> Mode | None:
+        return await self.l2.ainvalidated_since(key, tags, since)
+
+    async def aset(self, key: str, entry: Entry) -> None:
+        await self.l2.aset(key, entry)  # first: a CodecError must leave both untouched
+        self.l1.set(key, entry)
+
+    async def adelete(self, key: str) -> None:
+        await self.l2.adelete(key)
+        self.l1.delete(key)
+
+    async def auntag(self, tag: str, keys: list[str]) -> None:
+        await self.l2.auntag(tag, keys)
+
+    async def abump_generation(self, mode: Mode) -> Generation:
+        generation = self._set_generation(await self.l2.abump_generation(mode))
+        await self._apublish("all", mode.name.lower(), ",".join(map(str, generation)))
+        return generation
+
+    async def anote_invalidation(
+        self, kind: str, name: str, mode: Mode, at: float, ttl: float
+    ) -> None:
+        await self.l2.anote_invalidation(kind, name, mode, at, ttl)
+
+    async def aannounce(self, kind: str, name: str, mode: Mode) -> None:
+        await self._apublish(kind, mode.name.lower(), name)
+
+    async def _apublish(self, kind: str, mode: str, name: str) -> None:
+        """Tell the other instances, through the store's own clients, breaker and
+        timeouts: a Redis that hangs costs it a command's timeout, one out of use nothing."""
+        _, ok = await self.l2.acommand(self.bus.publishing(kind, mode, name), None)
+        if not ok:
+            self.bus.unpublished(kind, name)
+
+    async def aacquire(self, key: str, token: str, ttl: float) -> bool:
+        return await self.l2.aacquire(key, token, ttl)
+
+    async def arelease(self, key: str, token: str) -> None:
+        await self.l2.arelease(key, token)
+
+    async def aclose(self) -> None:
+        self.bus.close()
+        await self.l2.aclose()

@@ -1,0 +1,181 @@
+"""The Redis store's operations, written once for async code and generated for sync code.
+
+Written once: ``isr/adapters/_sync/redis.py`` is generated from ``isr/adapters/_async/redis.py``
+by ``python -m tests.unasync`` (``aget`` becomes ``get`` and so on, ``async``/``await`` go;
+the test command fails when the two are out of step). Edit the async one, then regenerate.
+
+Every operation is one or a few commands run by `_arun`, through the circuit breaker: an
+unreachable or failing Redis gives the operation's safe answer instead of an error (see
+``isr.adapters.redis``). The commands themselves are the same for both clients; only the
+awaiting differs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from isr._entry import Entry, Generation, Mode
+
+from .._redis_base import (
+    _BUMP,
+    _FIELDS,
+    _NOTE,
+    _RELEASE,
+    FAILURES,
+    RedisBase,
+    _expiry_ms,
+    _generation,
+    _members,
+    _strongest,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
+
+__all__ = ["AsyncRedisOps"]
+
+T = TypeVar("T")
+
+
+class AsyncRedisOps(RedisBase):
+    """The store operations of `isr.adapters.redis.RedisAdapter` (see the module docstring)."""
+
+    async def _arun(self, op: Callable[[AsyncRedis], Awaitable[T]], default: T) -> tuple[T, bool]:
+        """``op`` on the client through the breaker: (its answer, True), or (``default``,
+        False) if Redis is out of use or the call failed."""
+        breaker = self.breaker
+        if breaker.failures and not breaker.allow():
+            return default, False
+        probe = breaker.is_open
+        try:
+            client = await self._aconnect()
+            try:
+                result = await op(client)
+            finally:
+                self._adone()
+        except FAILURES as exc:
+            self._failed(exc)
+            return default, False
+        except BaseException:
+            self._abandoned(probe)
+            raise
+        breaker.success()
+        return result, True
+
+    async def acommand(
+        self, op: Callable[[AsyncRedis], Awaitable[T]], default: T
+    ) -> tuple[T, bool]:
+        """A command of the caller's (the L1 publishes its invalidations with it), run like
+        the store's own: ``op`` must work on either client (one command, no awaits of its
+        own), so that on trio its sync twin can run it in a thread."""
+        return await self._arun(op, default)
+
+    async def aget(self, key: str) -> Entry | None:  # the hot path's read: no extra await
+        data, _ = await self._arun(lambda c: c.get(self._e + key), None)
+        return self._decode(key, cast("bytes | None", data))
+
+    async def aread(self, key: str) -> tuple[Entry | None, bool]:
+        """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key
+        Redis does not hold; (None, False) one it could not be asked about, or whose record
+        the codec refused."""
+        data, reached = await self._arun(lambda c: c.get(self._e + key), None)
+        return self._reading(key, cast("bytes | None", data), reached)
+
+    async def aset(self, key: str, entry: Entry) -> None:
+        data = self.codec.dumps(key, entry)  # a CodecError propagates: nothing is written
+        px = _expiry_ms(entry)
+
+        async def write(c: AsyncRedis) -> object:
+            if not entry.tags:
+                return await c.set(self._e + key, data, px=px)
+            if self.cluster:  # its pipelines may reorder: entry first
+                await c.set(self._e + key, data, px=px)
+            pipe = c.pipeline(transaction=False)
+            if not self.cluster:
+                pipe.set(self._e + key, data, px=px)
+            for tag in entry.tags:
+                pipe.sadd(self._t + tag, key)
+            return await pipe.execute()
+
+        await self._arun(write, None)
+
+    async def adelete(self, key: str) -> None:
+        _, ok = await self._arun(lambda c: c.delete(self._e + key), 0)
+        if not ok:
+            self._unreached(f"invalidation of {key!r}")
+
+    async def atagged(self, tag: str) -> list[str]:
+        async def members(c: AsyncRedis) -> list[str]:
+            return _members(await c.smembers(self._t + tag))
+
+        keys, ok = await self._arun(members, cast("list[str]", []))
+        if not ok:
+            self._unreached(f"invalidation of tag {tag!r}")
+        return keys
+
+    async def auntag(self, tag: str, keys: list[str]) -> None:
+        if not keys:
+            return
+        tkey = self._t + tag
+
+        async def untag(c: AsyncRedis) -> None:
+            await c.srem(tkey, *keys)
+            pipe = c.pipeline(transaction=False)
+            for k in keys:
+                pipe.get(self._e + k)
+            back = self._retagged(tag, keys, await pipe.execute())
+            if back:
+                await c.sadd(tkey, *back)
+
+        await self._arun(untag, None)
+
+    async def anote_invalidation(
+        self, kind: str, name: str, mode: Mode, at: float, ttl: float
+    ) -> None:
+        marker = f"{self._i}{kind}:{name}"
+        ms = max(1, math.ceil(ttl * 1000))
+        _, ok = await self._arun(lambda c: c.eval(_NOTE, 1, marker, repr(at), int(mode), ms), None)
+        if not ok:
+            self._unreached(f"invalidation of {kind} {name!r}")
+
+    async def ainvalidated_since(
+        self, key: str, tags: tuple[str, ...], since: float
+    ) -> Mode | None:
+        async def read(c: AsyncRedis) -> list[Any]:
+            if not tags:
+                return [await c.get(self._i + "key:" + key)]
+            pipe = c.pipeline(transaction=False)
+            for marker in self._markers(key, tags):
+                pipe.get(marker)
+            return await pipe.execute()
+
+        nothing: list[Any] = []
+        records, _ = await self._arun(read, nothing)
+        return _strongest(records, since)
+
+    async def ageneration(self) -> Generation:
+        cache = self._generation
+        value = cache.current()
+        if value is not None:
+            return value
+        fields, _ = await self._arun(lambda c: c.hmget(self._g, _FIELDS), None)
+        return cache.value if fields is None else cache.update(_generation(fields))
+
+    async def abump_generation(self, mode: Mode) -> Generation:
+        field = _FIELDS[mode]
+        fields, _ = await self._arun(lambda c: c.eval(_BUMP, 1, self._g, field), None)
+        return self._bumped(mode, fields)
+
+    async def aacquire(self, key: str, token: str, ttl: float) -> bool:
+        ms = max(1, math.ceil(ttl * 1000))
+
+        async def take(c: AsyncRedis) -> bool:
+            return bool(await c.set(self._l + key, token, nx=True, px=ms))
+
+        taken, _ = await self._arun(take, True)
+        return taken
+
+    async def arelease(self, key: str, token: str) -> None:
+        await self._arun(lambda c: c.eval(_RELEASE, 1, self._l + key, token), None)

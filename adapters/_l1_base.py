@@ -1,0 +1,108 @@
+"""The L1 store's state and coherence: everything of `isr.adapters.l1.L1Adapter` but the
+store operations, which are written once in ``isr/adapters/_async/l1.py`` and generated for
+sync code in ``isr/adapters/_sync/l1.py``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from isr._entry import Entry, Generation
+
+from .base import Adapter
+from .memory import MemoryAdapter
+from .redis import RedisAdapter
+from .redis_bus import Message, RedisBus
+
+__all__ = ["L1Base"]
+
+
+class L1Base(Adapter):
+    """Memory L1 over a `RedisAdapter`, with a `RedisBus` between instances."""
+
+    local: ClassVar[bool] = True  # the hot path serves from the L1 and checks ``gen``
+    shared: ClassVar[bool] = True
+    wall_clock: ClassVar[bool] = True
+
+    def __init__(
+        self, l2: RedisAdapter, max_entries: int = 10_000, *, epoch_poll: float = 1.0
+    ) -> None:
+        self.l2 = l2
+        self.l1 = MemoryAdapter(max_entries)
+        self.peek = self.l1.peek
+        self.namespace = l2.namespace
+        self._generation = l2.generation()
+        self.gen = self._generation.current
+        self.bus = RedisBus(
+            l2.subscriber_client,
+            l2.namespace or "isr",
+            on_message=self._received,
+            on_resync=self._resync,
+            epoch_poll=epoch_poll,
+        )
+
+    # ------------------------------------------------------------------ coherence
+
+    def _set_generation(self, generation: Generation) -> Generation:
+        # Replace ``gen`` only when it changes: the hot path compares it by identity, and
+        # an equal but new int (above 256, Python caches no ints) would miss every time.
+        if generation != self._generation and generation.current >= self._generation.current:
+            self._generation = generation
+            self.gen = generation.current
+        return self._generation
+
+    def _received(self, message: Message) -> None:
+        """Another instance's invalidation: drop what it touched (Redis holds the mark)."""
+        if message.kind == "key":
+            self.l1.delete(message.name)
+        elif message.kind == "tag":
+            for key in self.l1.tagged(message.name):
+                self.l1.delete(key)
+        elif message.kind == "all":
+            self._set_generation(Generation(*map(int, message.name.split(","))))
+
+    def _resync(self, why: str) -> None:
+        self.l1.clear()
+        self._set_generation(self.l2.fresh_generation())
+
+    @property
+    def errors(self) -> int:  # type: ignore[override]
+        return self.l2.errors
+
+    @property
+    def evictions(self) -> int:  # type: ignore[override]
+        return self.l1.evictions
+
+    # ------------------------------------------------------------------ reads
+
+    def _landed(self, key: str, entry: Entry | None, reached: bool) -> Entry | None:
+        """What a read of ``key`` from Redis (``entry``; ``reached``: Redis's word on it,
+        see `RedisAdapter.read`) leaves in the L1 and returns. ``reached`` is this read's
+        own, not guessed from the store's error count, which other reads move too."""
+        if entry is not None:
+            if entry.gen == self.gen:
+                entry.gen = self.gen  # the very object the hot path compares with ``is``
+            self.l1.set(key, entry)
+            return entry
+        if not reached:
+            return self.l1.get(key)  # Redis out of reach: what this instance holds
+        self.l1.delete(key)  # gone from Redis (expired, evicted, purged): gone here too
+        return None
+
+    def generation(self) -> Generation:
+        return self._generation  # kept current by the bus; never waits on the network
+
+    async def ageneration(self) -> Generation:
+        return self._set_generation(await self.l2.ageneration())
+
+    def size(self) -> int:
+        return self.l1.size()
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "l1_entries": self.l1.size(),
+            "bus_received": self.bus.received,
+            "bus_resyncs": self.bus.resyncs,
+        }
+
+    def ready(self, timeout: float) -> bool:
+        return self.bus.connected.wait(timeout)

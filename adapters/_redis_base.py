@@ -1,0 +1,469 @@
+"""The Redis store's plumbing: options, clients, the circuit breaker, the record formats.
+
+`RedisBase` is everything of ``isr.adapters.redis.RedisAdapter`` but its store operations:
+those are written once, async, in ``isr/adapters/_async/redis.py``, and generated for sync
+code in ``isr/adapters/_sync/redis.py``. See ``isr.adapters.redis`` for the layout in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from typing_extensions import Self
+
+try:
+    import redis
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisClusterException, RedisError
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError('the Redis store needs redis-py: pip install "isr-runtime[redis]"') from exc
+
+from isr._codec import Codec, CodecError, JsonCodec
+from isr._entry import Entry, Generation, Mode
+from isr._errors import ConfigError
+
+from .base import Adapter, GenerationCache, lifetime
+from .breaker import Breaker
+
+__all__ = ["FAILURES", "RedisBase"]
+
+logger = logging.getLogger("isr")
+
+
+#: What a Redis call may fail with and the cache absorbs (logged, counted, breaker): Redis's
+#: own errors (connection refused or lost, timed out, an error reply, a cluster without a
+#: usable node), the socket's, the builtin and asyncio timeouts (one class from Python 3.11
+#: on), and the AttributeError and TypeError redis-py raises on a connection the server
+#: reset, on Python 3.12 to 3.14.0 (redis-py#4287); only client calls run inside these
+#: handlers, so a bug of ours would still show, as a counted and logged store error.
+FAILURES = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    AttributeError,
+    TypeError,
+)
+
+#: Options of ours in the URL, and how to read each.
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "timeout": float,
+    "connect_timeout": float,
+    "generation_poll": float,
+    "breaker_threshold": int,
+    "breaker_cooldown": float,
+    "max_connections": int,
+    "cluster": lambda v: {"true": True, "1": True, "false": False, "0": False}[v.lower()],
+}
+#: redis-py's own options that may stay in the URL it is given.
+_PASS_THROUGH = frozenset(
+    {
+        "client_name",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_path",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+    }
+)
+_FIELDS = ("current", "revalidate", "expire", "purge")
+
+#: Record an invalidate-all of one strength (ARGV[1]: its field) and return the record.
+_BUMP = """
+local n = redis.call('HINCRBY', KEYS[1], 'current', 1)
+redis.call('HSET', KEYS[1], ARGV[1], n)
+return redis.call('HMGET', KEYS[1], 'current', 'revalidate', 'expire', 'purge')
+"""
+#: Record an invalidation of a key or tag (ARGV: its time, its mode, ms to keep it), keeping
+#: the stronger mode should one be on record already: "<time> <mode>".
+_NOTE = """
+local old = redis.call('GET', KEYS[1])
+local mode = tonumber(ARGV[2])
+if old then
+    local was = tonumber(string.match(old, ' (%d+)$'))
+    if was and was > mode then mode = was end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. mode, 'PX', ARGV[3])
+return 1
+"""
+#: Delete a lock only while it still holds the caller's token.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def _generation(fields: list[Any]) -> Generation:
+    return Generation(*(int(v) if v is not None else 0 for v in fields))
+
+
+def _members(raw: Any) -> list[str]:
+    return [k.decode() for k in cast("set[bytes]", raw)]
+
+
+def _strongest(records: list[Any], since: float) -> Mode | None:
+    """The strongest of the invalidation ``records`` ("<time> <mode>") made after ``since``."""
+    modes = []
+    for record in records:
+        if record is not None:
+            at, mode = record.split()
+            if float(at) > since:
+                modes.append(int(mode))
+    return Mode(max(modes)) if modes else None
+
+
+def _expiry_ms(entry: Entry) -> int | None:
+    """`lifetime` in milliseconds (at least a second), for ``PX``."""
+    life = lifetime(entry)
+    return None if life is None else max(1000, math.ceil(life * 1000))
+
+
+class _Gate:
+    """At most ``free`` commands at once on one event loop's client; the others wait (each
+    at most a timeout) and are let in in order as commands end.
+
+    redis-py's asyncio pool would fail at once (``MaxConnectionsError``), and its blocking
+    pool costs every command a timer, a tenth of a loopback GET; this costs a counter until
+    every connection is in use.
+    """
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for a slot (``free`` is 0); raise TimeoutError after ``timeout``."""
+        slot = asyncio.get_running_loop().create_future()
+        self.waiters.append(slot)
+        try:
+            await asyncio.wait_for(slot, timeout)
+        except BaseException:
+            if slot.done() and not slot.cancelled():
+                self.leave()  # handed a slot just as we gave up: pass it on
+            raise
+
+    def leave(self) -> None:
+        """A command ended: hand its slot to the first waiter still waiting, or free it."""
+        waiters = self.waiters
+        while waiters:
+            slot = waiters.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                return
+        self.free += 1
+
+
+class RedisBase(Adapter):
+    """A Redis (or Valkey) store shared by every process using the same URL and namespace.
+
+    Entries are bytes made by ``codec`` (`isr._codec.JsonCodec` by default). Sync calls use
+    a ``redis.Redis`` client; async calls a ``redis.asyncio.Redis`` client made on first
+    use in the running event loop (and made anew should the runtime be used from another
+    loop: asyncio connections belong to one loop). redis-py's asyncio client needs asyncio:
+    on trio, the async operations run the sync ones in worker threads (see
+    ``isr.adapters.redis``).
+    """
+
+    local: ClassVar[bool] = False
+    shared: ClassVar[bool] = True
+    wall_clock: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        namespace: str | None = None,
+        codec: Codec | None = None,
+        generation_poll: float = 1.0,
+        timeout: float = 0.25,
+        connect_timeout: float | None = None,
+        breaker_threshold: int = 3,
+        breaker_cooldown: float = 2.0,
+        max_connections: int = 100,
+        cluster: bool = False,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigError(
+                f"cache URL {_redacted(url)!r}: the Redis store takes redis:// or rediss://"
+            )
+        options = parse_qsl(parts.query, keep_blank_values=True)
+        unknown = sorted({name for name, _ in options} - _PASS_THROUGH)
+        if unknown:
+            raise ConfigError(
+                f"cache URL {_redacted(url)!r}: unknown option(s) {', '.join(unknown)}"
+            )
+        if not (timeout > 0 and (connect_timeout is None or connect_timeout > 0)):
+            raise ConfigError("timeout and connect_timeout must be > 0 seconds")
+        if not generation_poll >= 0:
+            raise ConfigError("generation_poll must be >= 0 seconds")
+        if not (breaker_threshold >= 1 and breaker_cooldown > 0):
+            raise ConfigError("breaker_threshold must be >= 1 and breaker_cooldown > 0")
+        if not max_connections >= 1:
+            raise ConfigError("max_connections must be >= 1")
+        self.url = url
+        self.namespace = namespace
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.cluster = cluster
+        self.timeout = timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+        self.breaker = Breaker(
+            f"redis {where}", threshold=breaker_threshold, cooldown=breaker_cooldown
+        )
+        self._generation = GenerationCache(generation_poll)
+        ns = namespace or "isr"
+        self._e = f"{ns}:e:"
+        self._t = f"{ns}:t:"
+        self._l = f"{ns}:l:"
+        self._g = f"{ns}:gen"
+        self._i = f"{ns}:i:"
+        self.max_connections = max_connections
+        kwargs: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": self.connect_timeout,
+        }
+        self._kwargs = kwargs
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None  # made on first use, as the asyncio one
+        self._aclient: aredis.Redis | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._agate = _Gate(max_connections)
+        # Cluster only: whether the asyncio client has loaded its slot map (see _aready_wait)
+        # and the one load in flight, shared by the callers that find it not loaded yet.
+        self._aready = True
+        self._ainit: asyncio.Future[Any] | None = None
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, namespace: str | None = None, codec: Codec | None = None
+    ) -> Self:
+        """The store a ``redis://`` or ``rediss://`` cache URL names (options: see the
+        module docstring); a bad option raises `isr.ConfigError` naming it."""
+        parts = urlsplit(url)
+        ours: dict[str, Any] = {}
+        theirs: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            parse = _OPTIONS.get(name)
+            if parse is None:
+                theirs.append((name, value))
+                continue
+            try:
+                ours[name] = parse(value)
+            except (KeyError, ValueError):
+                raise ConfigError(
+                    f"cache URL {_redacted(url)!r}: bad value {value!r} for {name}"
+                ) from None
+        unknown = sorted({name for name, _ in theirs} - _PASS_THROUGH)
+        if unknown:
+            raise ConfigError(
+                f"cache URL {_redacted(url)!r}: unknown option(s) {', '.join(unknown)}; known: "
+                f"{', '.join([*_OPTIONS, *sorted(_PASS_THROUGH)])}"
+            )
+        rest = urlunsplit(parts._replace(query=urlencode(theirs)))
+        return cls(rest, namespace=namespace, codec=codec, **ours)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.breaker.failure(exc)
+
+    def _abandoned(self, probe: bool) -> None:
+        """A call ended without an outcome (cancelled). If it was the breaker's half-open
+        probe, the breaker must not wait for it forever: another call probes after the
+        cooldown."""
+        if probe:
+            self.breaker.abandon()
+
+    def _unreached(self, what: str) -> None:
+        logger.error(
+            "%s could not reach %s; other processes will not see it", what, self.breaker.name
+        )
+
+    def _connect(self) -> redis.Redis:
+        """The sync client, for one command (`_run`)."""
+        return self._client or self._sync_client()
+
+    def _done(self) -> None:
+        """One command on the sync client ended."""
+
+    async def _aconnect(self) -> aredis.Redis:
+        """The running loop's asyncio client, for one command (`_arun`): its Cluster slot
+        map loaded, and one of its ``max_connections`` slots taken (wait for one, at most a
+        command's timeout); `_adone` gives the slot back."""
+        client = self._aclient_here()
+        if not self._aready:
+            await self._aready_wait(client)
+        gate = self._agate
+        if gate.free:
+            gate.free -= 1
+        else:
+            await gate.wait(self.timeout)
+        return client
+
+    def _adone(self) -> None:
+        """One command on the asyncio client ended: its slot is free."""
+        self._agate.leave()
+
+    def _sync_client(self) -> redis.Redis:
+        """The sync client, made on first use (a Cluster client connects when made)."""
+        with self._lock:
+            if self._client is None:
+                # No retries inside redis-py: the breaker decides when to try again, and a
+                # retry (redis-py's default is 10, with backoff) would keep callers waiting.
+                retry = Retry(NoBackoff(), 0)
+                if self.cluster:
+                    from redis.cluster import RedisCluster
+
+                    cluster = RedisCluster.from_url(self.url, retry=retry, **self._kwargs)
+                    self._client = cast("redis.Redis", cluster)  # the same commands
+                else:
+                    self._client = redis.Redis.from_url(self.url, retry=retry, **self._kwargs)
+            return self._client
+
+    def _aclient_here(self) -> aredis.Redis:
+        """The asyncio client of the running loop, made on first use there."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigError(
+                "the Redis store's async calls need asyncio (redis-py's asyncio client); "
+                "on trio, use the sync API"
+            ) from None
+        client = self._aclient
+        if client is None or loop is not self._aloop:
+            retry = AsyncRetry(NoBackoff(), 0)
+            if self.cluster:
+                from redis.asyncio.cluster import RedisCluster
+
+                cluster = RedisCluster.from_url(self.url, retry=retry, **self._kwargs)
+                client = cast("aredis.Redis", cluster)
+                self._aready, self._ainit = False, None  # slot map loaded on first use
+            else:
+                client = aredis.Redis.from_url(
+                    self.url, retry=retry, max_connections=self.max_connections, **self._kwargs
+                )
+            self._aclient, self._aloop = client, loop
+            self._agate = _Gate(self.max_connections)
+        return client
+
+    def subscriber_client(self) -> redis.Redis:
+        """A new sync client of its own, for an L1's pub/sub bus: a subscription holds its
+        connection, and waits on it longer than a command's timeout."""
+        kwargs = {**self._kwargs, "socket_timeout": max(5.0, self.timeout)}
+        if self.cluster:
+            from redis.cluster import RedisCluster
+
+            return cast("redis.Redis", RedisCluster.from_url(self.url, **kwargs))
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def fresh_generation(self) -> Generation:
+        """The generation record read now, not from the poll cache."""
+        self._generation.expire()
+        return self.generation()
+
+    async def _aready_wait(self, client: aredis.Redis) -> None:
+        """Load a new asyncio Cluster client's slot map before its first command: one load
+        (``initialize``), awaited by every caller that comes meanwhile; a failed one raises
+        in each of them, and the next caller starts another.
+
+        Without it, redis-py's asyncio RedisCluster (seen with 8.1) sends commands issued
+        before it knows the slots to one node; when several are in flight at once, their
+        MOVED replies each refresh the topology, which closes connections other commands
+        are using ("Connection closed by server", or an AttributeError from a writer that
+        is gone: not a RedisError). tests/test_redis_cluster.py exercises it.
+        """
+        task = self._ainit
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            task = self._ainit = asyncio.ensure_future(client.initialize())
+            # Retrieved even if every caller waiting on it was cancelled: no asyncio warning.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(task)
+        self._aready = True
+
+    def _drop_aclient(self) -> None:
+        """Forget an asyncio client whose loop is gone or another: its connections cannot
+        be closed from here (they belong to that loop). Close them first with `aclose`."""
+        self._aclient = self._aloop = None
+
+    def _decode(self, key: str, data: bytes | None) -> Entry | None:
+        """The entry in ``data``; a record the codec refuses (corrupt, or not signed with
+        our key) is logged, counted and treated as missing: it is never trusted."""
+        if data is None:
+            return None
+        try:
+            return self.codec.loads(key, data)
+        except CodecError as exc:
+            self.errors += 1
+            logger.warning("%s (treated as missing)", exc)
+            return None
+
+    def _reading(self, key: str, data: bytes | None, reached: bool) -> tuple[Entry | None, bool]:
+        """`read`'s answer from what the GET brought (``reached``: Redis answered it)."""
+        entry = self._decode(key, data)
+        return entry, reached and (entry is not None or data is None)
+
+    def _retagged(self, tag: str, keys: list[str], records: list[bytes | None]) -> list[str]:
+        """Of ``keys`` just removed from ``tag``'s set, those whose entry (``records``)
+        carries the tag after all: stored again since the runtime found it gone."""
+        back = []
+        for k, data in zip(keys, records, strict=True):
+            if data is not None:
+                try:
+                    entry = self.codec.loads(k, data)
+                except CodecError:
+                    continue
+                if tag in entry.tags:
+                    back.append(k)
+        return back
+
+    def _markers(self, key: str, tags: tuple[str, ...]) -> list[str]:
+        return [self._i + "key:" + key, *(self._i + "tag:" + tag for tag in tags)]
+
+    def _bumped(self, mode: Mode, fields: list[Any] | None) -> Generation:
+        cache = self._generation
+        if fields is None:
+            self._unreached(f"invalidate_all({mode.name.lower()})")
+            return cache.update(cache.value.bumped(mode))  # at least this process applies it
+        return cache.update(_generation(fields))
+
+    def close(self) -> None:
+        """Close the sync client; an asyncio client is closed by `aclose` (in its loop)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close both clients (the asyncio one only if it belongs to the running loop)."""
+        client, loop = self._aclient, self._aloop
+        self._drop_aclient()
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+        self.close()

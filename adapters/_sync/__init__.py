@@ -1,0 +1,1 @@
+"""The stores' sync operations, generated from ``isr.adapters._async``."""

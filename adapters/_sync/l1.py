@@ -1,0 +1,69 @@
+# GENERATED from adapters/_async/l1.py by tests/unasync.py: do not edit. Edit the async source
+# and run `python -m tests.unasync`.
+"""The L1 store's operations, written once for async code and generated for sync code.
+
+Written once: ``isr/adapters/_sync/l1.py`` is generated from ``isr/adapters/_async/l1.py`` by
+``python -m tests.unasync``; edit the async one, then regenerate. Reads go to the L1 first
+(the runtime's hot path does that itself) and then to Redis; writes go to Redis, then to the
+L1; invalidations are written to Redis, then published on the bus.
+"""
+
+from __future__ import annotations
+
+from isr._entry import Entry, Generation, Mode
+
+from .._l1_base import L1Base
+
+__all__ = ["SyncL1Ops"]
+
+
+class SyncL1Ops(L1Base):
+    """The store operations of `isr.adapters.l1.L1Adapter` (see the module docstring)."""
+
+    def get(self, key: str) -> Entry | None:
+        return self._landed(key, *self.l2.read(key))
+
+    def tagged(self, tag: str) -> list[str]:
+        return sorted({*self.l2.tagged(tag), *self.l1.tagged(tag)})
+
+    def invalidated_since(self, key: str, tags: tuple[str, ...], since: float) -> Mode | None:
+        return self.l2.invalidated_since(key, tags, since)
+
+    def set(self, key: str, entry: Entry) -> None:
+        self.l2.set(key, entry)  # first: a CodecError must leave both untouched
+        self.l1.set(key, entry)
+
+    def delete(self, key: str) -> None:
+        self.l2.delete(key)
+        self.l1.delete(key)
+
+    def untag(self, tag: str, keys: list[str]) -> None:
+        self.l2.untag(tag, keys)
+
+    def bump_generation(self, mode: Mode) -> Generation:
+        generation = self._set_generation(self.l2.bump_generation(mode))
+        self._publish("all", mode.name.lower(), ",".join(map(str, generation)))
+        return generation
+
+    def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:
+        self.l2.note_invalidation(kind, name, mode, at, ttl)
+
+    def announce(self, kind: str, name: str, mode: Mode) -> None:
+        self._publish(kind, mode.name.lower(), name)
+
+    def _publish(self, kind: str, mode: str, name: str) -> None:
+        """Tell the other instances, through the store's own clients, breaker and
+        timeouts: a Redis that hangs costs it a command's timeout, one out of use nothing."""
+        _, ok = self.l2.command(self.bus.publishing(kind, mode, name), None)
+        if not ok:
+            self.bus.unpublished(kind, name)
+
+    def acquire(self, key: str, token: str, ttl: float) -> bool:
+        return self.l2.acquire(key, token, ttl)
+
+    def release(self, key: str, token: str) -> None:
+        self.l2.release(key, token)
+
+    def close(self) -> None:
+        self.bus.close()
+        self.l2.close()

@@ -1,0 +1,177 @@
+# GENERATED from adapters/_async/redis.py by tests/unasync.py: do not edit. Edit the async source
+# and run `python -m tests.unasync`.
+"""The Redis store's operations, written once for async code and generated for sync code.
+
+Written once: ``isr/adapters/_sync/redis.py`` is generated from ``isr/adapters/_async/redis.py``
+by ``python -m tests.unasync`` (``get`` becomes ``get`` and so on, ``async``/``await`` go;
+the test command fails when the two are out of step). Edit the async one, then regenerate.
+
+Every operation is one or a few commands run by `_run`, through the circuit breaker: an
+unreachable or failing Redis gives the operation's safe answer instead of an error (see
+``isr.adapters.redis``). The commands themselves are the same for both clients; only the
+awaiting differs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from isr._entry import Entry, Generation, Mode
+
+from .._redis_base import (
+    _BUMP,
+    _FIELDS,
+    _NOTE,
+    _RELEASE,
+    FAILURES,
+    RedisBase,
+    _expiry_ms,
+    _generation,
+    _members,
+    _strongest,
+)
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = ["SyncRedisOps"]
+
+T = TypeVar("T")
+
+
+class SyncRedisOps(RedisBase):
+    """The store operations of `isr.adapters.redis.RedisAdapter` (see the module docstring)."""
+
+    def _run(self, op: Callable[[Redis], T], default: T) -> tuple[T, bool]:
+        """``op`` on the client through the breaker: (its answer, True), or (``default``,
+        False) if Redis is out of use or the call failed."""
+        breaker = self.breaker
+        if breaker.failures and not breaker.allow():
+            return default, False
+        probe = breaker.is_open
+        try:
+            client = self._connect()
+            try:
+                result = op(client)
+            finally:
+                self._done()
+        except FAILURES as exc:
+            self._failed(exc)
+            return default, False
+        except BaseException:
+            self._abandoned(probe)
+            raise
+        breaker.success()
+        return result, True
+
+    def command(self, op: Callable[[Redis], T], default: T) -> tuple[T, bool]:
+        """A command of the caller's (the L1 publishes its invalidations with it), run like
+        the store's own: ``op`` must work on either client (one command, no awaits of its
+        own), so that on trio its sync twin can run it in a thread."""
+        return self._run(op, default)
+
+    def get(self, key: str) -> Entry | None:  # the hot path's read: no extra await
+        data, _ = self._run(lambda c: c.get(self._e + key), None)
+        return self._decode(key, cast("bytes | None", data))
+
+    def read(self, key: str) -> tuple[Entry | None, bool]:
+        """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key
+        Redis does not hold; (None, False) one it could not be asked about, or whose record
+        the codec refused."""
+        data, reached = self._run(lambda c: c.get(self._e + key), None)
+        return self._reading(key, cast("bytes | None", data), reached)
+
+    def set(self, key: str, entry: Entry) -> None:
+        data = self.codec.dumps(key, entry)  # a CodecError propagates: nothing is written
+        px = _expiry_ms(entry)
+
+        def write(c: Redis) -> object:
+            if not entry.tags:
+                return c.set(self._e + key, data, px=px)
+            if self.cluster:  # its pipelines may reorder: entry first
+                c.set(self._e + key, data, px=px)
+            pipe = c.pipeline(transaction=False)
+            if not self.cluster:
+                pipe.set(self._e + key, data, px=px)
+            for tag in entry.tags:
+                pipe.sadd(self._t + tag, key)
+            return pipe.execute()
+
+        self._run(write, None)
+
+    def delete(self, key: str) -> None:
+        _, ok = self._run(lambda c: c.delete(self._e + key), 0)
+        if not ok:
+            self._unreached(f"invalidation of {key!r}")
+
+    def tagged(self, tag: str) -> list[str]:
+        def members(c: Redis) -> list[str]:
+            return _members(c.smembers(self._t + tag))
+
+        keys, ok = self._run(members, cast("list[str]", []))
+        if not ok:
+            self._unreached(f"invalidation of tag {tag!r}")
+        return keys
+
+    def untag(self, tag: str, keys: list[str]) -> None:
+        if not keys:
+            return
+        tkey = self._t + tag
+
+        def untag(c: Redis) -> None:
+            c.srem(tkey, *keys)
+            pipe = c.pipeline(transaction=False)
+            for k in keys:
+                pipe.get(self._e + k)
+            back = self._retagged(tag, keys, pipe.execute())
+            if back:
+                c.sadd(tkey, *back)
+
+        self._run(untag, None)
+
+    def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:
+        marker = f"{self._i}{kind}:{name}"
+        ms = max(1, math.ceil(ttl * 1000))
+        _, ok = self._run(lambda c: c.eval(_NOTE, 1, marker, repr(at), int(mode), ms), None)
+        if not ok:
+            self._unreached(f"invalidation of {kind} {name!r}")
+
+    def invalidated_since(self, key: str, tags: tuple[str, ...], since: float) -> Mode | None:
+        def read(c: Redis) -> list[Any]:
+            if not tags:
+                return [c.get(self._i + "key:" + key)]
+            pipe = c.pipeline(transaction=False)
+            for marker in self._markers(key, tags):
+                pipe.get(marker)
+            return pipe.execute()
+
+        nothing: list[Any] = []
+        records, _ = self._run(read, nothing)
+        return _strongest(records, since)
+
+    def generation(self) -> Generation:
+        cache = self._generation
+        value = cache.current()
+        if value is not None:
+            return value
+        fields, _ = self._run(lambda c: c.hmget(self._g, _FIELDS), None)
+        return cache.value if fields is None else cache.update(_generation(fields))
+
+    def bump_generation(self, mode: Mode) -> Generation:
+        field = _FIELDS[mode]
+        fields, _ = self._run(lambda c: c.eval(_BUMP, 1, self._g, field), None)
+        return self._bumped(mode, fields)
+
+    def acquire(self, key: str, token: str, ttl: float) -> bool:
+        ms = max(1, math.ceil(ttl * 1000))
+
+        def take(c: Redis) -> bool:
+            return bool(c.set(self._l + key, token, nx=True, px=ms))
+
+        taken, _ = self._run(take, True)
+        return taken
+
+    def release(self, key: str, token: str) -> None:
+        self._run(lambda c: c.eval(_RELEASE, 1, self._l + key, token), None)

@@ -1,0 +1,349 @@
+"""What the async and the sync drivers share: the store, the clock, the lock, the ledger,
+the backoff table and the counters, and the steps around a read or a fetch that never wait.
+
+The decisions themselves are plain functions (``isr._decisions``); this holds the state they
+read and write, under one lock where threads may race, and does the bookkeeping: counting,
+logging, backoff, the loader's context. Nothing here awaits or sleeps: the drivers
+(``isr/_async/driver.py``, and ``isr/_sync/driver.py`` generated from it) do the waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import random as _random
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._backoff import BackoffTable
+from ._context import FetchContext, current_fetch
+from ._decisions import (
+    Answer,
+    Read,
+    Settle,
+    decide_read,
+    fetched_entry,
+    remark,
+    settle,
+    xfetch_due,
+)
+from ._entry import FRESH, Entry, Generation, Mode, Verdict, classify
+from ._flight import Flight
+from ._ledger import Ledger
+from ._loader import ErrorHook, Loader
+from ._status import Status
+
+if TYPE_CHECKING:
+    from isr.adapters.base import Adapter
+
+__all__ = ["COUNTERS", "Run", "RuntimeState"]
+
+logger = logging.getLogger("isr")
+
+_MISS, _STALE, _STALE_IF_ERROR = Status.MISS, Status.STALE, Status.STALE_IF_ERROR
+#: The runtime's own counters (see `isr.Stats` for what each counts).
+COUNTERS = (
+    "hits",
+    "stale",
+    "misses",
+    "stale_if_error",
+    "errors",
+    "loader_calls",
+    "coalesced",
+    "refreshes",
+    "refresh_failures",
+    "invalidations",
+)
+#: The counter each status of a served answer moves.
+_COUNTER_OF = {
+    Status.HIT: "hits",
+    Status.STALE: "stale",
+    Status.STALE_IF_ERROR: "stale_if_error",
+}
+
+
+class Run(NamedTuple):
+    """One loader run: its place in the ledger, the generation it started under, the
+    loader's context and when it started."""
+
+    fid: int
+    gen: int
+    ctx: FetchContext
+    started: float
+
+
+class RuntimeState:
+    """The state of one runtime that both drivers share (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Adapter,
+        *,
+        clock: Callable[[], float],
+        backoff: float,
+        max_backoff: float,
+        lock_ttl: float,
+        on_error: ErrorHook | None,
+        random: Callable[[], float] | None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.random: Callable[[], float] = random or _random.random
+        self.lock_ttl = lock_ttl
+        self.on_error = on_error
+        #: A store answering without I/O (memory, disk): async code calls it directly.
+        self.inline = store.inline
+        #: A store whose ``peek`` and ``generation()`` answer without waiting (memory, disk,
+        #: an L1): a stale or backing-off entry it peeked is served without awaiting.
+        self.quick = store.inline or store.local
+        #: Other processes share the store: fetch locks, markers.
+        self.shared = store.shared
+        #: Orders invalidations with the fetches they race, and guards the tables below
+        #: where threads share them.
+        self.lock = threading.RLock()
+        self.ledger = Ledger()
+        self.backoffs = BackoffTable(backoff, max_backoff)
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        #: The generation record a read last saw from a store that is not quick.
+        self.last_gen = Generation()
+
+    # ------------------------------------------------------------------ counting
+
+    def count(self, name: str) -> None:
+        self.counts[name] += 1
+
+    # ------------------------------------------------------------------ reads
+
+    def read(
+        self, loader: Loader[Any], key: str, entry: Entry | None, verdict: Verdict, now: float
+    ) -> Read:
+        """`decide_read` for ``entry``, counted; a served entry is marked recently used."""
+        early = False
+        if verdict is FRESH and entry is not None and loader.xfetch is not None:
+            early = xfetch_due(loader.delta, loader.xfetch, self.random(), now, entry.fresh_until)
+        backoff = self.backoffs.active(key, now) if entry is not None else None
+        decision = decide_read(entry, verdict, now, backoff, early)
+        answer = decision.answer
+        if answer is not None:
+            assert entry is not None
+            entry.used = True
+            self.counts[_COUNTER_OF[answer[1]]] += 1
+        return decision
+
+    def classify(self, entry: Entry | None, now: float) -> Verdict:
+        """``entry``'s verdict against the generation this process knows without I/O."""
+        return classify(entry, now, self.known_generation())
+
+    def known_generation(self) -> Generation:
+        """The freshest invalidate-all record this process holds without I/O: a quick
+        store's own (an L1's is kept current by its bus), else the one last read."""
+        return self.store.generation() if self.quick else self.last_gen
+
+    def stale_answer(self, fallback: Entry, now: float) -> Answer:
+        """The old value served because a fetch passed its soft timeout."""
+        self.count("stale")
+        return (fallback.value, _STALE, now - fallback.created, None)
+
+    # ------------------------------------------------------------------ fetching
+
+    @contextmanager
+    def fetching(
+        self,
+        loader: Loader[Any],
+        key: str,
+        flight: Flight[Any],
+        flights: dict[str, Any],
+        pending: set[Any],
+        background: bool,
+    ) -> Iterator[Run]:
+        """The bookkeeping around one loader run: its place in the ledger, the loader's
+        context (for ``isr.cache_life`` etc.), and publishing the outcome to ``flight``. A
+        loader's exception becomes the flight's error (counted, logged, backed off); anything
+        else (cancellation) leaves the flight without an outcome, so its waiters try again,
+        and propagates."""
+        with self.lock:
+            fid = self.ledger.begin()
+            # Never older than what a read classified with, so that a refresh after
+            # invalidate_all(revalidate) is not born under the mark.
+            gen = self.known_generation().current
+        run = Run(fid, gen, FetchContext(), self.clock())
+        token = current_fetch.set(run.ctx)
+        try:
+            yield run
+        except Exception as exc:
+            flight.error = exc
+            if background:
+                self.count("refresh_failures")
+            self.failed(loader, key, exc, background=background)
+        except BaseException:
+            flight.cancelled = True
+            raise
+        finally:
+            current_fetch.reset(token)
+            with self.lock:
+                self.ledger.end(fid)
+                if flights.get(key) is flight:
+                    del flights[key]
+                pending.discard(flight)
+            flight.done = True
+            flight.event.set()
+
+    def stored(
+        self,
+        run: Run,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        value: Any,
+    ) -> Entry | None:
+        """The entry for a fetched value. An inline store gets it here, under the lock that
+        also orders invalidations, so none can slip between the ledger check and the write."""
+        loader.observe(self.clock() - run.started)
+        with self.lock:
+            entry = fetched_entry(
+                value,
+                created=self.clock(),
+                gen=run.gen,
+                policy=loader.policy,
+                tags=loader.tags(*args, **kwargs),
+                ctx=run.ctx,
+            )
+            if entry is not None and self.ledger:
+                entry = remark(entry, self.ledger.mark_since(run.fid, key, entry.tags))
+            if entry is not None and self.inline:
+                if self.shared:
+                    since = self.store.invalidated_since(key, entry.tags, run.started)
+                    entry = remark(entry, since)
+                if entry is not None:
+                    self.store.set(key, entry)
+        return entry
+
+    def landed(self, flight: Flight[Any], key: str, value: Any, entry: Entry | None) -> None:
+        """The fetch behind ``flight`` ended with ``value`` (stored as ``entry``, if kept)."""
+        flight.value = value
+        flight.age_base = None if entry is None else entry.created
+        with self.lock:
+            self.backoffs.succeeded(key)
+
+    def failed(
+        self, loader: Loader[Any], key: str, exc: BaseException, *, background: bool
+    ) -> None:
+        """Record a loader failure: backoff for the key, log, error hook.
+
+        A background refresh has no caller to tell, so its failure is a warning with the
+        traceback; a foreground failure reaches its callers (as the exception, or as the
+        old value, which `answer` logs), so here it is only a debug line.
+        """
+        with self.lock:
+            delay = self.backoffs.failed(key, self.clock(), exc)
+        name = type(exc).__name__
+        if background:
+            logger.warning(
+                "background refresh of %r failed (%s: %s); the old value is kept, "
+                "next try in %.3g s",
+                key,
+                name,
+                exc,
+                delay,
+                exc_info=exc,
+            )
+        else:
+            logger.debug("fetch of %r failed (%s: %s)", key, name, exc)
+        hook = loader.on_error or self.on_error
+        if hook is not None:
+            try:
+                hook(key, exc)
+            except Exception:
+                logger.exception("the on_error hook raised for %r", key)
+
+    def answer(self, flight: Flight[Any], fallback: Entry | None, key: str) -> Answer:
+        """A finished flight as this caller's answer (or raise the origin's error)."""
+        return self._settled(flight.value, flight.error, flight.age_base, fallback, key, flight)
+
+    def timed_out(self, loader: Loader[Any], key: str, fallback: Entry | None) -> Answer:
+        """This caller's answer when the fetch it waits for passed the loader's ``timeout``
+        (the fetch goes on; a late value is still stored)."""
+        error = TimeoutError(f"{loader.name}() took longer than {loader.timeout} s for {key!r}")
+        self.failed(loader, key, error, background=False)
+        return self._settled(None, error, None, fallback, key, None)
+
+    def _settled(
+        self,
+        value: Any,
+        error: BaseException | None,
+        age_base: float | None,
+        fallback: Entry | None,
+        key: str,
+        flight: Flight[Any] | None,
+    ) -> Answer:
+        outcome = settle(error, fallback)
+        if outcome is Settle.VALUE:
+            self.count("misses")
+            age = 0.0 if age_base is None else max(0.0, self.clock() - age_base)
+            return (value, _MISS, age, None)
+        assert error is not None
+        if outcome is Settle.FALLBACK:
+            assert fallback is not None
+            self.count("stale_if_error")
+            if flight is None or not flight.reported:
+                if flight is not None:
+                    flight.reported = True
+                logger.warning(
+                    "fetch of %r failed (%s: %s); serving the value from %.0f s ago",
+                    key,
+                    type(error).__name__,
+                    error,
+                    self.clock() - fallback.created,
+                )
+            age = max(0.0, self.clock() - fallback.created)
+            return (fallback.value, _STALE_IF_ERROR, age, error)
+        self.count("errors")
+        raise error
+
+    def lock_ttl_for(self, loader: Loader[Any]) -> float:
+        """How long a fetch lock in a shared store lasts: past the loader's timeout."""
+        return max(self.lock_ttl, (loader.timeout or 0.0) + 1.0)
+
+    def fresh_since(self, landed: Entry | None, seen: Entry | None) -> bool:
+        """Has another process stored a fresh value since we saw ``seen``?"""
+        if landed is None or (seen is not None and landed.created <= seen.created):
+            return False
+        return self.classify(landed, self.clock()) is FRESH
+
+    # ------------------------------------------------------------------ invalidation
+
+    def invalidating(self, kind: str, name: str, mode: Mode) -> None:
+        """Count an invalidation of ``kind`` (``"key"``, ``"tag"`` or ``"all"``) and tell the
+        fetches in flight (the ledger; an invalidate-all reaches them through the
+        generation); the keys it concerns may try their origin again at once."""
+        self.count("invalidations")
+        with self.lock:
+            if kind == "all":
+                self.backoffs.clear()
+            else:
+                self.ledger.record(kind, name, mode)
+
+    def mark_inline(self, key: str, mode: Mode, tag: str | None) -> bool:
+        """Apply ``mode`` to the entry under ``key`` in an inline store (if it still carries
+        ``tag``, when one is given), under the lock, so that no fetch stores between the
+        read and the write. True if an entry was marked."""
+        store = self.store
+        with self.lock:
+            self.backoffs.succeeded(key)
+            entry = store.get(key)
+            if entry is None or (tag is not None and tag not in entry.tags):
+                return False
+            if mode is Mode.PURGE:
+                store.delete(key)
+            else:
+                store.set(key, entry.marked(mode))
+            return True
+
+    def marks(self, key: str, entry: Entry | None, tag: str | None) -> bool:
+        """Whether an invalidation (of ``tag``, if given) applies to ``entry``, found under
+        ``key`` in a store that is not inline; the key's backoff ends either way."""
+        with self.lock:
+            self.backoffs.succeeded(key)
+        return entry is not None and (tag is None or tag in entry.tags)

@@ -1,0 +1,1 @@
+"""The sync driver, generated from ``isr._async`` by ``python -m tests.unasync``."""

@@ -1,0 +1,157 @@
+"""Generate the sync twins of the async sources: ``python -m tests.unasync [--check]``.
+
+Each pair below is one async source written by hand and its sync twin, generated: the
+``async``/``await`` keywords dropped and the async spellings renamed by whole words (the
+primitives of ``isr._synchronization``, the store operations ``aget`` -> ``get`` and so on),
+then formatted by ruff. Never edit a generated file: edit its source and run this. With
+``--check`` nothing is written; the exit status is 1 when a generated file is out of step
+with its source, or when a substitution is no longer used by any file (so the table stays
+honest). The test command runs the check (``tests/test_generated.py``).
+
+The same idea as httpcore's ``scripts/unasync.py`` and hishel's ``scripts/unasync``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (async source, generated sync twin), relative to the repository's root.
+PAIRS: Sequence[tuple[str, str]] = (
+    ("isr/_async/driver.py", "isr/_sync/driver.py"),
+    ("adapters/_async/redis.py", "adapters/_sync/redis.py"),
+    ("adapters/_async/l1.py", "adapters/_sync/l1.py"),
+)
+
+#: Whole-word renames, async spelling -> sync spelling.
+RENAMES: dict[str, str] = {
+    # isr._synchronization's named primitives
+    "AsyncDriver": "SyncDriver",
+    "AsyncRedisOps": "SyncRedisOps",
+    "AsyncL1Ops": "SyncL1Ops",
+    "AsyncRedis": "Redis",
+    "AsyncEvent": "Event",
+    "AsyncShieldCancellation": "ShieldCancellation",
+    "AsyncSpawner": "Spawner",
+    "ASYNC_RUNS_TIMEOUTS_INLINE": "RUNS_TIMEOUTS_INLINE",
+    "async_fail_after": "fail_after",
+    "async_sleep": "sleep",
+    # the store interface (isr.adapters.base.Adapter)
+    "aget": "get",
+    "aset": "set",
+    "adelete": "delete",
+    "atagged": "tagged",
+    "auntag": "untag",
+    "ageneration": "generation",
+    "abump_generation": "bump_generation",
+    "anote_invalidation": "note_invalidation",
+    "ainvalidated_since": "invalidated_since",
+    "aannounce": "announce",
+    "aacquire": "acquire",
+    "arelease": "release",
+    # the stores' own plumbing
+    "aread": "read",
+    "acommand": "command",
+    "_arun": "_run",
+    "_aconnect": "_connect",
+    "_adone": "_done",
+    "_apublish": "_publish",
+    "aclose": "close",
+}
+
+#: Keyword rewrites, applied before the renames.
+KEYWORDS: Sequence[tuple[str, str]] = (
+    (r"\basync def\b", "def"),
+    (r"\bawait ", ""),
+    (r"\bAwaitable\[(\w+)\]", r"\1"),
+    (r"\bfrom redis\.asyncio import Redis as AsyncRedis\b", "from redis import Redis"),
+)
+
+_RENAME = re.compile(r"\b(" + "|".join(map(re.escape, RENAMES)) + r")\b")
+
+
+def header(source: str) -> str:
+    return (
+        f"# GENERATED from {source} by tests/unasync.py: do not edit. Edit the async source\n"
+        "# and run `python -m tests.unasync`.\n"
+    )
+
+
+def unasync(text: str, used: set[str]) -> str:
+    """``text`` with its async spellings turned sync (``used`` collects what applied)."""
+    for pattern, replacement in KEYWORDS:
+        text, n = re.subn(pattern, replacement, text)
+        if n:
+            used.add(pattern)
+
+    def rename(match: re.Match[str]) -> str:
+        used.add(match.group(1))
+        return RENAMES[match.group(1)]
+
+    return _RENAME.sub(rename, text)
+
+
+def formatted(text: str, path: str) -> str:
+    """``text`` as ruff formats it (with the project's settings), imports sorted."""
+    ruff = [sys.executable, "-m", "ruff"]
+    text = subprocess.run(
+        [*ruff, "check", "--select", "I,F401", "--fix", "--quiet", "--stdin-filename", path, "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    ).stdout
+    done = subprocess.run(
+        [*ruff, "format", "--quiet", "--stdin-filename", path, "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    return done.stdout
+
+
+def generate() -> tuple[dict[str, str], set[str]]:
+    """Every generated file's text, by path, and the substitutions that applied."""
+    used: set[str] = set()
+    out = {}
+    for source, target in PAIRS:
+        text = (ROOT / source).read_text(encoding="utf-8")
+        out[target] = formatted(header(source) + unasync(text, used), target)
+    return out, used
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.unasync", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 on drift")
+    args = parser.parse_args(argv)
+    generated, used = generate()
+    problems = []
+    for target, text in generated.items():
+        path = ROOT / target
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        if args.check:
+            problems.append(f"{target} is out of step with its source: run python -m tests.unasync")
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {target}")
+    unused = [name for name in [*RENAMES, *(p for p, _ in KEYWORDS)] if name not in used]
+    if unused:
+        problems.append(f"substitutions no file uses any more: {', '.join(unused)}")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
