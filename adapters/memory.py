@@ -20,6 +20,7 @@ from typing import ClassVar
 import cachetools
 
 from isr._entry import Entry, Generation, Mode
+from isr._errors import ConfigError
 
 from .base import Adapter
 
@@ -77,7 +78,7 @@ class MemoryAdapter(Adapter):
 
     def __init__(self, max_entries: int = 10_000, *, namespace: str | None = None) -> None:
         if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
-            raise ValueError(f"max_entries must be a positive integer, not {max_entries!r}")
+            raise ConfigError(f"max_entries must be a positive integer, not {max_entries!r}")
         self.max_entries = max_entries
         self.namespace = namespace
         self.evictions = 0

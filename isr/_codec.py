@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from ._entry import Entry, Mode, Policy
-from ._errors import ISRError
+from ._errors import ConfigError, ISRError
 
 __all__ = ["Codec", "CodecError", "JsonCodec", "PickleCodec"]
 
@@ -130,7 +130,7 @@ class PickleCodec:
     def __init__(self, key: bytes | str) -> None:
         secret = key.encode() if isinstance(key, str) else key
         if not isinstance(secret, bytes) or len(secret) < 16:
-            raise ValueError("PickleCodec needs a signing key of at least 16 bytes")
+            raise ConfigError("PickleCodec needs a signing key of at least 16 bytes")
         self._key = secret
 
     def _sign(self, payload: bytes) -> bytes:

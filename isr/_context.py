@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from ._errors import ConfigError
+
 __all__ = ["FetchContext", "cache_life", "cache_tag", "current_fetch", "no_store"]
 
 _UNSET: float = -1.0
@@ -48,7 +50,7 @@ def _check_window(name: str, value: float | None, *, allow_none: bool = False) -
     if value is None and allow_none:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"isr.cache_life({name}=...) takes seconds >= 0, not {value!r}")
+        raise ConfigError(f"isr.cache_life({name}=...) takes seconds >= 0, not {value!r}")
 
 
 _KEEP: object = object()
@@ -86,7 +88,7 @@ def cache_tag(*tags: str) -> None:
     ctx = _context("cache_tag")
     for tag in tags:
         if not isinstance(tag, str) or not tag:
-            raise ValueError(f"isr.cache_tag() takes non-empty strings, not {tag!r}")
+            raise ConfigError(f"isr.cache_tag() takes non-empty strings, not {tag!r}")
     ctx.tags.extend(tags)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar, overload
 from typing_extensions import ParamSpec, Self
 
 from ._entry import Policy
-from ._errors import TemplateError
+from ._errors import ConfigError, TemplateError
 from ._loader import ErrorHook, Loader
 from ._status import Result, Status
 from ._template import RESERVED_PREFIX, compile_template
@@ -267,7 +267,7 @@ def _check_window(name: str, value: float | None, *, allow_none: bool = False) -
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"with_revalidate({name}=...) takes seconds >= 0, not {value!r}")
+        raise ConfigError(f"with_revalidate({name}=...) takes seconds >= 0, not {value!r}")
 
 
 def make_decorator(
@@ -293,7 +293,7 @@ def make_decorator(
     if xfetch is not None and (
         isinstance(xfetch, bool) or not isinstance(xfetch, (int, float)) or xfetch <= 0
     ):
-        raise ValueError(
+        raise ConfigError(
             f"with_revalidate(xfetch=...) takes a beta > 0 (1.0 is usual), not {xfetch!r}"
         )
     tag_list: list[str | Callable[..., str]] = [tags] if isinstance(tags, str) else list(tags)
@@ -301,9 +301,9 @@ def make_decorator(
 
     def apply(fn: Callable[..., Any]) -> Any:
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
-            raise TypeError(f"with_revalidate cannot cache the generator {fn.__qualname__}()")
+            raise ConfigError(f"with_revalidate cannot cache the generator {fn.__qualname__}()")
         if not callable(fn):
-            raise TypeError(f"with_revalidate decorates functions, not {type(fn).__name__}")
+            raise ConfigError(f"with_revalidate decorates functions, not {type(fn).__name__}")
         is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
         )

@@ -15,6 +15,8 @@ import enum
 import math
 from typing import Any, Final, Literal, NamedTuple
 
+from ._errors import ConfigError
+
 __all__ = [
     "INF",
     "Entry",
@@ -44,13 +46,14 @@ _MODES: Final = {"revalidate": Mode.REVALIDATE, "expire": Mode.EXPIRE, "purge": 
 
 
 def parse_mode(mode: str | Mode) -> Mode:
-    """Turn ``"expire"`` (etc.) into a `Mode`, or raise a ValueError naming the valid ones."""
+    """Turn ``"expire"`` (etc.) into a `Mode`, or raise `isr.ConfigError` naming the valid
+    ones."""
     if isinstance(mode, Mode):
         return mode
     try:
         return _MODES[mode]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise ConfigError(
             f"invalid invalidation mode {mode!r}: expected one of 'expire' (default), "
             "'revalidate' or 'purge'"
         ) from None

@@ -7,6 +7,11 @@ It waits for WORKDIR/go to exist (so every child starts together), then runs CAL
 concurrent lookups of one key and prints their statuses and values as JSON. Each origin
 call appends one byte to WORKDIR/calls, so the parent counts calls across processes.
 ``--offset`` moves this process's clock forward (to find an entry stale without waiting).
+``--gated``: once every caller of this process has asked (each one has its answer or waits
+for the one fetch), the child writes WORKDIR/ready-PID, and the origin answers only once
+WORKDIR/release exists, which the parent makes when every child is ready: so no caller can
+come late to a fetch, however loaded the machine, and "every caller shares the one fetch"
+is checked exactly.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ def count_call(path: Path) -> None:
         calls.write(b"x")
 
 
-def wait_for_go(work: Path) -> None:
-    while not (work / "go").exists():
+def wait_for(path: Path) -> None:
+    while not path.exists():
         time.sleep(0.005)
 
 
@@ -48,6 +53,8 @@ async def main(args: argparse.Namespace) -> None:
     @runtime.with_revalidate("page:{slug}", ttl=60, swr=None)
     async def page(slug: str) -> dict[str, object]:
         count_call(work / "calls")
+        if args.gated:
+            await anyio.to_thread.run_sync(wait_for, work / "release")
         await anyio.sleep(args.loader_sleep)
         return {"slug": slug, "pid": os.getpid()}
 
@@ -55,7 +62,7 @@ async def main(args: argparse.Namespace) -> None:
     # every child's callers really ask at the same moment.
     if not await runtime.wait_ready(10):
         raise RuntimeError("the store did not get ready")
-    await anyio.to_thread.run_sync(wait_for_go, work)
+    await anyio.to_thread.run_sync(wait_for, work / "go")
     results: list[isr.Result[dict[str, object]]] = []
 
     async def call() -> None:
@@ -64,6 +71,16 @@ async def main(args: argparse.Namespace) -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(args.callers):
             tg.start_soon(call)
+        if args.gated:
+            # Every caller has asked: each has its answer, or waits for the one fetch
+            # (one leads it, the others joined it), and nothing is mid-read.
+            while True:
+                await anyio.wait_all_tasks_blocked()
+                joined = runtime.stats().coalesced == args.callers - 1
+                if len(results) == args.callers or joined:
+                    break
+                await anyio.sleep(0.01)
+            (work / f"ready-{os.getpid()}").touch()
     await runtime.aclose()
     json.dump([[r.status.value, r.value] for r in results], sys.stdout)
 
@@ -78,4 +95,5 @@ if __name__ == "__main__":
     parser.add_argument("--loader-sleep", type=float, default=0.2)
     parser.add_argument("--lock-ttl", type=float, default=30.0)
     parser.add_argument("--l1", action="store_true", help="a memory L1 over Redis")
+    parser.add_argument("--gated", action="store_true", help="the origin waits for release")
     anyio.run(main, parser.parse_args())

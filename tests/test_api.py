@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +156,63 @@ def test_from_env_says_what_is_missing(environ: dict[str, str], message: str) ->
 def test_adapters_import_on_their_own() -> None:
     code = "import isr.adapters as a; a.MemoryAdapter()"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _bad_arguments() -> list[tuple[str, Any]]:
+    """One call per kind of bad argument a user can pass, each raising at once."""
+    rt = isr.ISR()
+
+    def decorate(fn: Any = lambda: 1, key: str = "k", **options: Any) -> None:
+        isr.with_revalidate(key, runtime=rt, **{"ttl": 1, **options})(fn)
+
+    def generator() -> Iterator[int]:
+        yield 1
+
+    return [
+        ("ttl", lambda: decorate(ttl=-1)),
+        ("swr", lambda: decorate(swr="1")),
+        ("stale_if_error", lambda: decorate(stale_if_error=float("nan"))),
+        ("timeout", lambda: decorate(timeout=-0.5)),
+        ("xfetch", lambda: decorate(xfetch=0)),
+        ("template", lambda: decorate(key="k:{nope}")),
+        ("generator", lambda: decorate(generator)),
+        ("not a function", lambda: decorate(42)),
+        ("mode", lambda: rt.invalidate_sync("k", mode="delete")),  # type: ignore[arg-type]
+        ("empty key", lambda: rt.invalidate_sync("")),
+        ("empty tag", lambda: rt.invalidate_tag_sync("")),
+        ("all mode", lambda: rt.invalidate_all_sync(mode="soon")),  # type: ignore[arg-type]
+        ("backoff", lambda: isr.ISR(backoff=0)),
+        ("workers", lambda: isr.ISR(refresh_workers=0)),
+        ("lock_ttl", lambda: isr.ISR(lock_ttl=0)),
+        ("url", lambda: isr.ISR("ftp://x")),
+        ("memory bound", lambda: isr.ISR("memory://?max_entries=0")),
+        ("adapter bound", lambda: isr.adapters.MemoryAdapter(0)),
+        ("codec key", lambda: isr.PickleCodec("short")),
+        ("adapter and namespace", lambda: isr.ISR(isr.adapters.MemoryAdapter(), namespace="x")),
+    ]
+
+
+@pytest.mark.parametrize(("what", "call"), _bad_arguments(), ids=[w for w, _ in _bad_arguments()])
+def test_every_bad_argument_is_a_config_error(what: str, call: Any) -> None:
+    with pytest.raises(isr.ConfigError) as caught:
+        call()
+    assert isinstance(caught.value, ValueError)  # as before the error tree: still a ValueError
+    assert isinstance(caught.value, isr.ISRError)
+
+
+def test_a_bad_window_in_a_loader_is_a_config_error_too() -> None:
+    rt = isr.ISR()
+
+    @rt.with_revalidate("k", ttl=1)
+    def load() -> int:
+        isr.cache_life(ttl=-1)
+        return 1
+
+    @rt.with_revalidate("t", ttl=1)
+    def tag() -> int:
+        isr.cache_tag("")
+        return 1
+
+    for fn in (load, tag):
+        with pytest.raises(isr.ConfigError):
+            fn()

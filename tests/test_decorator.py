@@ -152,7 +152,7 @@ def test_reserved_parameter_names_are_refused(srt: isr.ISR) -> None:
 
 
 def test_generators_are_refused(srt: isr.ISR) -> None:
-    with pytest.raises(TypeError, match="generator"):
+    with pytest.raises(isr.ConfigError, match="generator"):
 
         @isr.with_revalidate("k", ttl=1, runtime=srt)
         def f():  # type: ignore[no-untyped-def]

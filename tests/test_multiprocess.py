@@ -22,7 +22,10 @@ def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "disk":
         return f"disk://{tmp_path / 'cache'}"
     server = "valkey_server" if request.param == "valkey" else "redis_server"
-    url = str(request.getfixturevalue(server).url)
+    # About who fetches, not about Redis's timeouts (tests/test_redis_adapter.py and the
+    # fault suite cover those): a command may wait 5 s, so that a loaded machine cannot
+    # time out a read and turn a waiting caller into a fetching one.
+    url = f"{request.getfixturevalue(server).url}?timeout=5"
     return url + "#l1" if request.param == "redis-l1" else url
 
 
@@ -55,6 +58,16 @@ def start_together(procs: list[subprocess.Popen[str]], work: Path) -> None:
     (work / "go").touch()
 
 
+def release_when_ready(procs: list[subprocess.Popen[str]], work: Path) -> None:
+    """Let the origin answer once every (``--gated``) child's callers have all asked."""
+    deadline = time.monotonic() + 60
+    while len(list(work.glob("ready-*"))) < len(procs):
+        assert time.monotonic() < deadline, "the children never got ready"
+        assert all(p.poll() is None for p in procs), "a child ended early"
+        time.sleep(0.01)
+    (work / "release").touch()
+
+
 def calls(work: Path) -> int:
     path = work / "calls"
     return path.stat().st_size if path.exists() else 0
@@ -63,8 +76,9 @@ def calls(work: Path) -> int:
 def test_cold_key_three_processes_fifty_callers_each_one_origin_call(
     shared_url: str, namespace: str, tmp_path: Path
 ) -> None:
-    procs = [spawn(shared_url, namespace, tmp_path, 50) for _ in range(3)]
+    procs = [spawn(shared_url, namespace, tmp_path, 50, "--gated") for _ in range(3)]
     start_together(procs, tmp_path)
+    release_when_ready(procs, tmp_path)
     results = [r for p in procs for r in finish(p)]
     assert len(results) == 150
     assert calls(tmp_path) == 1
@@ -83,12 +97,13 @@ def test_stale_key_is_refreshed_by_one_process(
     assert calls(tmp_path) == 1
     (tmp_path / "go").unlink()
     # 61 s later for the children: past the ttl of 60 s, within the unbounded swr. The
-    # refresh takes 1 s, so no caller can see it land, however late its process starts.
+    # refresh waits for the release, so no caller can see it land, however late its
+    # process starts.
     procs = [
-        spawn(shared_url, namespace, tmp_path, 50, "--offset", "61", "--loader-sleep", "1")
-        for _ in range(3)
+        spawn(shared_url, namespace, tmp_path, 50, "--offset", "61", "--gated") for _ in range(3)
     ]
     start_together(procs, tmp_path)
+    release_when_ready(procs, tmp_path)
     results = [r for p in procs for r in finish(p)]
     assert {status for status, _ in results} == {"STALE"}  # nobody waited for the refresh
     assert calls(tmp_path) == 2  # one refresh across the three processes
