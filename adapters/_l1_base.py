@@ -22,6 +22,7 @@ class L1Base(Adapter):
     local: ClassVar[bool] = True  # the hot path serves from the L1 and checks ``gen``
     shared: ClassVar[bool] = True
     wall_clock: ClassVar[bool] = True
+    asyncio_only: ClassVar[bool] = True  # awaits the Redis store's asyncio operations
 
     def __init__(
         self, l2: RedisAdapter, max_entries: int = 10_000, *, epoch_poll: float = 1.0

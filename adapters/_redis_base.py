@@ -185,14 +185,15 @@ class RedisBase(Adapter):
     Entries are bytes made by ``codec`` (`isr._codec.JsonCodec` by default). Sync calls use
     a ``redis.Redis`` client; async calls a ``redis.asyncio.Redis`` client made on first
     use in the running event loop (and made anew should the runtime be used from another
-    loop: asyncio connections belong to one loop). redis-py's asyncio client needs asyncio:
-    on trio, the async operations run the sync ones in worker threads (see
-    ``isr.adapters.redis``).
+    loop: asyncio connections belong to one loop). redis-py's asyncio client needs asyncio,
+    so the store says ``asyncio_only``: on trio a runtime uses its sync operations in worker
+    threads (see ``isr.adapters.redis``).
     """
 
     local: ClassVar[bool] = False
     shared: ClassVar[bool] = True
     wall_clock: ClassVar[bool] = True
+    asyncio_only: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -307,12 +308,31 @@ class RedisBase(Adapter):
             "%s could not reach %s; other processes will not see it", what, self.breaker.name
         )
 
+    def _client_ready(self) -> redis.Redis | None:
+        """The sync client, if made (`_run`; else `_connect`)."""
+        return self._client
+
     def _connect(self) -> redis.Redis:
-        """The sync client, for one command (`_run`)."""
-        return self._client or self._sync_client()
+        """The sync client, made on first use, for one command (`_run`)."""
+        return self._sync_client()
 
     def _done(self) -> None:
         """One command on the sync client ended."""
+
+    def _aclient_ready(self) -> aredis.Redis | None:
+        """The running loop's asyncio client with a connection slot taken, if that needs no
+        waiting (the usual case, `_arun`'s fast path); else None: `_aconnect`."""
+        gate = self._agate
+        client = self._aclient
+        if client is not None and gate.free and self._aready:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return None
+            if loop is self._aloop:
+                gate.free -= 1
+                return client
+        return None
 
     async def _aconnect(self) -> aredis.Redis:
         """The running loop's asyncio client, for one command (`_arun`): its Cluster slot
@@ -355,7 +375,8 @@ class RedisBase(Adapter):
         except RuntimeError:
             raise ConfigError(
                 "the Redis store's async calls need asyncio (redis-py's asyncio client); "
-                "on trio, use the sync API"
+                "on trio, use it through isr.ISR (which runs its sync calls in threads), or "
+                "call its sync methods"
             ) from None
         client = self._aclient
         if client is None or loop is not self._aloop:
@@ -464,6 +485,6 @@ class RedisBase(Adapter):
         """Close both clients (the asyncio one only if it belongs to the running loop)."""
         client, loop = self._aclient, self._aloop
         self._drop_aclient()
-        if client is not None and loop is asyncio.get_running_loop():
+        if client is not None and loop is asyncio._get_running_loop():
             await client.aclose()
         self.close()

@@ -1,13 +1,28 @@
 """The one interface every store implements: get, set, delete, tags, generation, lock, close.
 
-Sync methods serve sync loaders and the ``*_sync`` invalidation calls; the ``a``-prefixed
-twins serve async code. A store whose calls never block for long (memory, a local disk) keeps
-the defaults below, which call the sync methods directly; a network store overrides both.
+**Writing a store.** Subclass `Adapter` and implement its six abstract methods: `get`,
+`set`, `delete`, `tagged` (the keys stored with a tag), `generation` and `bump_generation`
+(the store-wide invalidate-all record, a `Generation`). Entries are `Entry` objects (a value,
+when it was produced, its `Policy` of windows, the generation it was fetched under, its
+tags); a store that keeps them as bytes uses a codec (``isr._codec``: `isr.JsonCodec` by
+default). Everything else has a default that suits a store used by one process: no fetch
+locks, no invalidation markers, nothing to announce. Then ``isr.ISR(MyStore())``. The
+conformance suite (the ``rt``/``srt`` fixtures of ``tests/conftest.py``, which run
+``tests/_async/test_runtime.py`` and its generated sync twin on every store) is what a store
+must pass; ``tests/_third_party.py`` is a store written from this page alone, and passes it.
+
+**Sync and async.** The sync methods (``get``) serve sync loaders and the runtime's ``_sync``
+calls; the ``a``-prefixed spellings (``aget``), as in Python's own ``next``/``anext``, serve
+async code. Their defaults call the sync methods directly, which suits a store whose calls
+never block for long (memory, a local disk). A network store overrides them (the Redis store
+writes its async operations once and generates the sync ones: see ``isr.adapters.redis``).
+
+**Flags** (class attributes):
 
 - ``local``: entries stay in this process as objects (no codec), and the store keeps ``gen``
   (the current generation number) up to date: the decorator's hot path serves an entry from
   ``peek`` (a C-level ``dict.get`` at best) after checking ``gen`` and the clock, nothing else.
-  The rule, for every hot path (the generated wrappers and the ASGI middleware's quick
+  The rule, for every hot path (the generated wrappers and the page middleware's quick
   path, which inline it because a Python call costs more than the check): ``e = peek(key)``
   is a fresh hit when ``e is not None and e.gen is store.gen and clock() < e.fresh_until``;
   the reader then sets ``e.used = True`` and counts the hit. Anything else goes to the
@@ -17,7 +32,11 @@ the defaults below, which call the sync methods directly; a network store overri
   served without awaiting anything.
 - ``shared``: other processes read and write it too. The runtime then takes the store's fetch
   lock (``acquire``/``release``) so one process fetches a key while the others wait for its
-  value.
+  value, and records invalidations (``note_invalidation``) so that a fetch another process
+  started before one does not store its value as fresh.
+- ``asyncio_only``: the async methods need asyncio (redis-py's asyncio client does). On any
+  other anyio backend (trio), a runtime then calls the sync methods in worker threads
+  instead (`ThreadedStore`).
 - ``wall_clock``: entries outlive the process (or span hosts), so their times come from
   ``time.time``, which every process shares and a restart does not reset, rather than from
   ``time.monotonic`` (unless the runtime is given a clock).
@@ -29,14 +48,17 @@ A shared store is also expected never to raise for being unreachable: it answers
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
+
+import anyio.to_thread
 
 from isr._entry import Entry, Generation, Mode
 
-__all__ = ["Adapter", "GenerationCache", "lifetime"]
+__all__ = ["Adapter", "GenerationCache", "ThreadedStore", "lifetime"]
 
 
 def _never(key: str) -> Entry | None:
@@ -54,6 +76,8 @@ class Adapter(abc.ABC):
     shared: ClassVar[bool] = False
     #: True when entry times must come from the wall clock (see the module docstring).
     wall_clock: ClassVar[bool] = False
+    #: True when the async methods run on asyncio only (see the module docstring).
+    asyncio_only: ClassVar[bool] = False
     #: Fast lookup for the hot path (``inline`` stores); others keep this, which always misses.
     peek: Callable[[str], Entry | None] = staticmethod(_never)
     #: The current generation number, kept in step by local stores for the hot path.
@@ -175,6 +199,26 @@ class Adapter(abc.ABC):
 
     async def aclose(self) -> None:
         self.close()
+
+
+class ThreadedStore:
+    """``store``'s async methods on any anyio backend: each ``aname`` runs the store's sync
+    ``name`` in a worker thread (anyio's default limiter bounds them). What a runtime uses on
+    trio for an ``asyncio_only`` store; everything else is the store's own."""
+
+    def __init__(self, store: Adapter) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if not (name.startswith("a") and inspect.iscoroutinefunction(found)):
+            return found
+        sync = getattr(self._store, name[1:])
+
+        async def in_a_thread(*args: Any) -> Any:
+            return await anyio.to_thread.run_sync(sync, *args)
+
+        return in_a_thread
 
 
 class GenerationCache:

@@ -48,56 +48,18 @@ still applied in this process). Once Redis answers again it is used again, no re
 
 The code: the plumbing (options, clients, breaker, record formats) is ``_redis_base``; the
 store operations are written once, async, in ``_async/redis.py`` and generated for sync
-code in ``_sync/redis.py``. redis-py's asyncio client runs on asyncio only, so on any other
-anyio backend (trio) each async operation runs its sync twin in a worker thread (anyio's
-default limiter bounds those threads); on asyncio the asyncio client serves it directly.
+code in ``_sync/redis.py``. redis-py's asyncio client runs on asyncio only
+(``asyncio_only``): on any other anyio backend (trio) a runtime runs the store's generated
+sync operations in worker threads instead (`isr.adapters.base.ThreadedStore`); on asyncio
+the asyncio client serves them directly.
 """
 
 from __future__ import annotations
-
-import asyncio
-import functools
-from collections.abc import Callable, Coroutine
-from typing import Any
-
-import anyio.to_thread
 
 from ._async.redis import AsyncRedisOps
 from ._sync.redis import SyncRedisOps
 
 __all__ = ["RedisAdapter"]
-
-#: The async operations that run their sync twin in a thread when not on asyncio.
-_OPERATIONS = (
-    "acommand",
-    "aget",
-    "aread",
-    "aset",
-    "adelete",
-    "atagged",
-    "auntag",
-    "anote_invalidation",
-    "ainvalidated_since",
-    "ageneration",
-    "abump_generation",
-    "aacquire",
-    "arelease",
-)
-
-
-def _on_any_backend(
-    on_asyncio: Callable[..., Coroutine[Any, Any, Any]], sync: Callable[..., Any]
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    """An async operation that runs ``on_asyncio`` on asyncio and ``sync`` in a worker
-    thread on any other anyio backend."""
-
-    @functools.wraps(on_asyncio)
-    async def operation(self: RedisAdapter, *args: Any) -> Any:
-        if asyncio._get_running_loop() is not None:
-            return await on_asyncio(self, *args)
-        return await anyio.to_thread.run_sync(sync, self, *args)
-
-    return operation
 
 
 class RedisAdapter(AsyncRedisOps, SyncRedisOps):
@@ -106,11 +68,3 @@ class RedisAdapter(AsyncRedisOps, SyncRedisOps):
 
     def __repr__(self) -> str:
         return f"RedisAdapter({self.breaker.name[6:]!r}, namespace={self.namespace!r})"
-
-
-for _name in _OPERATIONS:
-    setattr(
-        RedisAdapter,
-        _name,
-        _on_any_backend(getattr(AsyncRedisOps, _name), getattr(SyncRedisOps, _name[1:])),
-    )

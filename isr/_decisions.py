@@ -55,6 +55,8 @@ class Read(NamedTuple):
 
 
 _FETCH: Final = Read(None, False, None)
+# Every slow read makes one: tuple's own C constructor, not the NamedTuple's Python one.
+_new = tuple.__new__
 
 
 def may_hide(error: BaseException) -> bool:
@@ -73,18 +75,19 @@ def decide_read(
     early: bool = False,
 ) -> Read:
     """What a read at ``now`` does with ``entry`` (classified as ``verdict``), given the key's
-    running ``backoff``, if any, and whether an early refresh is ``early`` (`xfetch_due`)."""
+    running ``backoff``, if any (only an expired entry needs it), and whether an early
+    refresh is ``early`` (`xfetch_due`)."""
     if entry is None:
         return _FETCH
     if verdict is FRESH:
-        return Read((entry.value, _HIT, now - entry.created, None), early, None)
+        return _new(Read, ((entry.value, _HIT, now - entry.created, None), early, None))
     if verdict is STALE:
-        return Read((entry.value, _STALE, now - entry.created, None), True, None)
+        return _new(Read, ((entry.value, _STALE, now - entry.created, None), True, None))
     if verdict is EXPIRED:
         if backoff is not None and may_hide(backoff.error):
             age = now - entry.created
-            return Read((entry.value, _STALE_IF_ERROR, age, backoff.error), False, None)
-        return Read(None, False, entry)
+            return _new(Read, ((entry.value, _STALE_IF_ERROR, age, backoff.error), False, None))
+        return _new(Read, (None, False, entry))
     return _FETCH
 
 

@@ -47,8 +47,8 @@ class ISR:
     the delay after a failed refresh before the origin is tried again for that key (doubling
     per failure up to ``max_backoff``). ``refresh_workers`` bounds the threads that refresh
     sync loaders. Use it as ``async with ISR() as rt:`` to run refreshes in its own task
-    group, or call `aclose` (or `close` from sync code) when done: both wait for running
-    refreshes to finish.
+    group (``with ISR() as rt:`` from sync code), or call `aclose` (or `close` from sync
+    code) when done: both wait for running refreshes to finish.
     """
 
     def __init__(
@@ -137,6 +137,18 @@ class ISR:
             if tg is not None:
                 await tg.__aexit__(exc_type, exc, tb)
         return None
+
+    def __enter__(self) -> Self:
+        """``with ISR(...) as rt:`` from sync code: `close` on leaving the block."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     async def wait_ready(self, within: float = 5.0) -> bool:
         """Wait until the store can keep its promises: with an L1, until its invalidation

@@ -28,7 +28,7 @@ from ._decisions import (
     settle,
     xfetch_due,
 )
-from ._entry import FRESH, Entry, Generation, Mode, Verdict, classify
+from ._entry import EXPIRED, FRESH, Entry, Generation, Mode, Verdict, classify
 from ._flight import Flight
 from ._ledger import Ledger
 from ._loader import ErrorHook, Loader
@@ -41,7 +41,8 @@ __all__ = ["COUNTERS", "Run", "RuntimeState"]
 
 logger = logging.getLogger("isr")
 
-_MISS, _STALE, _STALE_IF_ERROR = Status.MISS, Status.STALE, Status.STALE_IF_ERROR
+_HIT, _MISS, _STALE = Status.HIT, Status.MISS, Status.STALE
+_STALE_IF_ERROR = Status.STALE_IF_ERROR
 #: The runtime's own counters (see `isr.Stats` for what each counts).
 COUNTERS = (
     "hits",
@@ -55,12 +56,6 @@ COUNTERS = (
     "refresh_failures",
     "invalidations",
 )
-#: The counter each status of a served answer moves.
-_COUNTER_OF = {
-    Status.HIT: "hits",
-    Status.STALE: "stale",
-    Status.STALE_IF_ERROR: "stale_if_error",
-}
 
 
 class Run(NamedTuple):
@@ -120,15 +115,26 @@ class RuntimeState:
     ) -> Read:
         """`decide_read` for ``entry``, counted; a served entry is marked recently used."""
         early = False
-        if verdict is FRESH and entry is not None and loader.xfetch is not None:
-            early = xfetch_due(loader.delta, loader.xfetch, self.random(), now, entry.fresh_until)
-        backoff = self.backoffs.active(key, now) if entry is not None else None
+        backoff = None
+        if verdict is FRESH:
+            if loader.xfetch is not None and entry is not None:
+                r = self.random()
+                early = xfetch_due(loader.delta, loader.xfetch, r, now, entry.fresh_until)
+        elif verdict is EXPIRED:
+            backoff = self.backoffs.active(key, now)
         decision = decide_read(entry, verdict, now, backoff, early)
         answer = decision.answer
         if answer is not None:
             assert entry is not None
             entry.used = True
-            self.counts[_COUNTER_OF[answer[1]]] += 1
+            status = answer[1]
+            counts = self.counts
+            if status is _HIT:
+                counts["hits"] += 1
+            elif status is _STALE:
+                counts["stale"] += 1
+            else:
+                counts["stale_if_error"] += 1
         return decision
 
     def classify(self, entry: Entry | None, now: float) -> Verdict:

@@ -12,15 +12,18 @@ waits for it with the timeout instead (`RUNS_TIMEOUTS_INLINE`).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
+
+from isr.adapters.base import Adapter, ThreadedStore
 
 from ._spawn import spawn_detached
 
@@ -39,9 +42,11 @@ __all__ = [
     "async_fail_after",
     "async_run_blocking",
     "async_sleep",
+    "async_usable",
     "fail_after",
     "run_blocking",
     "sleep",
+    "usable",
 ]
 
 T = TypeVar("T")
@@ -131,6 +136,19 @@ def async_fail_after(seconds: float | None) -> AbstractContextManager[object]:
 def fail_after(seconds: float | None) -> AbstractContextManager[object]:
     """`async_fail_after` for threads: a no-op (see the module docstring)."""
     return nullcontext()
+
+
+def async_usable(adapter: Adapter) -> Adapter:
+    """``adapter`` as async code on this backend can use it: itself, or for an
+    ``asyncio_only`` store off asyncio (trio), its sync methods in worker threads."""
+    if adapter.asyncio_only and asyncio._get_running_loop() is None:
+        return cast(Adapter, ThreadedStore(adapter))
+    return adapter
+
+
+def usable(adapter: Adapter) -> Adapter:
+    """`async_usable` for threads: the store itself."""
+    return adapter
 
 
 async def async_sleep(seconds: float) -> None:

@@ -11,13 +11,14 @@ import pytest
 
 import isr
 
+from ._third_party import DictStore
 from .redis_cluster import RedisCluster
 from .redis_server import FLAVOURS, Flavour, RedisServer
 
 #: Every store the runtime's behaviour is checked on (the conformance suite): the tests
 #: that take the ``rt``/``srt`` fixtures run once per store. "valkey" is the Redis store
 #: on a Valkey server.
-STORES = ("memory", "disk", "redis", "redis-l1", "valkey")
+STORES = ("memory", "disk", "redis", "redis-l1", "valkey", "third-party")
 #: Parameter values whose tests run on asyncio only (see below): a Redis-protocol server
 #: (redis-py's asyncio client) and Django (asgiref's handler is asyncio-only).
 ASYNCIO_ONLY = {"django"}
@@ -111,6 +112,14 @@ def store_options(store: str) -> dict[str, object]:
     return {"l1": True} if store == "redis-l1" else {}
 
 
+def _runtime(
+    store: str, store_url: str, clock: FakeClock, namespace: str, options: dict[str, Any]
+) -> isr.ISR:
+    if store == "third-party":  # made by hand, as its author would
+        return isr.ISR(DictStore(), clock=clock)
+    return isr.ISR(store_url, clock=clock, namespace=namespace, **options)
+
+
 @pytest.fixture
 def namespace() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
@@ -118,18 +127,18 @@ def namespace() -> str:
 
 @pytest.fixture
 async def rt(
-    clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
+    store: str, clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
 ) -> AsyncIterator[isr.ISR]:
-    async with isr.ISR(store_url, clock=clock, namespace=namespace, **store_options) as runtime:
+    async with _runtime(store, store_url, clock, namespace, store_options) as runtime:
         assert await runtime.wait_ready(10)  # an L1 serves once its bus listens, as apps do
         yield runtime
 
 
 @pytest.fixture
 def srt(
-    clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
+    store: str, clock: FakeClock, store_url: str, namespace: str, store_options: dict[str, Any]
 ) -> Iterator[isr.ISR]:
-    runtime = isr.ISR(store_url, clock=clock, namespace=namespace, **store_options)
+    runtime = _runtime(store, store_url, clock, namespace, store_options)
     try:
         assert runtime.wait_ready_sync(10)
         yield runtime

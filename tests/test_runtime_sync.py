@@ -1,4 +1,7 @@
-"""The same semantics for sync loaders: threads, a bounded refresh pool, a fake clock."""
+"""What only sync callers have: thread pools of callers, a loader that cannot be interrupted.
+
+The semantics shared with async callers are generated into ``tests/_sync/test_runtime.py``.
+"""
 
 from __future__ import annotations
 
@@ -42,32 +45,6 @@ def cached(rt: isr.ISR, origin: Origin, **options: Any) -> isr.SyncCached[[str],
     return get
 
 
-def test_lookup_with_xfetch_obeys_an_invalidation_and_counts_a_hit_once(srt: isr.ISR) -> None:
-    origin = Origin()
-    get = cached(srt, origin, xfetch=1.0)
-    get("a")
-    hit = get.lookup("a")
-    assert (hit.value, hit.status, srt.stats().hits) == ("a v1", Status.HIT, 1)
-    origin.version = 2
-    srt.invalidate_sync("item:a")
-    after = get.lookup("a")
-    assert (after.value, after.status) == ("a v2", Status.MISS)
-
-
-def test_miss_hit_stale_refresh(srt: isr.ISR, clock: FakeClock) -> None:
-    origin = Origin()
-    get = cached(srt, origin)
-    assert get.lookup("a") == isr.Result("a v1", Status.MISS, 0.0)
-    clock.advance(3)
-    assert get.lookup("a") == isr.Result("a v1", Status.HIT, 3.0)
-    clock.advance(7)
-    origin.version = 2
-    assert get.lookup("a") == isr.Result("a v1", Status.STALE, 10.0)
-    srt.drain_sync()
-    assert get.lookup("a").value == "a v2"
-    assert origin.calls == 2
-
-
 def test_threads_on_a_cold_key_run_the_loader_once(srt: isr.ISR) -> None:
     origin = Origin()
     origin.gate = threading.Event()
@@ -93,19 +70,6 @@ def test_threads_on_a_stale_key_trigger_one_refresh(srt: isr.ISR, clock: FakeClo
     origin.gate.set()
     srt.drain_sync()
     assert origin.calls == 2
-
-
-def test_stale_if_error_and_exception_propagation(srt: isr.ISR, clock: FakeClock) -> None:
-    origin = Origin()
-    get = cached(srt, origin, swr=0, stale_if_error=30)
-    get("a")
-    clock.advance(20)
-    origin.fail = ConnectionError("down")
-    result = get.lookup("a")
-    assert (result.value, result.status) == ("a v1", Status.STALE_IF_ERROR)
-    clock.advance(30)
-    with pytest.raises(ConnectionError):
-        get("a")
 
 
 def test_sync_invalidation_spelling(srt: isr.ISR) -> None:
@@ -134,19 +98,6 @@ def test_hard_timeout_on_a_sync_loader(srt: isr.ISR) -> None:
         get("a")
     origin.gate.set()
     srt.close()  # the late value still lands
-
-
-def test_soft_timeout_serves_stale_from_sync_code(srt: isr.ISR, clock: FakeClock) -> None:
-    origin = Origin()
-    get = cached(srt, origin, swr=0, soft_timeout=0.05)
-    get("a")
-    clock.advance(10)
-    origin.version = 2
-    origin.gate = threading.Event()
-    assert get.lookup("a") == isr.Result("a v1", Status.STALE, 10.0)
-    origin.gate.set()
-    srt.drain_sync()
-    assert get.lookup("a").value == "a v2"
 
 
 @pytest.mark.anyio

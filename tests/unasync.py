@@ -22,11 +22,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: (async source, generated sync twin), relative to the repository's root.
-PAIRS: Sequence[tuple[str, str]] = (
-    ("isr/_async/driver.py", "isr/_sync/driver.py"),
-    ("adapters/_async/redis.py", "adapters/_sync/redis.py"),
-    ("adapters/_async/l1.py", "adapters/_sync/l1.py"),
+#: Renames for the tests only: the sync runtime fixture and the public ``_sync`` spellings.
+TEST_RENAMES: dict[str, str] = {
+    "rt": "srt",
+    "invalidate": "invalidate_sync",
+    "invalidate_tag": "invalidate_tag_sync",
+    "invalidate_all": "invalidate_all_sync",
+    "drain": "drain_sync",
+    "AsyncCached": "SyncCached",
+    "AsyncTaskGroup": "TaskGroup",
+    "async_wait_until": "wait_until",
+}
+TEST_KEYWORDS: Sequence[tuple[str, str]] = ((r"\npytestmark = pytest\.mark\.anyio\n", ""),)
+
+#: (async source, generated sync twin, its own renames and keyword rewrites), paths
+#: relative to the repository's root.
+PAIRS: Sequence[tuple[str, str, dict[str, str], Sequence[tuple[str, str]]]] = (
+    ("isr/_async/driver.py", "isr/_sync/driver.py", {}, ()),
+    ("adapters/_async/redis.py", "adapters/_sync/redis.py", {}, ()),
+    ("adapters/_async/l1.py", "adapters/_sync/l1.py", {}, ()),
+    ("tests/_async/test_runtime.py", "tests/_sync/test_runtime.py", TEST_RENAMES, TEST_KEYWORDS),
 )
 
 #: Whole-word renames, async spelling -> sync spelling.
@@ -42,6 +57,7 @@ RENAMES: dict[str, str] = {
     "ASYNC_RUNS_TIMEOUTS_INLINE": "RUNS_TIMEOUTS_INLINE",
     "async_fail_after": "fail_after",
     "async_sleep": "sleep",
+    "async_usable": "usable",
     # the store interface (isr.adapters.base.Adapter)
     "aget": "get",
     "aset": "set",
@@ -60,6 +76,7 @@ RENAMES: dict[str, str] = {
     "acommand": "command",
     "_arun": "_run",
     "_aconnect": "_connect",
+    "_aclient_ready": "_client_ready",
     "_adone": "_done",
     "_apublish": "_publish",
     "aclose": "close",
@@ -68,33 +85,37 @@ RENAMES: dict[str, str] = {
 #: Keyword rewrites, applied before the renames.
 KEYWORDS: Sequence[tuple[str, str]] = (
     (r"\basync def\b", "def"),
+    (r"\basync with\b", "with"),
     (r"\bawait ", ""),
     (r"\bAwaitable\[(\w+)\]", r"\1"),
     (r"\bfrom redis\.asyncio import Redis as AsyncRedis\b", "from redis import Redis"),
 )
 
-_RENAME = re.compile(r"\b(" + "|".join(map(re.escape, RENAMES)) + r")\b")
-
 
 def header(source: str) -> str:
     return (
-        f"# GENERATED from {source} by tests/unasync.py: do not edit. Edit the async source\n"
-        "# and run `python -m tests.unasync`.\n"
+        f"# GENERATED from {source} by tests/unasync.py: do not edit.\n"
+        "# Edit the async source, then run `python -m tests.unasync`.\n"
     )
 
 
-def unasync(text: str, used: set[str]) -> str:
+def unasync(
+    text: str,
+    used: set[str],
+    renames: dict[str, str] = RENAMES,
+    keywords: Sequence[tuple[str, str]] = KEYWORDS,
+) -> str:
     """``text`` with its async spellings turned sync (``used`` collects what applied)."""
-    for pattern, replacement in KEYWORDS:
+    for pattern, replacement in keywords:
         text, n = re.subn(pattern, replacement, text)
         if n:
             used.add(pattern)
 
     def rename(match: re.Match[str]) -> str:
         used.add(match.group(1))
-        return RENAMES[match.group(1)]
+        return renames[match.group(1)]
 
-    return _RENAME.sub(rename, text)
+    return re.sub(r"\b(" + "|".join(map(re.escape, renames)) + r")\b", rename, text)
 
 
 def formatted(text: str, path: str) -> str:
@@ -123,9 +144,10 @@ def generate() -> tuple[dict[str, str], set[str]]:
     """Every generated file's text, by path, and the substitutions that applied."""
     used: set[str] = set()
     out = {}
-    for source, target in PAIRS:
+    for source, target, renames, keywords in PAIRS:
         text = (ROOT / source).read_text(encoding="utf-8")
-        out[target] = formatted(header(source) + unasync(text, used), target)
+        sync = unasync(text, used, {**RENAMES, **renames}, (*keywords, *KEYWORDS))
+        out[target] = formatted(header(source) + sync, target)
     return out, used
 
 
@@ -145,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             path.write_text(text, encoding="utf-8")
             print(f"wrote {target}")
-    unused = [name for name in [*RENAMES, *(p for p, _ in KEYWORDS)] if name not in used]
+    every = [*RENAMES, *TEST_RENAMES, *(p for p, _ in (*KEYWORDS, *TEST_KEYWORDS))]
+    unused = [name for name in every if name not in used]
     if unused:
         problems.append(f"substitutions no file uses any more: {', '.join(unused)}")
     for problem in problems:

@@ -50,7 +50,9 @@ class AsyncRedisOps(RedisBase):
             return default, False
         probe = breaker.is_open
         try:
-            client = await self._aconnect()
+            client = self._aclient_ready()
+            if client is None:
+                client = await self._aconnect()
             try:
                 result = await op(client)
             finally:

@@ -1,5 +1,5 @@
-# GENERATED from adapters/_async/l1.py by tests/unasync.py: do not edit. Edit the async source
-# and run `python -m tests.unasync`.
+# GENERATED from adapters/_async/l1.py by tests/unasync.py: do not edit.
+# Edit the async source, then run `python -m tests.unasync`.
 """The L1 store's operations, written once for async code and generated for sync code.
 
 Written once: ``isr/adapters/_sync/l1.py`` is generated from ``isr/adapters/_async/l1.py`` by

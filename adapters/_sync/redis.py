@@ -1,5 +1,5 @@
-# GENERATED from adapters/_async/redis.py by tests/unasync.py: do not edit. Edit the async source
-# and run `python -m tests.unasync`.
+# GENERATED from adapters/_async/redis.py by tests/unasync.py: do not edit.
+# Edit the async source, then run `python -m tests.unasync`.
 """The Redis store's operations, written once for async code and generated for sync code.
 
 Written once: ``isr/adapters/_sync/redis.py`` is generated from ``isr/adapters/_async/redis.py``
@@ -52,7 +52,9 @@ class SyncRedisOps(RedisBase):
             return default, False
         probe = breaker.is_open
         try:
-            client = self._connect()
+            client = self._client_ready()
+            if client is None:
+                client = self._connect()
             try:
                 result = op(client)
             finally:

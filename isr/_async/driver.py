@@ -22,8 +22,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from isr._decisions import Answer, Read, remark
-from isr._entry import Entry, Generation, Mode, Verdict, classify
+from isr._decisions import Answer, remark
+from isr._entry import Entry, Mode, classify
 from isr._flight import Flight
 from isr._loader import Loader
 from isr._status import Result
@@ -34,6 +34,7 @@ from isr._synchronization import (
     AsyncSpawner,
     async_fail_after,
     async_sleep,
+    async_usable,
 )
 
 if TYPE_CHECKING:
@@ -73,7 +74,10 @@ class AsyncDriver:
             return None
         now = state.clock()
         verdict = classify(entry, now, self.store.generation())
-        return self._decide(loader, key, args, kwargs, entry, verdict, now).answer
+        decision = state.read(loader, key, entry, verdict, now)
+        if decision.refresh:
+            self.spawn(loader, key, args, kwargs, entry)
+        return decision.answer
 
     async def miss(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -93,10 +97,17 @@ class AsyncDriver:
         """Answer one call: from the store, or from a fetch this call leads or joins."""
         state = self.state
         while True:
-            entry, generation = await self._read(key)
+            if state.inline:  # answers without I/O: no await
+                store = self.store
+                entry, generation = store.get(key), store.generation()
+            else:
+                store = async_usable(self.store)
+                entry = await store.aget(key)
+                generation = state.last_gen = await store.ageneration()
             now = state.clock()
-            verdict = classify(entry, now, generation)
-            decision = self._decide(loader, key, args, kwargs, entry, verdict, now)
+            decision = state.read(loader, key, entry, classify(entry, now, generation), now)
+            if decision.refresh:
+                self.spawn(loader, key, args, kwargs, entry)
             if decision.answer is not None:
                 return decision.answer
             fallback = decision.fallback
@@ -131,31 +142,6 @@ class AsyncDriver:
             if flight.cancelled:
                 continue  # the caller that was fetching was cancelled: try again
             return state.answer(flight, fallback, key)
-
-    async def _read(self, key: str) -> tuple[Entry | None, Generation]:
-        """The entry under ``key`` and the generation record to judge it by."""
-        state, store = self.state, self.store
-        if state.inline:  # answers without I/O: no await
-            return store.get(key), store.generation()
-        entry = await store.aget(key)
-        generation = state.last_gen = await store.ageneration()
-        return entry, generation
-
-    def _decide(
-        self,
-        loader: Loader[Any],
-        key: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        entry: Entry | None,
-        verdict: Verdict,
-        now: float,
-    ) -> Read:
-        """What the read does (``isr._decisions.decide_read``), with its refresh started."""
-        decision = self.state.read(loader, key, entry, verdict, now)
-        if decision.refresh:
-            self.spawn(loader, key, args, kwargs, entry)
-        return decision
 
     # ------------------------------------------------------------------ fetching
 
@@ -194,7 +180,7 @@ class AsyncDriver:
         """Run the loader once for ``flight``; store and publish its outcome. On a shared
         store, under its fetch lock: if another process is fetching the key, wait for its
         value instead. Never raises but for the caller's own cancellation."""
-        state, store = self.state, self.store
+        state, store = self.state, async_usable(self.store)
         with state.fetching(loader, key, flight, self.flights, self.pending, background) as run:
             token = None
             if state.shared:
@@ -225,7 +211,7 @@ class AsyncDriver:
         """Take ``key``'s fetch lock in the shared store (None), or wait for the value the
         process holding it is fetching and return it once it lands. A holder that dies
         blocks nobody past ``ttl``: its lock expires and the next try takes it."""
-        state, store = self.state, self.store
+        state, store = self.state, async_usable(self.store)
         delay = 0.002
         while True:
             if await store.aacquire(key, token, ttl):
@@ -250,7 +236,7 @@ class AsyncDriver:
 
     async def invalidate(self, key: str, mode: Mode) -> bool:
         """Mark (or purge) the entry under ``key``; True if one was there."""
-        state, store = self.state, self.store
+        state, store = self.state, async_usable(self.store)
         state.invalidating("key", key, mode)
         if state.shared:
             await store.anote_invalidation("key", key, mode, state.clock(), state.lock_ttl)
@@ -260,7 +246,7 @@ class AsyncDriver:
 
     async def invalidate_tag(self, tag: str, mode: Mode) -> int:
         """Mark (or purge) every entry carrying ``tag``; how many there were."""
-        state, store = self.state, self.store
+        state, store = self.state, async_usable(self.store)
         state.invalidating("tag", tag, mode)
         if state.shared:
             await store.anote_invalidation("tag", tag, mode, state.clock(), state.lock_ttl)
@@ -272,14 +258,13 @@ class AsyncDriver:
 
     async def invalidate_all(self, mode: Mode) -> None:
         """Move the store's generation on: every entry is judged against it when next read."""
-        state = self.state
-        state.invalidating("all", "", mode)
-        await self.store.abump_generation(mode)
+        self.state.invalidating("all", "", mode)
+        await async_usable(self.store).abump_generation(mode)
 
     async def _mark(self, key: str, mode: Mode, tag: str | None = None) -> bool:
         """Apply ``mode`` to the entry under ``key`` (if it still carries ``tag``, when
         one is given); True if there was one."""
-        state, store = self.state, self.store
+        state, store = self.state, async_usable(self.store)
         if state.inline:
             return state.mark_inline(key, mode, tag)
         entry = await store.aget(key)

@@ -1,5 +1,5 @@
-# GENERATED from isr/_async/driver.py by tests/unasync.py: do not edit. Edit the async source
-# and run `python -m tests.unasync`.
+# GENERATED from isr/_async/driver.py by tests/unasync.py: do not edit.
+# Edit the async source, then run `python -m tests.unasync`.
 """A runtime's driver: its reads, fetches and invalidations, with the waiting done.
 
 Written once: ``isr/_sync/driver.py`` is generated from ``isr/_async/driver.py`` by
@@ -24,8 +24,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from isr._decisions import Answer, Read, remark
-from isr._entry import Entry, Generation, Mode, Verdict, classify
+from isr._decisions import Answer, remark
+from isr._entry import Entry, Mode, classify
 from isr._flight import Flight
 from isr._loader import Loader
 from isr._status import Result
@@ -36,6 +36,7 @@ from isr._synchronization import (
     Spawner,
     fail_after,
     sleep,
+    usable,
 )
 
 if TYPE_CHECKING:
@@ -75,7 +76,10 @@ class SyncDriver:
             return None
         now = state.clock()
         verdict = classify(entry, now, self.store.generation())
-        return self._decide(loader, key, args, kwargs, entry, verdict, now).answer
+        decision = state.read(loader, key, entry, verdict, now)
+        if decision.refresh:
+            self.spawn(loader, key, args, kwargs, entry)
+        return decision.answer
 
     def miss(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -95,10 +99,17 @@ class SyncDriver:
         """Answer one call: from the store, or from a fetch this call leads or joins."""
         state = self.state
         while True:
-            entry, generation = self._read(key)
+            if state.inline:  # answers without I/O: no await
+                store = self.store
+                entry, generation = store.get(key), store.generation()
+            else:
+                store = usable(self.store)
+                entry = store.get(key)
+                generation = state.last_gen = store.generation()
             now = state.clock()
-            verdict = classify(entry, now, generation)
-            decision = self._decide(loader, key, args, kwargs, entry, verdict, now)
+            decision = state.read(loader, key, entry, classify(entry, now, generation), now)
+            if decision.refresh:
+                self.spawn(loader, key, args, kwargs, entry)
             if decision.answer is not None:
                 return decision.answer
             fallback = decision.fallback
@@ -133,31 +144,6 @@ class SyncDriver:
             if flight.cancelled:
                 continue  # the caller that was fetching was cancelled: try again
             return state.answer(flight, fallback, key)
-
-    def _read(self, key: str) -> tuple[Entry | None, Generation]:
-        """The entry under ``key`` and the generation record to judge it by."""
-        state, store = self.state, self.store
-        if state.inline:  # answers without I/O: no await
-            return store.get(key), store.generation()
-        entry = store.get(key)
-        generation = state.last_gen = store.generation()
-        return entry, generation
-
-    def _decide(
-        self,
-        loader: Loader[Any],
-        key: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        entry: Entry | None,
-        verdict: Verdict,
-        now: float,
-    ) -> Read:
-        """What the read does (``isr._decisions.decide_read``), with its refresh started."""
-        decision = self.state.read(loader, key, entry, verdict, now)
-        if decision.refresh:
-            self.spawn(loader, key, args, kwargs, entry)
-        return decision
 
     # ------------------------------------------------------------------ fetching
 
@@ -196,7 +182,7 @@ class SyncDriver:
         """Run the loader once for ``flight``; store and publish its outcome. On a shared
         store, under its fetch lock: if another process is fetching the key, wait for its
         value instead. Never raises but for the caller's own cancellation."""
-        state, store = self.state, self.store
+        state, store = self.state, usable(self.store)
         with state.fetching(loader, key, flight, self.flights, self.pending, background) as run:
             token = None
             if state.shared:
@@ -227,7 +213,7 @@ class SyncDriver:
         """Take ``key``'s fetch lock in the shared store (None), or wait for the value the
         process holding it is fetching and return it once it lands. A holder that dies
         blocks nobody past ``ttl``: its lock expires and the next try takes it."""
-        state, store = self.state, self.store
+        state, store = self.state, usable(self.store)
         delay = 0.002
         while True:
             if store.acquire(key, token, ttl):
@@ -252,7 +238,7 @@ class SyncDriver:
 
     def invalidate(self, key: str, mode: Mode) -> bool:
         """Mark (or purge) the entry under ``key``; True if one was there."""
-        state, store = self.state, self.store
+        state, store = self.state, usable(self.store)
         state.invalidating("key", key, mode)
         if state.shared:
             store.note_invalidation("key", key, mode, state.clock(), state.lock_ttl)
@@ -262,7 +248,7 @@ class SyncDriver:
 
     def invalidate_tag(self, tag: str, mode: Mode) -> int:
         """Mark (or purge) every entry carrying ``tag``; how many there were."""
-        state, store = self.state, self.store
+        state, store = self.state, usable(self.store)
         state.invalidating("tag", tag, mode)
         if state.shared:
             store.note_invalidation("tag", tag, mode, state.clock(), state.lock_ttl)
@@ -274,14 +260,13 @@ class SyncDriver:
 
     def invalidate_all(self, mode: Mode) -> None:
         """Move the store's generation on: every entry is judged against it when next read."""
-        state = self.state
-        state.invalidating("all", "", mode)
-        self.store.bump_generation(mode)
+        self.state.invalidating("all", "", mode)
+        usable(self.store).bump_generation(mode)
 
     def _mark(self, key: str, mode: Mode, tag: str | None = None) -> bool:
         """Apply ``mode`` to the entry under ``key`` (if it still carries ``tag``, when
         one is given); True if there was one."""
-        state, store = self.state, self.store
+        state, store = self.state, usable(self.store)
         if state.inline:
             return state.mark_inline(key, mode, tag)
         entry = store.get(key)

@@ -1,0 +1,1 @@
+"""Tests written once for async code: ``tests._sync`` is generated from them."""
