@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
@@ -26,7 +27,8 @@ def adapter_from_url(
 ) -> Adapter:
     """Make the store a cache URL names.
 
-    ``memory://[?max_entries=N]``; ``disk:///absolute/path``; ``redis://host:port/db`` or
+    ``memory://[?max_entries=N][&max_bytes=N]`` (bytes; ``64MiB``, ``512KB`` and the like
+    too); ``disk:///absolute/path``; ``redis://host:port/db`` or
     ``rediss://`` (needs the ``isr-runtime[redis]`` extra), with ``l1=True`` (or a bound)
     for a memory L1 kept coherent over pub/sub.
     """
@@ -38,18 +40,25 @@ def adapter_from_url(
         if codec is not None:
             raise ConfigError("memory:// keeps values as they are; it takes no codec")
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = set(options) - {"max_entries"}
+        unknown = set(options) - {"max_entries", "max_bytes"}
         if unknown or parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(
-                f"cache URL {url!r}: memory:// takes only ?max_entries=N "
+                f"cache URL {url!r}: memory:// takes only ?max_entries=N&max_bytes=N "
                 f"(unknown: {', '.join(sorted(unknown)) or parts.netloc + parts.path})"
             )
         try:
             max_entries = int(options.get("max_entries", "10000"))
         except ValueError:
             raise ConfigError(f"cache URL {url!r}: max_entries must be an integer") from None
+        max_bytes = None
+        if "max_bytes" in options:
+            max_bytes = _size(options["max_bytes"])
+            if max_bytes is None:
+                raise ConfigError(
+                    f"cache URL {url!r}: max_bytes must be a size in bytes (65536, 64KiB, 32MB)"
+                )
         try:
-            return MemoryAdapter(max_entries, namespace=namespace)
+            return MemoryAdapter(max_entries, namespace=namespace, max_bytes=max_bytes)
         except ValueError as exc:
             raise ConfigError(f"cache URL {url!r}: {exc}") from None
     if scheme == "disk":
@@ -70,6 +79,18 @@ def adapter_from_url(
         f"cache URL {url!r}: unknown scheme {scheme!r}; use memory://, disk:///path, "
         "redis://host:port/db or rediss://"
     )
+
+
+_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_UNITS.update({"kib": 1024, "mib": 1024**2, "gib": 1024**3})
+
+
+def _size(text: str) -> int | None:
+    """``"65536"``, ``"64KiB"``, ``"32MB"`` in bytes; None when it is no size."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*([a-z]*)\s*", text.lower())
+    if match is None or match.group(2) not in _UNITS:
+        return None
+    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 #: Deployment targets for ``ISR.from_env`` and the store each one defaults to.

@@ -101,6 +101,9 @@ class Stats:
     store_errors: int
     """Store failures absorbed (unreachable, timed out, unreadable record): the callers got
     answers regardless, from the origin if need be."""
+    gone: int
+    """Renders the origin answered 404 or 410 (the HTTP edge): each purged its page, or kept
+    the answer for the rule's ``negative_ttl``."""
     store: dict[str, int]
     """Store-specific counters: with an L1, ``l1_entries``, ``bus_received`` (invalidations
     from other instances) and ``bus_resyncs`` (times the L1 was dropped because messages
@@ -138,6 +141,8 @@ class Loader(Generic[T]):
         self.namespace: dict[str, Any] = {}
         #: Hits an edge served by the hot-path rule itself (see adapters/base.py).
         self.edge_hits = 0
+        #: Renders an edge saw answered 404 or 410 (see `Stats.gone`).
+        self.gone = 0
         self.runtime: ISR | None = None
 
     def observe(self, seconds: float) -> None:
@@ -425,6 +430,7 @@ class ISR:
             entries=self.adapter.size(),
             refreshing=len(self._pending) + len(self._spending),
             store_errors=self.adapter.errors,
+            gone=sum(loader.gone for loader in self._loaders if loader.runtime is self),
             store=self.adapter.counters(),
         )
 
