@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from importlib import metadata
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from ._context import cache_life, cache_tag, no_store
 from ._errors import ConfigError
 from ._httpdate import http_date
 from ._status import Status
@@ -53,6 +54,9 @@ __all__ = [
     "Target",
     "age_header",
     "assess",
+    "canonical",
+    "rendered",
+    "respond",
     "cache_directives",
     "canonical_headers",
     "declared_tags",
@@ -582,6 +586,29 @@ class Site:
         return f"{target.base}#{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
+def canonical(
+    target: Target,
+    headers: Mapping[bytes, bytes],
+    raw_query: str,
+    deployment: Mapping[str, Any],
+) -> Canonical | None:
+    """The canonical request of a GET or HEAD for ``target`` with request ``headers`` (by
+    lower-case name, repeated fields joined) and ``raw_query``; None when the cache must
+    stay out of it: ``Authorization``, a ``Cookie`` (unless ``private_ok``), a
+    ``bypass_query`` parameter. The app answers those itself (``X-Cache: BYPASS``)."""
+    route = target.route
+    if b"authorization" in headers or (b"cookie" in headers and not route.private_ok):
+        return None
+    listed: list[tuple[str, str]] = []
+    varied = route.varied(headers)
+    if route.reads_query and raw_query:
+        query = parse_qsl(raw_query, keep_blank_values=True)
+        if route.bypassed(query):
+            return None
+        listed = route.listed(query)
+    return Canonical(Site.key(target, listed, varied), target, listed, varied, deployment)
+
+
 def path_tag(path: str) -> str:
     """The tag every variant of the page at ``path`` carries (every query, vary and host
     variant): what an unsafe request to that path invalidates. Never sent in headers."""
@@ -800,6 +827,73 @@ class Prepared:
         if date is None or int(date) >= self.last_modified:
             return self.validators
         return (self.validators[0], (b"last-modified", http_date_header(date)))
+
+
+def respond(
+    page: Prepared,
+    status: Status,
+    age: int,
+    headers: Mapping[bytes, bytes],
+    head: bool,
+    date: float | None,
+) -> tuple[int, list[tuple[bytes, bytes]], bool]:
+    """The answer to a GET (or HEAD: ``head``) with request ``headers`` from a kept
+    ``page`` served with ``status`` at ``age`` seconds, the server's ``Date`` being
+    ``date`` (None: unknown): its status code, headers, and whether the body goes too."""
+    cache_control, x_cache = page.answers[status]
+    validators = page.with_date(date)
+    code = None
+    if (
+        b"if-none-match" in headers
+        or b"if-modified-since" in headers
+        or b"if-match" in headers
+        or b"if-unmodified-since" in headers
+    ):
+        code = precondition("HEAD" if head else "GET", headers, page.etag, page.last_modified)
+    if code == 304:
+        extra = page.not_modified[len(page.validators) :]
+        sent = [*validators, *extra, cache_control, x_cache, *page.tail, age_header(age)]
+        return 304, sent, False
+    if code == 412:
+        return 412, [*validators, x_cache, (b"content-length", b"0")], False
+    if validators is not page.validators:
+        sent = [*page.head[: -len(validators)], *validators]
+    else:
+        sent = list(page.head)
+    sent += [cache_control, x_cache, *page.tail, age_header(age)]
+    return page.status, sent, not head
+
+
+def rendered(
+    route: Route,
+    request: Canonical,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    raw_body: bool,
+    now: float,
+) -> tuple[dict[str, Any] | Response, bool]:
+    """What a render's loader returns for the app's complete response, and whether the
+    page's key must be purged first (a 404 or 410 not kept: the origin says it is gone).
+    Raises `OriginError` for a failed render. Says the entry's tags, windows or "do not
+    keep" to the runtime (`isr.cache_tag`, `isr.cache_life`, `isr.no_store`), and counts
+    a 404 or 410 on the route's loader (``Stats.gone``)."""
+    verdict = assess(status, headers, route.rule)
+    if verdict == ERROR:
+        raise OriginError(request.path, Response(status, headers, body, True))
+    if verdict in (GONE, NEGATIVE):
+        route.counter.gone += 1
+    if verdict not in (KEEP, NEGATIVE):
+        no_store()
+        return Response(status, headers, body, verdict != PRIVATE), verdict == GONE
+    if verdict == NEGATIVE:
+        cache_life(ttl=route.rule.negative_ttl, swr=0, stale_if_error=0)
+    tags = [template.format_map(request.params) for template in route.rule.tags]
+    declared = declared_tags(headers)
+    if declared:
+        tags = list(dict.fromkeys(tags + declared))
+    cache_tag(*tags, path_tag(request.path))
+    return page_record(status, headers, body, tags, now, raw_body), False
 
 
 # ---------------------------------------------------------------- conditional requests

@@ -26,7 +26,6 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from types import MethodType
 from typing import Any
-from urllib.parse import parse_qsl
 
 import anyio
 
@@ -34,14 +33,9 @@ import isr
 from isr._entry import Entry
 from isr._http import (
     BYPASS,
-    ERROR,
     ERROR_STATUSES,
-    GONE,
     HOP_BY_HOP,
-    KEEP,
-    NEGATIVE,
     NOT_QUICK,
-    PRIVATE,
     SAFE_METHODS,
     SWR_UNBOUNDED,
     Canonical,
@@ -54,12 +48,11 @@ from isr._http import (
     Site,
     Target,
     age_header,
-    assess,
-    declared_tags,
+    canonical,
     join_fields,
-    page_record,
     path_tag,
-    precondition,
+    rendered,
+    respond,
     safe_header_value,
     unsafe_targets,
 )
@@ -420,28 +413,13 @@ class ISRMiddleware:
         headers: dict[bytes, bytes] = dict(raw_headers)
         if len(headers) != len(raw_headers):  # a repeated field: its values comma-joined
             headers = join_fields(raw_headers)
-        if b"authorization" in headers or (b"cookie" in headers and not route.private_ok):
-            await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
-            return
-        listed: list[tuple[str, str]] = []
-        varied: list[str] = []
-        key = target.base
-        if not route.quick:
-            raw_query: bytes = scope.get("query_string", b"")
-            query = (
-                parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
-                if raw_query and route.reads_query
-                else []
-            )
-            if route.bypassed(query):
-                await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
-                return
-            if not route.plain:
-                listed, varied = route.listed(query), route.varied(headers)
-                key = Site.key(target, listed, varied)
         deployment = {name: scope[name] for name in _DEPLOYMENT if name in scope}
         deployment["state"] = self._state
-        request = Canonical(key, target, listed, varied or route.varied({}), deployment)
+        raw_query: bytes = scope.get("query_string", b"")
+        request = canonical(target, headers, raw_query.decode("latin-1"), deployment)
+        if request is None:
+            await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
+            return
         try:
             result = await route.lookup(request)
         except OriginError as exc:
@@ -454,8 +432,7 @@ class ISRMiddleware:
             await self._send_once(result.value, request, scope, receive, send, head)
             return
         page: dict[str, Any] = result.value
-        status = result.status
-        age = int(result.age)
+        key = request.key
         # A kept page: sent from its `_Wire`, prepared on its first answer in this process
         # (the same page object on a memory store; an equal one decoded from a shared one,
         # which the wire takes up, as the quick path knows a wire's page by identity).
@@ -467,42 +444,11 @@ class ISRMiddleware:
                 wire = self._wire(route, key, page)
             else:
                 wire.page = page
-        cache_control, x_cache = wire.answers[status]
-        validators = wire.with_date(self._server_date(send))
-        conditional = None
-        for name in (b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"):
-            if name in headers:
-                conditional = precondition(
-                    "HEAD" if head else "GET", headers, wire.etag, wire.last_modified
-                )
-                break
-        if conditional == 304:
-            not_modified = (*validators, *wire.not_modified[2:])
-            start = [*not_modified, cache_control, x_cache, *wire.tail, age_header(age)]
-            await send({"type": "http.response.start", "status": 304, "headers": start})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        if conditional == 412:
-            start = [*validators, x_cache, (b"content-length", b"0")]
-            await send({"type": "http.response.start", "status": 412, "headers": start})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        head_headers = (
-            wire.head
-            if validators is wire.validators
-            else (
-                *wire.head[:-2],
-                *validators,
-            )
+        code, sent, body = respond(
+            wire, result.status, int(result.age), headers, head, self._server_date(send)
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": wire.status,
-                "headers": [*head_headers, cache_control, x_cache, *wire.tail, age_header(age)],
-            }
-        )
-        await send((_END_EMPTY if head else wire.end).copy())
+        await send({"type": "http.response.start", "status": code, "headers": sent})
+        await send(wire.end.copy() if body else _END_EMPTY.copy())
 
     def _server_date(self, send: Any) -> float | None:
         """The ``Date`` the server answering through ``send`` will write, when it is uvicorn
@@ -600,24 +546,10 @@ class ISRMiddleware:
         """Run the app for the canonical request; the page to keep, or what to serve once."""
         request.rendered = True
         status, headers, body = await _buffered(self.app, _render_scope(request))
-        verdict = assess(status, headers, route.rule)
-        if verdict == ERROR:
-            raise OriginError(request.path, Response(status, headers, body, True))
-        if verdict in (GONE, NEGATIVE):
-            route.counter.gone += 1
-            if verdict == GONE:
-                await self.runtime.invalidate(request.key, mode="purge")
-        if verdict not in (KEEP, NEGATIVE):
-            isr.no_store()
-            return Response(status, headers, body, verdict != PRIVATE)
-        if verdict == NEGATIVE:
-            isr.cache_life(ttl=route.rule.negative_ttl, swr=0, stale_if_error=0)
-        tags = [template.format_map(request.params) for template in route.rule.tags]
-        declared = declared_tags(headers)
-        if declared:
-            tags = list(dict.fromkeys(tags + declared))
-        isr.cache_tag(*tags, path_tag(request.path))
-        return page_record(status, headers, body, tags, time.time(), self._raw_bodies)
+        value, gone = rendered(route, request, status, headers, body, self._raw_bodies, time.time())
+        if gone:
+            await self.runtime.invalidate(request.key, mode="purge")
+        return value
 
 
 def _render_scope(request: Canonical) -> Scope:
