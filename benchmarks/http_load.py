@@ -12,8 +12,8 @@ the app as a deployment would hand it to uvicorn, answer the same ~1 KB JSON doc
   middleware being what uvicorn calls, as in a site's ``asgi.py``. ``/isr`` is a FastAPI
   route under a rule (ttl 1 h) with a canonical ``origin`` (the recommended set-up;
   ``ISR_BENCH_ORIGIN=off`` keys scheme and host instead), always a fresh hit: the
-  middleware answers from the memory store, FastAPI is not called. ``/fastapi-cache2`` is the same route under fastapi-cache2's
-  ``@cache(expire=60)`` with its ``InMemoryBackend``, always a hit (FastAPI's route
+  middleware answers from the memory store, FastAPI is not called. ``/fastapi-cache2`` is
+  the same route under fastapi-cache2's ``@cache(expire=60)`` with its ``InMemoryBackend``, always a hit (FastAPI's route
   machinery runs, the function does not); in the full run ``/fastapi`` is the route
   uncached (informational). These pass through the middleware, as in a site.
 
