@@ -15,7 +15,8 @@ the app as a deployment would hand it to uvicorn, answer the same ~1 KB JSON doc
   middleware answers from the memory store, FastAPI is not called. ``/fastapi-cache2`` is
   the same route under fastapi-cache2's ``@cache(expire=60)`` with its
   ``InMemoryBackend``, always a hit (FastAPI's route machinery runs, the function does
-  not); in the full run ``/fastapi`` is the route uncached (informational). These pass through the middleware, as in a site.
+  not); in the full run ``/fastapi`` is the route uncached (informational). These pass
+  through the middleware, as in a site.
 
 Each contender is the app uvicorn calls: no dispatching layer in front of one that the
 other does not pay. Load comes from ``wrk`` (one thread, 10 keep-alive connections) in runs
