@@ -21,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from importlib import metadata
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ._context import cache_life, cache_tag, no_store
@@ -45,6 +46,7 @@ __all__ = [
     "USER_AGENT",
     "Canonical",
     "IncompleteResponse",
+    "Kept",
     "OriginError",
     "Prepared",
     "Response",
@@ -61,6 +63,8 @@ __all__ = [
     "canonical_headers",
     "declared_tags",
     "header_tags",
+    "incomplete_headers",
+    "once_headers",
     "http_date_header",
     "join_fields",
     "normalize_host",
@@ -894,6 +898,79 @@ def rendered(
         tags = list(dict.fromkeys(tags + declared))
     cache_tag(*tags, path_tag(request.path))
     return page_record(status, headers, body, tags, now, raw_body), False
+
+
+P = TypeVar("P", bound=Prepared)
+
+
+class Kept(Generic[P]):
+    """The pages a middleware keeps ready to send (`Prepared`, or a driver's subclass made
+    by ``make``), one per key, within ``count`` pages and ``budget`` bytes of bodies; the
+    oldest prepared make room. A quick path reads `pages` directly (a plain dict)."""
+
+    def __init__(
+        self,
+        make: Callable[[Route, dict[str, Any]], P],
+        budget: int = 32 * 1024 * 1024,
+        count: int = 1024,
+    ) -> None:
+        self.make = make
+        self.budget = budget
+        self.count = count
+        self.pages: dict[str, P] = {}
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def ready(self, route: Route, key: str, page: dict[str, Any]) -> P:
+        """``page`` (the store's, under ``key``) ready to send: the one kept if it is for
+        the same render (taking up ``page`` itself: a quick path knows a kept page by its
+        identity), else a new one, kept while the budget allows."""
+        kept = self.pages.get(key)
+        if kept is not None and kept.route is route:
+            if kept.page is page:
+                return kept
+            if kept.time == page["time"] and kept.etag == page["etag"]:
+                kept.page = page
+                return kept
+        made = self.make(route, page)
+        size = len(made.body)
+        pages = self.pages
+        with self._lock:
+            old = pages.pop(key, None)
+            if old is not None:
+                self.bytes -= len(old.body)
+            if size > self.budget:
+                return made
+            while pages and (len(pages) >= self.count or self.bytes + size > self.budget):
+                self.bytes -= len(pages.pop(next(iter(pages))).body)
+            pages[key] = made
+            self.bytes += size
+        return made
+
+    def forget(self) -> None:
+        """Drop every kept page (their headers changed)."""
+        with self._lock:
+            self.pages.clear()
+            self.bytes = 0
+
+
+def once_headers(response: Response) -> list[tuple[bytes, bytes]]:
+    """The headers of a response served once as the app sent it: its own (no hop-by-hop,
+    no control characters), its length, ``X-Cache: MISS``."""
+    headers = [
+        (k, safe_header_value(v))
+        for k, v in response.headers
+        if k not in HOP_BY_HOP and k != b"x-cache"
+    ]
+    headers += [(b"content-length", b"%d" % len(response.body)), (b"x-cache", b"MISS")]
+    return headers
+
+
+def incomplete_headers(exc: IncompleteResponse) -> list[tuple[bytes, bytes]]:
+    """The headers of an incomplete answer passed on: the app's, without a length."""
+    headers = [(k, safe_header_value(v)) for k, v in exc.headers if k not in HOP_BY_HOP]
+    headers.append((b"x-cache", b"MISS"))
+    return headers
 
 
 # ---------------------------------------------------------------- conditional requests

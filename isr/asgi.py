@@ -21,7 +21,6 @@ policy (rules, keys, the canonical render, cacheability, headers, conditional re
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from types import MethodType
@@ -34,12 +33,12 @@ from isr._entry import Entry
 from isr._http import (
     BYPASS,
     ERROR_STATUSES,
-    HOP_BY_HOP,
     NOT_QUICK,
     SAFE_METHODS,
     SWR_UNBOUNDED,
     Canonical,
     IncompleteResponse,
+    Kept,
     OriginError,
     Prepared,
     Response,
@@ -49,11 +48,12 @@ from isr._http import (
     Target,
     age_header,
     canonical,
+    incomplete_headers,
     join_fields,
+    once_headers,
     path_tag,
     rendered,
     respond,
-    safe_header_value,
     unsafe_targets,
 )
 from isr._httpdate import http_date
@@ -181,13 +181,20 @@ class ISRMiddleware:
                         origin, and the rule's ``vary`` headers with the keyed values
     ``client``          None
     ``server``          the server's (deployment-level)
-    ``state``           a copy of the lifespan state (deployment-level)
+    ``state``           a copy of the server's lifespan state (as its lifespan scope
+                        passed through the middleware), else empty
     ``extensions``      none (no TLS details, no response extensions)
+    framework plumbing  ``app``, ``router``, ``litestar_app``, ``route_handler``,
+                        ``path_params``, ``path_template`` as the framework set them
+                        (made from its configuration and the path, the key's), so
+                        the middleware works inside Starlette's or Litestar's stack
     body                empty (one ``http.request`` message, then ``http.disconnect``
                         once the response is complete)
     ==================  ==========================================================
 
-    So a query parameter, a cookie, ``Authorization``, ``X-Forwarded-*``,
+    Nothing else of the scope passes: not ``client``, not a ``session`` or ``user`` an
+    outer middleware decoded from the visitor's cookie, not a per-request ``state``. So a
+    query parameter, a cookie, ``Authorization``, ``X-Forwarded-*``,
     ``X-Original-URL``, ``User-Agent`` or ``Accept-Language`` (unless listed in ``vary``)
     can never shape a page that others are served, and a request crafted to make the app
     fail cannot make the page fail for everyone. ``origin="https://www.example.com"``
@@ -262,14 +269,11 @@ class ISRMiddleware:
         for route in self.site.routes:
             self._attach(route)
         self._paths = self.site.paths
-        # key -> its page ready to send (see `_Wire`), in the order they were prepared.
-        self._wires: dict[str, _Wire] = {}
-        self._wire_bytes = 0
-        self._wire_lock = threading.Lock()
-        # A bounded memory store bounds the prepared pages too (they share its bodies).
-        self._wire_budget = min(
-            _WIRE_BYTES, getattr(runtime.adapter, "max_bytes", None) or _WIRE_BYTES
-        )
+        # key -> its page ready to send (see `_Wire`), in the order they were prepared; a
+        # bounded memory store bounds them too (they share its bodies).
+        budget = min(_WIRE_BYTES, getattr(runtime.adapter, "max_bytes", None) or _WIRE_BYTES)
+        self._kept = Kept(self._make_wire, budget, _WIRES_KEPT)
+        self._wires = self._kept.pages
         # A store keeping values as they are holds each body once, as bytes, shared with
         # its prepared answer; a shared store needs JSON-encodable records.
         self._raw_bodies = not runtime.adapter.shared
@@ -431,19 +435,8 @@ class ISRMiddleware:
         if isinstance(result.value, Response):
             await self._send_once(result.value, request, scope, receive, send, head)
             return
-        page: dict[str, Any] = result.value
-        key = request.key
-        # A kept page: sent from its `_Wire`, prepared on its first answer in this process
-        # (the same page object on a memory store; an equal one decoded from a shared one,
-        # which the wire takes up, as the quick path knows a wire's page by identity).
-        wire = self._wires.get(key)
-        if wire is None or wire.route is not route:
-            wire = self._wire(route, key, page)
-        elif wire.page is not page:
-            if wire.time != page["time"] or wire.etag != page["etag"]:
-                wire = self._wire(route, key, page)
-            else:
-                wire.page = page
+        # A kept page: sent from its `_Wire`, prepared on its first answer in this process.
+        wire = self._kept.ready(route, request.key, result.value)
         code, sent, body = respond(
             wire, result.status, int(result.age), headers, head, self._server_date(send)
         )
@@ -466,31 +459,13 @@ class ISRMiddleware:
                 return date
         return None
 
-    def _wire(self, route: Route, key: str, page: dict[str, Any]) -> _Wire:
-        """``page`` ready to send, kept for the next answers under ``key`` while the memory
-        for prepared pages allows (the oldest prepared make room)."""
-        wire = _Wire(route, page, self._surrogate_keys, self._cache_tag_header)
+    def _make_wire(self, route: Route, page: dict[str, Any]) -> _Wire:
         # The server answering is loaded by now (a wire is made while it serves a request).
         self._server_sends = _server_sends()
-        size = len(wire.body)
-        wires = self._wires
-        budget = self._wire_budget
-        with self._wire_lock:
-            old = wires.pop(key, None)
-            if old is not None:
-                self._wire_bytes -= len(old.body)
-            if size > budget:
-                return wire
-            while wires and (len(wires) >= _WIRES_KEPT or self._wire_bytes + size > budget):
-                self._wire_bytes -= len(wires.pop(next(iter(wires))).body)
-            wires[key] = wire
-            self._wire_bytes += size
-        return wire
+        return _Wire(route, page, self._surrogate_keys, self._cache_tag_header)
 
     def _forget_wires(self) -> None:
-        with self._wire_lock:
-            self._wires.clear()
-            self._wire_bytes = 0
+        self._kept.forget()
 
     async def _send_once(
         self,
@@ -506,13 +481,7 @@ class ISRMiddleware:
         if not (response.shared or request.rendered):
             await self.app(scope, receive, _with_x_cache(send, b"MISS"))
             return
-        headers = [
-            (k, safe_header_value(v))
-            for k, v in response.headers
-            if k not in HOP_BY_HOP and k != b"x-cache"
-        ]
-        headers.append((b"content-length", str(len(response.body)).encode()))
-        headers.append((b"x-cache", b"MISS"))
+        headers = once_headers(response)
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else response.body})
 
@@ -647,8 +616,7 @@ async def _send_incomplete(exc: IncompleteResponse, send: Send, head: bool) -> N
     """What a plain server gives for an app that left its response incomplete: the part
     it sent, without a length, then no end (the server aborts the connection); re-raise
     the app's exception, as the server would have seen it."""
-    headers = [(k, safe_header_value(v)) for k, v in exc.headers if k not in HOP_BY_HOP]
-    headers.append((b"x-cache", b"MISS"))
+    headers = incomplete_headers(exc)
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     if head:
         await send({"type": "http.response.body", "body": b""})

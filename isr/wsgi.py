@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
@@ -31,10 +30,10 @@ import isr
 from isr._entry import Entry
 from isr._http import (
     BYPASS,
-    HOP_BY_HOP,
     SAFE_METHODS,
     Canonical,
     IncompleteResponse,
+    Kept,
     OriginError,
     Prepared,
     Response,
@@ -44,10 +43,11 @@ from isr._http import (
     Target,
     age_header,
     canonical,
+    incomplete_headers,
+    once_headers,
     path_tag,
     rendered,
     respond,
-    safe_header_value,
     unsafe_targets,
 )
 
@@ -183,12 +183,9 @@ class ISRMiddleware:
         for route in self.site.routes:
             self._attach(route)
         self._paths = self.site.paths
-        self._wires: dict[str, _Wire] = {}
-        self._wire_bytes = 0
-        self._wire_lock = threading.Lock()
-        self._wire_budget = min(
-            _WIRE_BYTES, getattr(runtime.adapter, "max_bytes", None) or _WIRE_BYTES
-        )
+        budget = min(_WIRE_BYTES, getattr(runtime.adapter, "max_bytes", None) or _WIRE_BYTES)
+        self._kept = Kept(self._make_wire, budget, _WIRES_KEPT)
+        self._wires = self._kept.pages
         self._raw_bodies = not runtime.adapter.shared
         self._store = runtime.adapter
         self._peek = runtime.adapter.peek
@@ -277,39 +274,14 @@ class ISRMiddleware:
             return _send_incomplete(exc, start_response, head)
         if isinstance(result.value, Response):
             return self._send_once(result.value, request, environ, start_response, head)
-        page: dict[str, Any] = result.value
-        key = request.key
-        wire = self._wires.get(key)
-        if wire is None or wire.route is not route:
-            wire = self._wire(route, key, page)
-        elif wire.page is not page:
-            if wire.time != page["time"] or wire.etag != page["etag"]:
-                wire = self._wire(route, key, page)
-            else:
-                wire.page = page
+        wire = self._kept.ready(route, request.key, result.value)
         # The server writes its own Date when it sends (gunicorn), never before the render.
         code, sent, body = respond(wire, result.status, int(result.age), headers, head, None)
         start_response(_status_line(code), _native(sent))
         return [wire.body] if body else []
 
-    def _wire(self, route: Route, key: str, page: dict[str, Any]) -> _Wire:
-        """``page`` ready to send, kept while the memory for prepared pages allows."""
-        wire = _Wire(route, page, self.surrogate_keys, self.cache_tag_header)
-        size = len(wire.body)
-        wires = self._wires
-        with self._wire_lock:
-            old = wires.pop(key, None)
-            if old is not None:
-                self._wire_bytes -= len(old.body)
-            if size > self._wire_budget:
-                return wire
-            while wires and (
-                len(wires) >= _WIRES_KEPT or self._wire_bytes + size > self._wire_budget
-            ):
-                self._wire_bytes -= len(wires.pop(next(iter(wires))).body)
-            wires[key] = wire
-            self._wire_bytes += size
-        return wire
+    def _make_wire(self, route: Route, page: dict[str, Any]) -> _Wire:
+        return _Wire(route, page, self.surrogate_keys, self.cache_tag_header)
 
     def _send_once(
         self,
@@ -323,13 +295,7 @@ class ISRMiddleware:
         private response rendered for another request) let the app answer this one."""
         if not (response.shared or request.rendered):
             return self.app(environ, _with_x_cache(start_response, "MISS"))
-        headers = [
-            (k, safe_header_value(v))
-            for k, v in response.headers
-            if k not in HOP_BY_HOP and k != b"x-cache"
-        ]
-        headers += [(b"content-length", b"%d" % len(response.body)), (b"x-cache", b"MISS")]
-        start_response(_status_line(response.status), _native(headers))
+        start_response(_status_line(response.status), _native(once_headers(response)))
         return [] if head else [response.body]
 
     def _invalidating(
@@ -466,9 +432,7 @@ def _send_incomplete(
 ) -> Iterable[bytes]:
     """What a plain server gives for an app whose iterable raised mid-body: the part it
     sent, without a length, then the error (the server aborts the connection)."""
-    headers = [(k, safe_header_value(v)) for k, v in exc.headers if k not in HOP_BY_HOP]
-    headers.append((b"x-cache", b"MISS"))
-    start_response(_status_line(exc.status), _native(headers))
+    start_response(_status_line(exc.status), _native(incomplete_headers(exc)))
     if head:
         return []
     return _aborted(exc)
