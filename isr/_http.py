@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from importlib import metadata
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ._context import cache_life, cache_tag, no_store
@@ -34,6 +34,9 @@ from ._errors import ConfigError
 from ._httpdate import http_date
 from ._status import Status
 from ._tags import encode_tag
+
+if TYPE_CHECKING:
+    from ._runtime import ISR
 
 __all__ = [
     "BYPASS",
@@ -45,6 +48,7 @@ __all__ = [
     "SWR_UNBOUNDED",
     "USER_AGENT",
     "Canonical",
+    "Edge",
     "IncompleteResponse",
     "Kept",
     "OriginError",
@@ -952,6 +956,72 @@ class Kept(Generic[P]):
         with self._lock:
             self.pages.clear()
             self.bytes = 0
+
+
+class Edge(Generic[P]):
+    """What both middleware hold beside their I/O: the site (rules, matching), the
+    runtime and its store's hot path (`adapters.base`), and the pages kept ready to send
+    (`Kept`, made by the driver's ``_make_wire``), within ``budget`` bytes (and a bounded
+    memory store's ``max_bytes``: the kept pages share its bodies). A driver gives each
+    route its loader in ``_attach``."""
+
+    def __init__(
+        self,
+        runtime: ISR,
+        rules: Sequence[Rule],
+        origin: str | None,
+        hosts: Iterable[str] | None,
+        surrogate_keys: bool,
+        cache_tag_header: bool,
+        count: int,
+        budget: int,
+    ) -> None:
+        self.runtime = runtime
+        self.site = Site(rules, origin, hosts)
+        self._surrogate_keys = surrogate_keys
+        self._cache_tag_header = cache_tag_header
+        self._origin = self.site.origin
+        for route in self.site.routes:
+            self._attach(route)
+        self._paths = self.site.paths
+        adapter = runtime.adapter
+        budget = min(budget, getattr(adapter, "max_bytes", None) or budget)
+        self._kept = Kept(self._make_wire, budget, count)
+        # key -> its page ready to send, in the order they were prepared (`Kept.pages`).
+        self._wires = self._kept.pages
+        # A store keeping values as they are holds each body once, as bytes, shared with
+        # its prepared answer; a shared store needs JSON-encodable records.
+        self._raw_bodies = not adapter.shared
+        # The store's hot path, for a driver's quick path (rules never use xfetch).
+        self._store = adapter
+        self._peek = adapter.peek
+        self._clock = runtime.clock
+
+    def _attach(self, route: Route) -> None:
+        raise NotImplementedError
+
+    def _make_wire(self, route: Route, page: dict[str, Any]) -> P:
+        raise NotImplementedError
+
+    @property
+    def surrogate_keys(self) -> bool:
+        """Send a page's tags as ``Surrogate-Key`` too."""
+        return self._surrogate_keys
+
+    @surrogate_keys.setter
+    def surrogate_keys(self, value: bool) -> None:
+        self._surrogate_keys = value
+        self._kept.forget()
+
+    @property
+    def cache_tag_header(self) -> bool:
+        """Send a page's tags as ``Cache-Tag`` too."""
+        return self._cache_tag_header
+
+    @cache_tag_header.setter
+    def cache_tag_header(self, value: bool) -> None:
+        self._cache_tag_header = value
+        self._kept.forget()
 
 
 def once_headers(response: Response) -> list[tuple[bytes, bytes]]:

@@ -37,14 +37,13 @@ from isr._http import (
     SAFE_METHODS,
     SWR_UNBOUNDED,
     Canonical,
+    Edge,
     IncompleteResponse,
-    Kept,
     OriginError,
     Prepared,
     Response,
     Route,
     Rule,
-    Site,
     Target,
     age_header,
     canonical,
@@ -150,7 +149,7 @@ class _Wire(Prepared):
         return aged
 
 
-class ISRMiddleware:
+class ISRMiddleware(Edge[_Wire]):
     """Serve the GET and HEAD pages that ``rules`` match from ``runtime``'s cache.
 
     The first rule whose path matches decides; a path no rule matches, and websocket and
@@ -261,51 +260,21 @@ class ISRMiddleware:
         cache_tag_header: bool = False,
     ) -> None:
         self.app = app
-        self.runtime = runtime
-        self.site = Site(rules, origin, hosts)
-        self._surrogate_keys = surrogate_keys
-        self._cache_tag_header = cache_tag_header
-        self._origin = self.site.origin
-        for route in self.site.routes:
-            self._attach(route)
-        self._paths = self.site.paths
-        # key -> its page ready to send (see `_Wire`), in the order they were prepared; a
-        # bounded memory store bounds them too (they share its bodies).
-        budget = min(_WIRE_BYTES, getattr(runtime.adapter, "max_bytes", None) or _WIRE_BYTES)
-        self._kept = Kept(self._make_wire, budget, _WIRES_KEPT)
-        self._wires = self._kept.pages
-        # A store keeping values as they are holds each body once, as bytes, shared with
-        # its prepared answer; a shared store needs JSON-encodable records.
-        self._raw_bodies = not runtime.adapter.shared
-        # The store's hot path, for the quick path in __call__ (rules never use xfetch).
-        self._store = runtime.adapter
-        self._peek = runtime.adapter.peek
-        self._clock = runtime.clock
+        super().__init__(
+            runtime,
+            rules,
+            origin,
+            hosts,
+            surrogate_keys,
+            cache_tag_header,
+            _WIRES_KEPT,
+            _WIRE_BYTES,
+        )
         # Sends that get the quick path's messages as kept, not copies (`_server_sends`).
         self._server_sends = _server_sends()
         self._date: tuple[object, float | None] = (None, None)
         # The server's lifespan state (seen as the lifespan scope passes), for renders.
         self._state: Any = None
-
-    @property
-    def surrogate_keys(self) -> bool:
-        """Send a page's tags as ``Surrogate-Key`` too."""
-        return self._surrogate_keys
-
-    @surrogate_keys.setter
-    def surrogate_keys(self, value: bool) -> None:
-        self._surrogate_keys = value
-        self._forget_wires()
-
-    @property
-    def cache_tag_header(self) -> bool:
-        """Send a page's tags as ``Cache-Tag`` too."""
-        return self._cache_tag_header
-
-    @cache_tag_header.setter
-    def cache_tag_header(self, value: bool) -> None:
-        self._cache_tag_header = value
-        self._forget_wires()
 
     def _attach(self, route: Route) -> None:
         """Give ``route`` its loader: a render of the canonical request, by the runtime."""
@@ -463,9 +432,6 @@ class ISRMiddleware:
         # The server answering is loaded by now (a wire is made while it serves a request).
         self._server_sends = _server_sends()
         return _Wire(route, page, self._surrogate_keys, self._cache_tag_header)
-
-    def _forget_wires(self) -> None:
-        self._kept.forget()
 
     async def _send_once(
         self,

@@ -32,14 +32,13 @@ from isr._http import (
     BYPASS,
     SAFE_METHODS,
     Canonical,
+    Edge,
     IncompleteResponse,
-    Kept,
     OriginError,
     Prepared,
     Response,
     Route,
     Rule,
-    Site,
     Target,
     age_header,
     canonical,
@@ -124,7 +123,7 @@ class _Wire(Prepared):
         return aged
 
 
-class ISRMiddleware:
+class ISRMiddleware(Edge[_Wire]):
     """Serve the GET and HEAD pages that ``rules`` match from ``runtime``'s cache (WSGI).
 
     Everything `isr.asgi.ISRMiddleware` says holds here (matching, bypass, keys, the
@@ -175,21 +174,16 @@ class ISRMiddleware:
         cache_tag_header: bool = False,
     ) -> None:
         self.app = app
-        self.runtime = runtime
-        self.site = Site(rules, origin, hosts)
-        self.surrogate_keys = surrogate_keys
-        self.cache_tag_header = cache_tag_header
-        self._origin = self.site.origin
-        for route in self.site.routes:
-            self._attach(route)
-        self._paths = self.site.paths
-        budget = min(_WIRE_BYTES, getattr(runtime.adapter, "max_bytes", None) or _WIRE_BYTES)
-        self._kept = Kept(self._make_wire, budget, _WIRES_KEPT)
-        self._wires = self._kept.pages
-        self._raw_bodies = not runtime.adapter.shared
-        self._store = runtime.adapter
-        self._peek = runtime.adapter.peek
-        self._clock = runtime.clock
+        super().__init__(
+            runtime,
+            rules,
+            origin,
+            hosts,
+            surrogate_keys,
+            cache_tag_header,
+            _WIRES_KEPT,
+            _WIRE_BYTES,
+        )
 
     def _attach(self, route: Route) -> None:
         """Give ``route`` its sync loader: a render of the canonical request."""
@@ -281,7 +275,7 @@ class ISRMiddleware:
         return [wire.body] if body else []
 
     def _make_wire(self, route: Route, page: dict[str, Any]) -> _Wire:
-        return _Wire(route, page, self.surrogate_keys, self.cache_tag_header)
+        return _Wire(route, page, self._surrogate_keys, self._cache_tag_header)
 
     def _send_once(
         self,
