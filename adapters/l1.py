@@ -28,6 +28,7 @@ from isr._entry import Entry, Generation, Mode
 
 from .base import Adapter
 from .memory import MemoryAdapter
+from .names import prefix
 from .redis import RedisAdapter
 from .redis_bus import Message, RedisBus
 
@@ -52,7 +53,7 @@ class L1Adapter(Adapter):
         self.gen = self._generation.current
         self.bus = RedisBus(
             l2.subscriber_client,
-            l2.namespace or "isr",
+            prefix(l2.namespace),
             on_message=self._received,
             on_resync=self._resync,
             epoch_poll=epoch_poll,
@@ -203,6 +204,18 @@ class L1Adapter(Adapter):
 
     async def arelease(self, key: str, token: str) -> None:
         await self.l2.arelease(key, token)
+
+    def claim(self, name: str, ttl: float) -> bool | None:
+        return self.l2.claim(name, ttl)
+
+    async def aclaim(self, name: str, ttl: float) -> bool | None:
+        return await self.l2.aclaim(name, ttl)
+
+    def unclaim(self, name: str) -> None:
+        self.l2.unclaim(name)
+
+    async def aunclaim(self, name: str) -> None:
+        await self.l2.aunclaim(name)
 
     def size(self) -> int:
         return self.l1.size()

@@ -26,6 +26,7 @@ import cachetools
 from isr._entry import Entry, Generation, Mode
 
 from .base import Adapter
+from .names import checked, checked_all
 
 __all__ = ["MemoryAdapter", "weigh"]
 
@@ -108,6 +109,9 @@ class MemoryAdapter(Adapter):
 
     Values are kept as they are (no codec). ``namespace`` is accepted for symmetry with the
     shared stores and has no effect: a memory store belongs to the runtime that made it.
+    Keys and tags that are not valid Unicode text are refused as every store refuses them
+    (`adapters.names.checked`), although a dict could hold them: a store swap changes
+    nothing.
     """
 
     local: ClassVar[bool] = True
@@ -150,9 +154,13 @@ class MemoryAdapter(Adapter):
         self._unindex(key, entry.tags)
 
     def get(self, key: str) -> Entry | None:
+        if not key.isascii():
+            checked(key)
         return self._cache.peek(key)
 
     def set(self, key: str, entry: Entry) -> None:
+        checked(key)
+        checked_all(entry.tags)
         with self._lock:
             old = self._cache.peek(key)
             if old is not None and old.tags != entry.tags:
@@ -162,12 +170,14 @@ class MemoryAdapter(Adapter):
             self._cache[key] = entry
 
     def delete(self, key: str) -> None:
+        checked(key)
         with self._lock:
             old = self._cache.pop(key, None)
             if old is not None:
                 self._unindex(key, old.tags)
 
     def tagged(self, tag: str) -> list[str]:
+        checked(tag, "tag")
         with self._lock:
             return list(self._tags.get(tag, ()))
 

@@ -17,8 +17,9 @@ process and host that uses the same server and namespace.
   sync client opens one per thread using it at once, as redis-py does.
 - redis-py's own ``client_name`` and ``ssl_*`` options pass through.
 
-Layout under the namespace ``ns`` (default ``isr``), standard commands only (no KEYS, no
-SCAN, no modules):
+Layout under the namespace's prefix ``ns`` (`adapters.names.prefix`: the namespace itself
+when it is a plain word, ``isr`` by default; no two namespaces and keys share a name),
+standard commands only (no KEYS, no SCAN, no modules):
 
 - ``{ns}:e:{key}``: the entry, as the codec's bytes (JSON by default), with an expiry at the
   end of its last window (ttl + swr + stale_if_error from the write). An entry with an
@@ -35,6 +36,8 @@ SCAN, no modules):
 - ``{ns}:i:key:{key}``, ``{ns}:i:tag:{tag}``: "<time> <mode>" of the latest (strongest)
   invalidation, kept for the runtime's lock TTL, so that a fetch another process started
   before it stores its value marked (see ``Adapter.note_invalidation``).
+- ``{ns}:c:{name}``: a claim (``SET NX PX``; the webhook's replay guard, see
+  ``Adapter.claim``); one Redis cannot answer is None, never a guess.
 
 In a Cluster no two keys need to share a slot: each command and script touches one key, and
 the one write that touches several (an entry and its tag sets) is a non-transactional
@@ -56,7 +59,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlunsplit
 
 try:
     import redis
@@ -71,9 +74,12 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 from isr._codec import Codec, CodecError, JsonCodec
 from isr._entry import Entry, Generation, Mode
 from isr._errors import ConfigError
+from isr._redact import redact_url, split_url
 
 from .base import Adapter, GenerationCache, lifetime
 from .breaker import Breaker
+from .names import checked, checked_all, prefix
+from .records import Refusals, strongest
 
 __all__ = ["RedisAdapter"]
 
@@ -148,14 +154,37 @@ return 0
 """
 
 
-def _redacted(url: str) -> str:
-    """``url`` without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port (0 when it names none), or None when it is not a port; never the
+    ValueError urlsplit raises, whose message shows what stood there (maybe a password)."""
+    try:
+        return parts.port or 0
+    except ValueError:
+        return None
+
+
+def _checked_url(url: str) -> tuple[SplitResult, int]:
+    """``url`` split, and its port (0: none), or `isr.ConfigError` for one that is not a
+    Redis URL; checked before any option is read, since a password with an unencoded
+    ``/``, ``#``, ``?`` or ``@`` leaves pieces of itself in the path or the query."""
+    parts = split_url(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            f"cache URL {redact_url(url)!r}: the Redis store takes redis:// or rediss://"
+        )
+    port = _port(parts)
+    if port is None or "@" in parts.path + parts.query + parts.fragment:
+        raise ConfigError(
+            f"cache URL {redact_url(url)!r}: the host part does not parse; a password "
+            "holding '/', '#', '?' or '@' must be percent-encoded (%2F, %23, %3F, %40)"
+        )
+    db = parts.path[1:]
+    if parts.path not in ("", "/") and not (db.isascii() and db.isdigit()):
+        raise ConfigError(
+            f"cache URL {redact_url(url)!r}: the path must be the database number, as in "
+            "redis://host:6379/0"
+        )
+    return parts, port
 
 
 def _generation(fields: list[Any]) -> Generation:
@@ -163,18 +192,16 @@ def _generation(fields: list[Any]) -> Generation:
 
 
 def _members(raw: Any) -> list[str]:
-    return [k.decode() for k in cast("set[bytes]", raw)]
+    """A tag set's keys; a member that is not UTF-8 (isr never writes one) is skipped."""
+    return [k.decode() for k in cast("set[bytes]", raw) if _utf8(k)]
 
 
-def _strongest(records: list[Any], since: float) -> Mode | None:
-    """The strongest of the invalidation ``records`` ("<time> <mode>") made after ``since``."""
-    modes = []
-    for record in records:
-        if record is not None:
-            at, mode = record.split()
-            if float(at) > since:
-                modes.append(int(mode))
-    return Mode(max(modes)) if modes else None
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _expiry_ms(entry: Entry) -> int | None:
@@ -248,16 +275,12 @@ class RedisAdapter(Adapter):
         max_connections: int = 100,
         cluster: bool = False,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ConfigError(
-                f"cache URL {_redacted(url)!r}: the Redis store takes redis:// or rediss://"
-            )
+        parts, port = _checked_url(url)
         options = parse_qsl(parts.query, keep_blank_values=True)
         unknown = sorted({name for name, _ in options} - _PASS_THROUGH)
         if unknown:
             raise ConfigError(
-                f"cache URL {_redacted(url)!r}: unknown option(s) {', '.join(unknown)}"
+                f"cache URL {redact_url(url)!r}: unknown option(s) {', '.join(unknown)}"
             )
         if not (timeout > 0 and (connect_timeout is None or connect_timeout > 0)):
             raise ConfigError("timeout and connect_timeout must be > 0 seconds")
@@ -273,12 +296,14 @@ class RedisAdapter(Adapter):
         self.cluster = cluster
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
-        where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+        where = f"{parts.hostname or '127.0.0.1'}:{port or 6379}"
         self.breaker = Breaker(
             f"redis {where}", threshold=breaker_threshold, cooldown=breaker_cooldown
         )
         self._generation = GenerationCache(generation_poll)
-        ns = namespace or "isr"
+        self._refusals = Refusals("redis store")
+        ns = prefix(namespace)
+        self._c = f"{ns}:c:"
         self._e = f"{ns}:e:"
         self._t = f"{ns}:t:"
         self._l = f"{ns}:l:"
@@ -306,7 +331,7 @@ class RedisAdapter(Adapter):
     ) -> RedisAdapter:
         """The store a ``redis://`` or ``rediss://`` cache URL names (options: see the
         module docstring); a bad option raises `isr.ConfigError` naming it."""
-        parts = urlsplit(url)
+        parts, _ = _checked_url(url)
         ours: dict[str, Any] = {}
         theirs: list[tuple[str, str]] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -318,12 +343,12 @@ class RedisAdapter(Adapter):
                 ours[name] = parse(value)
             except (KeyError, ValueError):
                 raise ConfigError(
-                    f"cache URL {_redacted(url)!r}: bad value {value!r} for {name}"
+                    f"cache URL {redact_url(url)!r}: bad value {value!r} for {name}"
                 ) from None
         unknown = sorted({name for name, _ in theirs} - _PASS_THROUGH)
         if unknown:
             raise ConfigError(
-                f"cache URL {_redacted(url)!r}: unknown option(s) {', '.join(unknown)}; known: "
+                f"cache URL {redact_url(url)!r}: unknown option(s) {', '.join(unknown)}; known: "
                 f"{', '.join([*_OPTIONS, *sorted(_PASS_THROUGH)])}"
             )
         rest = urlunsplit(parts._replace(query=urlencode(theirs)))
@@ -476,14 +501,16 @@ class RedisAdapter(Adapter):
 
     def _decode(self, key: str, data: bytes | None) -> Entry | None:
         """The entry in ``data``; a record the codec refuses (corrupt, or not signed with
-        our key) is logged, counted and treated as missing: it is never trusted."""
+        our key for its name) is counted, logged once and treated as missing: it is never
+        trusted."""
         if data is None:
             return None
+        name = self._e + key
         try:
-            return self.codec.loads(key, data)
+            return self.codec.loads(name, data)
         except CodecError as exc:
             self.errors += 1
-            logger.warning("%s (treated as missing)", exc)
+            self._refusals.note(name, str(exc))
             return None
 
     def _read(self, key: str, data: bytes | None, reached: bool) -> tuple[Entry | None, bool]:
@@ -498,7 +525,7 @@ class RedisAdapter(Adapter):
         for k, data in zip(keys, records, strict=True):
             if data is not None:
                 try:
-                    entry = self.codec.loads(k, data)
+                    entry = self.codec.loads(self._e + k, data)
                 except CodecError:
                     continue
                 if tag in entry.tags:
@@ -517,11 +544,13 @@ class RedisAdapter(Adapter):
         """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key
         Redis does not hold; (None, False) one it could not be asked about, or whose record
         the codec refused."""
-        data, reached = self._run(lambda c: cast("bytes | None", c.get(self._e + key)), None)
+        name = self._e + checked(key)
+        data, reached = self._run(lambda c: cast("bytes | None", c.get(name)), None)
         return self._read(key, data, reached)
 
     def set(self, key: str, entry: Entry) -> None:
-        data = self.codec.dumps(key, entry)  # a CodecError propagates: nothing is written
+        checked_all(entry.tags)
+        data = self.codec.dumps(self._e + checked(key), entry)  # a CodecError: nothing written
         px = _expiry_ms(entry)
 
         def write(c: redis.Redis) -> object:
@@ -539,12 +568,14 @@ class RedisAdapter(Adapter):
         self._run(write, None)
 
     def delete(self, key: str) -> None:
-        _, ok = self._run(lambda c: c.delete(self._e + key), 0)
+        name = self._e + checked(key)
+        _, ok = self._run(lambda c: c.delete(name), 0)
         if not ok:
             self._unreached(f"invalidation of {key!r}")
 
     def tagged(self, tag: str) -> list[str]:
-        keys, ok = self._run(lambda c: _members(c.smembers(self._t + tag)), cast("list[str]", []))
+        name = self._t + checked(tag, "tag")
+        keys, ok = self._run(lambda c: _members(c.smembers(name)), cast("list[str]", []))
         if not ok:
             self._unreached(f"invalidation of tag {tag!r}")
         return keys
@@ -552,7 +583,8 @@ class RedisAdapter(Adapter):
     def untag(self, tag: str, keys: list[str]) -> None:
         if not keys:
             return
-        tkey = self._t + tag
+        tkey = self._t + checked(tag, "tag")
+        checked_all(keys, "key")
 
         def untag(c: redis.Redis) -> None:
             c.srem(tkey, *keys)
@@ -566,13 +598,16 @@ class RedisAdapter(Adapter):
         self._run(untag, None)
 
     def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:
-        marker = f"{self._i}{kind}:{name}"
+        marker = f"{self._i}{kind}:{checked(name, kind)}"
         ms = max(1, math.ceil(ttl * 1000))
         _, ok = self._run(lambda c: c.eval(_NOTE, 1, marker, repr(at), int(mode), ms), None)
         if not ok:
             self._unreached(f"invalidation of {kind} {name!r}")
 
     def invalidated_since(self, key: str, tags: tuple[str, ...], since: float) -> Mode | None:
+        checked(key)
+        checked_all(tags)
+
         def read(c: redis.Redis) -> list[Any]:
             if not tags:
                 return [c.get(self._i + "key:" + key)]
@@ -583,7 +618,7 @@ class RedisAdapter(Adapter):
 
         nothing: list[Any] = []
         records, _ = self._run(read, nothing)
-        return _strongest(records, since)
+        return strongest(records, since)
 
     def generation(self) -> Generation:
         cache = self._generation
@@ -607,11 +642,26 @@ class RedisAdapter(Adapter):
 
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, math.ceil(ttl * 1000))
-        taken, _ = self._run(lambda c: bool(c.set(self._l + key, token, nx=True, px=ms)), True)
+        name = self._l + checked(key)
+        taken, _ = self._run(lambda c: bool(c.set(name, token, nx=True, px=ms)), True)
         return taken
 
     def release(self, key: str, token: str) -> None:
-        self._run(lambda c: c.eval(_RELEASE, 1, self._l + key, token), None)
+        name = self._l + checked(key)
+        self._run(lambda c: c.eval(_RELEASE, 1, name, token), None)
+
+    def claim(self, name: str, ttl: float) -> bool | None:
+        """``SET NX PX`` through the breaker; None when Redis cannot be asked."""
+        ms = max(1, math.ceil(ttl * 1000))
+        claim = self._c + checked(name, "claim")
+        taken, ok = self._run(lambda c: bool(c.set(claim, b"1", nx=True, px=ms)), False)
+        return taken if ok else None
+
+    def unclaim(self, name: str) -> None:
+        claim = self._c + checked(name, "claim")
+        _, ok = self._run(lambda c: c.delete(claim), 0)
+        if not ok:
+            self._unreached(f"the release of claim {name!r}")
 
     def close(self) -> None:
         """Close the sync client; an asyncio client is closed by `aclose` (in its loop)."""
@@ -622,16 +672,19 @@ class RedisAdapter(Adapter):
     # ------------------------------------------------------------------ async
 
     async def aget(self, key: str) -> Entry | None:  # the hot path's read: no extra await
-        data, _ = await self._arun(lambda c: c.get(self._e + key), None)
+        name = self._e + checked(key)
+        data, _ = await self._arun(lambda c: c.get(name), None)
         return self._decode(key, cast("bytes | None", data))
 
     async def aread(self, key: str) -> tuple[Entry | None, bool]:
         """`read` on the asyncio client."""
-        data, reached = await self._arun(lambda c: c.get(self._e + key), None)
+        name = self._e + checked(key)
+        data, reached = await self._arun(lambda c: c.get(name), None)
         return self._read(key, cast("bytes | None", data), reached)
 
     async def aset(self, key: str, entry: Entry) -> None:
-        data = self.codec.dumps(key, entry)
+        checked_all(entry.tags)
+        data = self.codec.dumps(self._e + checked(key), entry)
         px = _expiry_ms(entry)
 
         async def write(c: aredis.Redis) -> object:
@@ -649,13 +702,16 @@ class RedisAdapter(Adapter):
         await self._arun(write, None)
 
     async def adelete(self, key: str) -> None:
-        _, ok = await self._arun(lambda c: c.delete(self._e + key), 0)
+        name = self._e + checked(key)
+        _, ok = await self._arun(lambda c: c.delete(name), 0)
         if not ok:
             self._unreached(f"invalidation of {key!r}")
 
     async def atagged(self, tag: str) -> list[str]:
+        name = self._t + checked(tag, "tag")
+
         async def members(c: aredis.Redis) -> list[str]:
-            return _members(await c.smembers(self._t + tag))
+            return _members(await c.smembers(name))
 
         keys, ok = await self._arun(members, cast("list[str]", []))
         if not ok:
@@ -665,7 +721,8 @@ class RedisAdapter(Adapter):
     async def auntag(self, tag: str, keys: list[str]) -> None:
         if not keys:
             return
-        tkey = self._t + tag
+        tkey = self._t + checked(tag, "tag")
+        checked_all(keys, "key")
 
         async def untag(c: aredis.Redis) -> None:
             await c.srem(tkey, *keys)
@@ -681,7 +738,7 @@ class RedisAdapter(Adapter):
     async def anote_invalidation(
         self, kind: str, name: str, mode: Mode, at: float, ttl: float
     ) -> None:
-        marker = f"{self._i}{kind}:{name}"
+        marker = f"{self._i}{kind}:{checked(name, kind)}"
         ms = max(1, math.ceil(ttl * 1000))
         _, ok = await self._arun(lambda c: c.eval(_NOTE, 1, marker, repr(at), int(mode), ms), None)
         if not ok:
@@ -690,6 +747,9 @@ class RedisAdapter(Adapter):
     async def ainvalidated_since(
         self, key: str, tags: tuple[str, ...], since: float
     ) -> Mode | None:
+        checked(key)
+        checked_all(tags)
+
         async def read(c: aredis.Redis) -> list[Any]:
             if not tags:
                 return [await c.get(self._i + "key:" + key)]
@@ -700,7 +760,7 @@ class RedisAdapter(Adapter):
 
         nothing: list[Any] = []
         records, _ = await self._arun(read, nothing)
-        return _strongest(records, since)
+        return strongest(records, since)
 
     async def ageneration(self) -> Generation:
         cache = self._generation
@@ -717,15 +777,33 @@ class RedisAdapter(Adapter):
 
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, math.ceil(ttl * 1000))
+        name = self._l + checked(key)
 
         async def take(c: aredis.Redis) -> bool:
-            return bool(await c.set(self._l + key, token, nx=True, px=ms))
+            return bool(await c.set(name, token, nx=True, px=ms))
 
         taken, _ = await self._arun(take, True)
         return taken
 
     async def arelease(self, key: str, token: str) -> None:
-        await self._arun(lambda c: c.eval(_RELEASE, 1, self._l + key, token), None)
+        name = self._l + checked(key)
+        await self._arun(lambda c: c.eval(_RELEASE, 1, name, token), None)
+
+    async def aclaim(self, name: str, ttl: float) -> bool | None:
+        ms = max(1, math.ceil(ttl * 1000))
+        claim = self._c + checked(name, "claim")
+
+        async def take(c: aredis.Redis) -> bool:
+            return bool(await c.set(claim, b"1", nx=True, px=ms))
+
+        taken, ok = await self._arun(take, False)
+        return taken if ok else None
+
+    async def aunclaim(self, name: str) -> None:
+        claim = self._c + checked(name, "claim")
+        _, ok = await self._arun(lambda c: c.delete(claim), 0)
+        if not ok:
+            self._unreached(f"the release of claim {name!r}")
 
     async def aclose(self) -> None:
         """Close both clients (the asyncio one only if it belongs to the running loop)."""

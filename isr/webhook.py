@@ -29,10 +29,15 @@ keys. Only tags are purged from the CDNs: keys are local cache keys.
 header named by ``header=``; compared in constant time. ``hmac_secret``: the body must be
 signed, ``X-ISR-Timestamp: <unix seconds>`` and ``X-ISR-Signature: sha256=<hex>`` of
 HMAC-SHA256 over ``b"<timestamp>." + body`` (`sign` makes them); a timestamp more than
-``tolerance`` seconds off is refused, and so is a signature already seen within the window
-(the last ``max_seen`` are kept). A request answered 5xx (a purge or the store failed) does
-not spend its signature: senders retry those unchanged, and a replay of it can only redo
-the invalidation its sender asked for, inside the window. With both, both are required.
+``tolerance`` seconds off is refused, and so is a signature already used within the window:
+each accepted signature is claimed in the runtime's store (`adapters.base.Adapter.claim`)
+until its timestamp leaves the window, so on a shared store (disk, Redis) a delivery is
+accepted once by every process and replica sharing it, restarts included; on the memory
+store, once per process. A store that cannot be asked (Redis down) gets a 503, so the sender
+retries: a delivery is never accepted unchecked. A request answered 5xx (a purge or the
+store failed) does not spend its signature: senders retry those unchanged, and a replay of
+it can only redo the invalidation its sender asked for, inside the window. With both, both
+are required.
 Without either, construction fails unless ``insecure=True``.
 
 **Answers** (JSON, ``Cache-Control: no-store``): 200 done (or ignored); 502 when the local
@@ -274,7 +279,9 @@ class Webhook:
     ``purgers`` are purged concurrently after the local invalidation, by the same tags,
     soft when the mode is ``"revalidate"``; one that takes longer than ``purge_timeout``
     (retries included) is given up and reported as failed, so the CMS gets its answer in
-    time. ``aclose()`` closes the purgers."""
+    time. ``aclose()`` closes the purgers. ``max_seen`` is accepted for compatibility and no
+    longer used: the runtime's store keeps the signatures (an in-process store at most
+    10,000 of them, `adapters.claims.LocalClaims`)."""
 
     def __init__(
         self,
@@ -339,7 +346,6 @@ class Webhook:
         self.clock = clock
         self._secret = hashlib.sha256(secret.encode()).digest() if secret else None
         self._hmac_key = _key(hmac_secret) if hmac_secret is not None else None
-        self._seen: dict[str, float] = {}  # in the order seen
 
     async def aclose(self) -> None:
         """Close the purgers that can be closed."""
@@ -404,8 +410,9 @@ class Webhook:
             return "wrong secret"
         return None
 
-    def _check_signature(self, headers: Mapping[str, str], body: bytes, given: str) -> str | None:
-        """Why the request's signature ``given`` (`_given_signature`) is refused, or None."""
+    def _check_signature(self, headers: Mapping[str, str], body: bytes, given: str) -> str | int:
+        """Why the request's signature ``given`` (`_given_signature`) is refused, or the
+        timestamp it signs."""
         assert self._hmac_key is not None
         stamp = headers.get(TIMESTAMP_HEADER, "").strip()
         if not given:
@@ -422,34 +429,33 @@ class Webhook:
         expected = _signature(self._hmac_key, timestamp, body)
         if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
             return "bad signature"
-        # Replays: keep the signatures seen while their timestamp is inside the window.
-        seen = self._seen
-        while seen:
-            first = next(iter(seen))
-            if seen[first] >= now and len(seen) < self.max_seen:
-                break
-            del seen[first]
-        if given in seen:
-            return "signature already used (replay)"
-        seen[given] = timestamp + self.tolerance
-        return None
+        return timestamp
 
     async def _handle_body(self, headers: Mapping[str, str], body: bytes) -> WebhookResponse:
         if self._hmac_key is None:
             return await self._handle_payload(body)
         signature = _given_signature(headers)
-        reason = self._check_signature(headers, body, signature)
-        if reason is not None:
-            return _error(401, reason)
-        # Spent from here on, so that a copy sent meanwhile is a replay; given back when
-        # the answer is 5xx (or none), for the sender's retry.
+        timestamp = self._check_signature(headers, body, signature)
+        if isinstance(timestamp, str):
+            return _error(401, timestamp)
+        # Spent from here on, in the runtime's store, so that a copy sent meanwhile (to any
+        # process sharing it) is a replay; given back when the answer is 5xx (or none), for
+        # the sender's retry.
+        store = (self.runtime if self.runtime is not None else get_runtime()).adapter
+        claim = f"webhook:{signature}"
+        claimed = await store.aclaim(claim, max(1.0, timestamp + self.tolerance - self.clock()))
+        if claimed is None:
+            return _error(503, "the replay guard's store cannot be reached; retry later")
+        if not claimed:
+            return _error(401, "signature already used (replay)")
         response: WebhookResponse | None = None
         try:
             response = await self._handle_payload(body)
             return response
         finally:
             if response is None or response.status >= 500:
-                self._seen.pop(signature, None)
+                with anyio.CancelScope(shield=True):
+                    await store.aunclaim(claim)
 
     async def _handle_payload(self, body: bytes) -> WebhookResponse:
         try:

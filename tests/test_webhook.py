@@ -685,17 +685,23 @@ async def test_signature_without_prefix_and_inside_the_window(
     assert (await poster(signed_app)(content=body, headers=headers)).status_code == 200
 
 
-async def test_seen_signatures_stay_bounded(runtime: isr.ISR, clock: FakeClock) -> None:
-    app = WebhookApp(runtime=runtime, hmac_secret=HKEY, clock=clock, max_seen=3)
-    post = poster(app)
-    for i in range(10):
-        body = json.dumps({"tags": [f"t{i}"]}).encode()
-        assert (await post(content=body, headers=signed(body))).status_code == 200
-    assert len(app._seen) <= 3
-    clock.advance(301)  # every one of them is now outside the window: all forgotten
-    body = b'{"tags": ["late"]}'
-    assert (await post(content=body, headers=signed(body, timestamp=NOW + 301))).status_code == 200
-    assert len(app._seen) == 1
+async def test_spent_signatures_are_claimed_in_the_runtimes_store(
+    runtime: isr.ISR, clock: FakeClock
+) -> None:
+    """The replay guard keeps no list of its own: a second webhook on the same runtime
+    refuses the copy (on a shared store, every process sharing it does:
+    tests/test_security_replay.py)."""
+    body = b'{"tags": ["a"]}'
+    headers = signed(body)
+    first = WebhookApp(runtime=runtime, hmac_secret=HKEY, clock=clock)
+    other = WebhookApp(runtime=runtime, hmac_secret=HKEY, clock=clock)
+    assert (await poster(first)(content=body, headers=headers)).status_code == 200
+    replay = await poster(other)(content=body, headers=headers)
+    assert (replay.status_code, replay.json()["error"]) == (401, "signature already used (replay)")
+    clock.advance(301)  # outside the window: refused by its timestamp, whatever the store
+    late = await poster(other)(content=body, headers=headers)
+    assert late.status_code == 401
+    assert "outside the 300 s window" in late.json()["error"]
 
 
 async def test_secret_and_signature_both_required(runtime: isr.ISR, clock: FakeClock) -> None:
