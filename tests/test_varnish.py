@@ -123,7 +123,7 @@ async def test_a_publish_purges_the_tagged_pages(
                 "purger": "varnish",
                 "ok": True,
                 "soft": False,
-                "purged": ["article", f"article:hello-{anyio_backend}"],
+                "purged": ["article", f"article:hello-{anyio_backend}", "article:d1"],
                 "failed": [],
                 "error": None,
             }
