@@ -106,6 +106,7 @@ import os
 import string
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -728,9 +729,13 @@ class Webhook:
         except _Invalid as exc:
             return _error(400, str(exc), field=exc.field)
         except Exception as exc:
-            logger.exception("webhook: a tag rule failed")
-            message = self._redact(f"a tag rule failed: {type(exc).__name__}: {exc}")
-            return _error(500, message[:300])
+            message = self._redact(f"a tag rule failed: {type(exc).__name__}: {exc}")[:300]
+            # Where, not the traceback: its text could quote what the redaction removed.
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            logger.error(
+                "webhook: %s (at %s:%s in %s)", message, where.filename, where.lineno, where.name
+            )
+            return _error(500, message)
 
     def _store_failed(self, exc: Exception) -> WebhookResponse:
         message = self._redact(f"local invalidation failed: {type(exc).__name__}: {exc}")[:300]

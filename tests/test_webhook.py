@@ -6,6 +6,7 @@ failures show in the answer. A hypothesis fuzz holds the last two promises on ra
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -351,7 +352,89 @@ async def test_modes_are_configurable(runtime: isr.ISR, site: Site) -> None:
     app = WebhookApp(runtime=runtime, secret=SECRET, modes={"entry.publish": "revalidate"})
     response = await poster(app)(strapi_v4("entry.publish"))
     assert response.json()["mode"] == "revalidate"
+    assert response.json()["modes"] == {"article": "revalidate", "article:hello": "revalidate"}
     assert (await site.article.lookup("hello")).status == Status.STALE
+
+
+async def test_each_part_of_an_events_modes_is_configurable(runtime: isr.ISR, site: Site) -> None:
+    """A single mode never purges the collection; the mapping form can say anything."""
+    app = WebhookApp(
+        runtime=runtime,
+        secret=SECRET,
+        modes={
+            "entry.update": "purge",
+            "entry.delete": {"collection": "revalidate"},
+            "entry.unpublish": {"own": "expire", "collection": "purge"},
+        },
+    )
+    post = poster(app)
+    update = (await post(strapi_v4("entry.update"))).json()
+    assert update["modes"] == {"article": "expire", "article:hello": "purge"}
+    delete = (await post(strapi_v4("entry.delete"))).json()
+    assert delete["modes"] == {"article": "revalidate", "article:hello": "purge"}
+    await site.warm()
+    unpublish = (await post(strapi_v4("entry.unpublish"))).json()
+    assert unpublish["modes"] == {"article": "purge", "article:hello": "expire"}
+    site.down = True
+    with pytest.raises(OSError, match="origin down"):
+        await site.article.lookup("other")  # the collection purged, as asked
+
+
+async def test_the_tag_table_says_which_tags_are_the_entrys_own(
+    runtime: isr.ISR, site: Site
+) -> None:
+    """Templates naming an entry field are its own, others the collection's; the mapping
+    form and a callable's mapping say it outright."""
+
+    def page_tags(e: StrapiEvent) -> dict[str, list[str]]:
+        return {"own": [f"page:{e.entry['slug']}"], "collection": ["page", "sitemap"]}
+
+    purger = FakePurger(runtime)
+    app = WebhookApp(
+        runtime=runtime,
+        secret=SECRET,
+        tag_map={
+            "article": ["home", "{model}", "{model}:{slug}", "by-id:{id}"],
+            "author": {"own": ["author:{slug}", "bio"], "collection": "authors"},
+            "page": page_tags,
+        },
+        purgers=[purger],
+    )
+    post = poster(app)
+    article = (await post(strapi_v4("entry.unpublish"))).json()
+    assert article["modes"] == {
+        "home": "expire",
+        "article": "expire",
+        "article:hello": "purge",
+        "by-id:7": "purge",
+    }
+    author = (await post(strapi_v4("entry.delete", model="author"))).json()
+    assert author["modes"] == {"author:hello": "purge", "bio": "purge", "authors": "expire"}
+    page = (await post(strapi_v4("entry.delete", model="page", slug="about"))).json()
+    assert page["modes"] == {"page:about": "purge", "page": "expire", "sitemap": "expire"}
+    # Expired and purged tags alike are purged hard from the CDN: in one request.
+    assert purger.calls[0][:2] == (list(article["modes"]), False)
+
+
+async def test_revalidated_and_purged_tags_go_to_the_cdn_soft_and_hard(
+    runtime: isr.ISR, site: Site
+) -> None:
+    purger = FakePurger(runtime)
+    app = WebhookApp(
+        runtime=runtime,
+        secret=SECRET,
+        purgers=[purger],
+        modes={"entry.delete": {"own": "purge", "collection": "revalidate"}},
+    )
+    response = await poster(app)(strapi_v4("entry.delete"))
+    assert sorted((tags, soft) for tags, soft, _ in purger.calls) == [
+        (["article"], True),
+        (["article:hello"], False),
+    ]
+    assert [(c["purged"], c["soft"]) for c in response.json()["cdn"]] == [
+        (["article:hello"], False),
+        (["article"], True),
+    ]
 
 
 # ------------------------------------------------------------------ the generic body
@@ -550,6 +633,70 @@ async def test_refuses_to_start_without_a_secret(runtime: isr.ISR) -> None:
         WebhookApp(runtime=runtime, secret="clé")
     WebhookApp(runtime=runtime, insecure=True)
     WebhookApp(runtime=runtime, hmac_secret=HKEY)  # a signature is a secret too
+    WebhookApp(runtime=runtime, hmac_secret=b"\x00raw key bytes\n")  # bytes are a raw key
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"secret": SECRET + "\n"},
+        {"secret": SECRET + "\r\n"},
+        {"secret": f" {SECRET}"},
+        {"secret": f"{SECRET}\x00"},
+        {"hmac_secret": SECRET + "\n"},
+        {"secret": "ok", "header": f"X-{SECRET}\n"},
+    ],
+)
+async def test_a_secret_read_with_its_newline_is_refused_unseen(
+    runtime: isr.ISR, options: dict[str, Any]
+) -> None:
+    """The CMS sends the secret without the newline a file left on it: every delivery would
+    be refused. Refused at start instead, and the message does not show it."""
+    with pytest.raises(isr.ConfigError) as refused:
+        WebhookApp(runtime=runtime, **options)
+    assert SECRET not in str(refused.value)
+
+
+async def test_no_answer_or_log_line_carries_a_credential(
+    runtime: isr.ISR, site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Error texts from a store, a tag rule and a third-party purger are redacted before
+    they reach the answer and the log: here each of them quotes a credential."""
+
+    class Leaky(FakePurger):
+        async def purge(self, tags: Sequence[str], *, soft: bool = False) -> PurgeResult:
+            raise RuntimeError(f"could not send Fastly-Key: tok-{SECRET}")
+
+    def leaky_rule(e: StrapiEvent) -> list[str]:
+        raise ValueError(f"rule saw Authorization: Bearer {SECRET}")
+
+    caplog.set_level(logging.DEBUG)
+    app = WebhookApp(
+        runtime=runtime, secret=SECRET, purgers=[Leaky(runtime)], tag_map={"page": leaky_rule}
+    )
+    post = poster(app)
+    purge = await post({"tags": ["article:hello"]})
+    rule = await post(strapi_v4("entry.update", model="page"))
+
+    async def broken(tag: str, mode: str = "expire") -> int:
+        raise ConnectionError(f"redis://:{SECRET}@cache:6379/0 refused the password {SECRET}")
+
+    runtime.invalidate_tag = broken  # type: ignore[method-assign,assignment]
+    store = await post({"tags": ["article:hello"]})
+    assert [purge.status_code, rule.status_code, store.status_code] == [502, 500, 503]
+    assert purge.json()["cdn"][0]["error"] == "RuntimeError: could not send Fastly-Key: [redacted]"
+    assert rule.json()["error"] == (
+        "a tag rule failed: ValueError: rule saw Authorization: [redacted]"
+    )
+    assert store.json()["error"] == (
+        "local invalidation failed: ConnectionError: redis://:[redacted]@cache:6379/0 "
+        "refused the password [redacted]"
+    )
+    for response in (purge, rule, store):
+        assert SECRET not in response.text
+    assert "[redacted]" in caplog.text
+    assert "in leaky_rule" in caplog.text  # where the rule failed, for its author
+    assert SECRET not in caplog.text
 
 
 async def test_bad_configuration_is_refused(runtime: isr.ISR) -> None:
