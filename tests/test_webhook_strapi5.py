@@ -5,13 +5,11 @@ middleware shows what the editor's action should have done to it."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from wsgiref.util import setup_testing_defaults
 
 import httpx
 import pytest
@@ -21,73 +19,12 @@ from isr import Status
 from isr.asgi import ISRMiddleware, Rule
 from isr.webhook import DEFAULT_MAX_BODY, WebhookApp, WebhookWSGIApp
 
-from ._strapi5 import FIXTURES, Delivery, deliveries
+from ._strapi5 import FIXTURES, Delivery, deliveries, replay_asgi, replay_wsgi
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "strapi5-test-secret"
 ALL = sorted(path.stem for path in FIXTURES.glob("*.json"))
-
-
-# ------------------------------------------------------------------ replaying
-
-
-async def replay_asgi(app: WebhookApp, delivery: Delivery) -> tuple[int, dict[str, Any]]:
-    """``delivery`` into the ASGI app as the server hands it over: raw headers, one body."""
-    inbox = [{"type": "http.request", "body": delivery.body, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": delivery.method,
-        "scheme": "http",
-        "path": delivery.path,
-        "raw_path": delivery.path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": delivery.asgi_headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 20002),
-    }
-    await app(scope, receive, send)
-    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
-
-
-def wsgi_environ(delivery: Delivery) -> dict[str, Any]:
-    """The environ a WSGI server builds for ``delivery``."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": delivery.method,
-        "PATH_INFO": delivery.path,
-        "wsgi.input": io.BytesIO(delivery.body),
-    }
-    for name, value in delivery.headers:
-        key = name.upper().replace("-", "_")
-        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
-        environ[key] = f"{environ[key]},{value}" if key in environ else value
-    setup_testing_defaults(environ)
-    return environ
-
-
-def replay_wsgi(app: WebhookWSGIApp, delivery: Delivery) -> tuple[int, dict[str, Any]]:
-    started: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
-        started.append(status)
-        assert ("cache-control", "no-store") in headers
-
-    body = b"".join(app(wsgi_environ(delivery), start_response))
-    return int(started[0].split()[0]), json.loads(body)
-
-
-Replay = Callable[[Delivery], Any]
 
 
 @pytest.fixture(params=["asgi", "wsgi"])
