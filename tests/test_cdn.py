@@ -17,6 +17,7 @@ import pytest
 import isr
 from isr._tags import encode_tag
 from isr.cdn import CloudflarePurger, FastlyPurger, Purger, PurgeResult, VarnishPurger
+from isr.webhook import WebhookApp
 
 from .recording_server import LoopbackServer, RecordingServer, Reply
 from .redis_server import free_port
@@ -576,4 +577,27 @@ async def test_a_request_httpx_refuses_is_not_retried_nor_quoted(
     assert purger.stats() == {"purged": 0, "failed": 1, "retries": 0}
     assert server.requests == []
     assert "isr" in {record.name for record in caplog.records}
+    assert TOKEN not in caplog.text
+
+
+async def test_the_webhooks_502_carries_no_credential_from_an_echoing_cdn(
+    echo: EchoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    varnish_url = echo.url.replace("http://", f"http://purger:{TOKEN}@") + "/"
+    purgers = [
+        FastlyPurger("s", TOKEN, base_url=echo.url, retries=0),
+        VarnishPurger(varnish_url, headers={"X-Purge-Token": TOKEN}, retries=0),
+    ]
+    async with isr.ISR() as rt:
+        app = WebhookApp(runtime=rt, secret="hook-secret", purgers=purgers)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            response = await client.post(
+                "/", json={"tags": ["posts"]}, headers={"authorization": "Bearer hook-secret"}
+            )
+        await app.aclose()
+    assert response.status_code == 502
+    assert [c["error"][:8] for c in response.json()["cdn"]] == ["HTTP 500"] * 2
+    assert TOKEN not in response.text
     assert TOKEN not in caplog.text
