@@ -550,7 +550,7 @@ class Webhook:
             raise ConfigError("max_seen must be a positive integer")
         rules = {**DEFAULT_TAG_MAP, **(tag_map or {})}
         self._rules = {model: _compile(model, rule) for model, rule in rules.items()}
-        self.modes: dict[str, _Modes] = {
+        self._modes: dict[str, _Modes] = {
             event: _compile_modes(event, spec)
             for event, spec in {**DEFAULT_MODES, **(modes or {})}.items()
         }
@@ -605,10 +605,11 @@ class Webhook:
                 if self.header == "authorization":
                     response.headers["www-authenticate"] = "Bearer"
                 return response
-        reason = _check_content_type(headers.get("content-type"))
+        # Empty is absent: a WSGI environ cannot tell the two apart (PEP 3333).
+        reason = _check_content_type(headers.get("content-type") or None)
         if reason is not None:
             return _error(415, reason)
-        length = headers.get("content-length")
+        length = headers.get("content-length") or None
         if length is not None:
             size = _digits(length, 18)
             if size is None:
@@ -796,7 +797,7 @@ class Webhook:
         event = payload["event"]
         if not isinstance(event, str):
             raise _Invalid("event", "expected a string")
-        modes = self.modes.get(event)
+        modes = self._modes.get(event)
         if modes is None:
             return WebhookResponse(
                 200, {"ok": True, "event": event, "ignored": "not an invalidating event"}
@@ -987,6 +988,9 @@ _REASONS = {
 }
 
 
+_LOOPS_LOCK = threading.Lock()
+
+
 class _LoopThread:
     """One event loop in a daemon thread, for the purgers' async HTTP clients, shared by
     every request of the process: started on first use (and again in a forked child, whose
@@ -1053,9 +1057,13 @@ class WebhookWSGIApp(Webhook):
     per request. ``close()`` (or ``with app:``) closes the purgers and stops that loop:
     call it from the server's shutdown hook (gunicorn's ``worker_exit``)."""
 
-    def __init__(self, runtime: ISR | None = None, **options: Any) -> None:
-        super().__init__(runtime, **options)
-        self._loop = _LoopThread()
+    @property
+    def _loop(self) -> _LoopThread:
+        loop: _LoopThread | None = self.__dict__.get("_loop_thread")
+        if loop is None:
+            with _LOOPS_LOCK:  # two threads' first purges must not make two loops
+                loop = self.__dict__.setdefault("_loop_thread", _LoopThread())
+        return loop
 
     def close(self) -> None:
         """Close the purgers (on their loop) and stop the loop."""

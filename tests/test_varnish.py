@@ -19,6 +19,7 @@ from isr._tags import encode_tags
 from isr.cdn import VarnishPurger
 from isr.webhook import WebhookApp
 
+from ._strapi5 import entry as captured
 from .recording_server import LoopbackServer
 from .varnish_server import VarnishServer
 
@@ -108,22 +109,20 @@ async def test_a_publish_purges_the_tagged_pages(
         cached = await web.get(article)
         assert cached.text == f"{article} v1"  # the editor's change is not visible yet
 
-        response = await webhook(
-            varnish,
-            {
-                "event": "entry.publish",
-                "model": "article",
-                "uid": "api::article.article",
-                "entry": {"id": 1, "documentId": "d1", "slug": f"hello-{anyio_backend}"},
-            },
-        )
+        publish = captured("entry.publish")  # as a real Strapi 5 sent it, for this slug
+        publish["entry"]["slug"] = f"hello-{anyio_backend}"
+        response = await webhook(varnish, publish)
         assert response.status_code == 200, response.text
         assert response.json()["cdn"] == [
             {
                 "purger": "varnish",
                 "ok": True,
                 "soft": False,
-                "purged": ["article", f"article:hello-{anyio_backend}", "article:d1"],
+                "purged": [
+                    "article",
+                    f"article:hello-{anyio_backend}",
+                    "article:x4m1o86wd67fakx053pumr4h",
+                ],
                 "failed": [],
                 "error": None,
             }

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 import isr
 from isr import Status
@@ -33,6 +34,10 @@ from ._strapi5 import Delivery, deliveries, replay_asgi, replay_wsgi, wsgi_envir
 from .recording_server import RecordingServer
 from .redis_server import RedisServer, free_port
 from .test_varnish import Origin
+from .test_webhook import HKEY as FUZZ_HMAC
+from .test_webhook import NOW as FUZZ_NOW
+from .test_webhook import SECRET as FUZZ_SECRET
+from .test_webhook import requests as fuzzed_requests
 from .varnish_server import VarnishServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -464,3 +469,49 @@ def test_under_gunicorn_a_strapi_unpublish_reaches_the_store_and_varnish(
         for pid, names in thread_names(server.url, set(after)).items():
             assert names.count("isr-webhook-purges") == 1, (pid, names)
             assert all(name.startswith(allowed) for name in names), (pid, names)
+
+
+# ------------------------------------------------------------------ fuzz: the same answers
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(request=fuzzed_requests())
+@pytest.mark.anyio
+async def test_fuzz_the_wsgi_app_answers_as_the_asgi_app(
+    request: tuple[str, list[tuple[bytes, bytes]], bytes],
+) -> None:
+    """Any request (test_webhook.py's fuzzer: a signed envelope, half the time broken, around
+    a random body) gets the same status, answer and invalidations from both apps. The
+    body's framing is the server's business, so Content-Length is made true here."""
+    method, headers, body = request
+    headers = [(k, v) for k, v in headers if k != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    sent = Delivery(
+        "fuzz",
+        method,
+        "/hooks/cms",
+        tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers),
+        body,
+    )
+    answers = []
+    for kind in ("asgi", "wsgi"):
+        async with isr.ISR() as rt:
+            options: dict[str, Any] = {
+                "runtime": rt,
+                "secret": FUZZ_SECRET,
+                "hmac_secret": FUZZ_HMAC,
+                "clock": lambda: float(FUZZ_NOW),
+                "max_body": 4096,
+            }
+            if kind == "asgi":
+                status, answer = await replay_asgi(WebhookApp(**options), sent)
+            else:
+                with WebhookWSGIApp(**options) as app:
+                    status, _, answer = call(app, wsgi_environ(sent))
+            answers.append((status, answer, rt.stats().invalidations))
+    assert answers[0] == answers[1]
