@@ -1156,12 +1156,16 @@ def requests(draw: st.DrawFn) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
     return method, draw(st.permutations(headers)), body
 
 
-@settings(
+#: How the webhook's fuzz tests run (here and in test_webhook_wsgi.py).
+FUZZ = settings(
     max_examples=200,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@FUZZ
 @given(request=requests())
 async def test_fuzz_never_500_and_never_invalidates_when_refusing(
     runtime: isr.ISR, request: tuple[str, list[tuple[bytes, bytes]], bytes]

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 import isr
 from isr import Status
@@ -34,6 +34,7 @@ from ._strapi5 import Delivery, deliveries, replay_asgi, replay_wsgi, wsgi_envir
 from .recording_server import RecordingServer
 from .redis_server import RedisServer, free_port
 from .test_varnish import Origin
+from .test_webhook import FUZZ
 from .test_webhook import HKEY as FUZZ_HMAC
 from .test_webhook import NOW as FUZZ_NOW
 from .test_webhook import SECRET as FUZZ_SECRET
@@ -474,12 +475,7 @@ def test_under_gunicorn_a_strapi_unpublish_reaches_the_store_and_varnish(
 # ------------------------------------------------------------------ fuzz: the same answers
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@FUZZ
 @given(request=fuzzed_requests())
 @pytest.mark.anyio
 async def test_fuzz_the_wsgi_app_answers_as_the_asgi_app(
