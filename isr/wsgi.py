@@ -13,7 +13,8 @@ renders as `isr.asgi.ISRMiddleware` (one policy: `isr._http`); this module only 
 WSGI's I/O. Pages are rendered by sync loaders (``runtime.with_revalidate`` on a plain
 function): a miss renders in the request's thread, a background refresh in the runtime's
 refresh pool, each with a canonical environ, so Flask's application context and Django's
-request handling work there as in any request.
+request handling work there as in any request. ``isr.wsgi.WebhookApp`` is the CMS webhook
+as a WSGI app (`isr.webhook.WebhookWSGIApp`), to mount beside it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from isr._http import (
     respond,
     unsafe_targets,
 )
+from isr.webhook import WebhookWSGIApp as WebhookApp
 
 __all__ = [
     "Environ",
@@ -58,6 +60,7 @@ __all__ = [
     "Rule",
     "StartResponse",
     "WSGIApp",
+    "WebhookApp",
 ]
 
 Environ = dict[str, Any]
