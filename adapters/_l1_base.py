@@ -10,6 +10,7 @@ from isr._entry import Entry, Generation
 
 from .base import Adapter
 from .memory import MemoryAdapter
+from .names import prefix
 from .redis import RedisAdapter
 from .redis_bus import Message, RedisBus
 
@@ -35,7 +36,7 @@ class L1Base(Adapter):
         self.gen = self._generation.current
         self.bus = RedisBus(
             l2.subscriber_client,
-            l2.namespace or "isr",
+            prefix(l2.namespace),
             on_message=self._received,
             on_resync=self._resync,
             epoch_poll=epoch_poll,

@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlunsplit
 
 from typing_extensions import Self
 
@@ -31,9 +31,12 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 from isr._codec import Codec, CodecError, JsonCodec
 from isr._entry import Entry, Generation, Mode
 from isr._errors import ConfigError
+from isr._redact import redact_url, split_url
 
 from .base import Adapter, GenerationCache, lifetime
 from .breaker import Breaker
+from .names import prefix
+from .records import Refusals
 
 __all__ = ["FAILURES", "RedisBase"]
 
@@ -107,14 +110,37 @@ return 0
 """
 
 
-def _redacted(url: str) -> str:
-    """``url`` without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port (0 when it names none), or None when it is not a port; never the
+    ValueError urlsplit raises, whose message shows what stood there (maybe a password)."""
+    try:
+        return parts.port or 0
+    except ValueError:
+        return None
+
+
+def _checked_url(url: str) -> tuple[SplitResult, int]:
+    """``url`` split, and its port (0: none), or `isr.ConfigError` for one that is not a
+    Redis URL; checked before any option is read, since a password with an unencoded
+    ``/``, ``#``, ``?`` or ``@`` leaves pieces of itself in the path or the query."""
+    parts = split_url(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            f"cache URL {redact_url(url)!r}: the Redis store takes redis:// or rediss://"
+        )
+    port = _port(parts)
+    if port is None or "@" in parts.path + parts.query + parts.fragment:
+        raise ConfigError(
+            f"cache URL {redact_url(url)!r}: the host part does not parse; a password "
+            "holding '/', '#', '?' or '@' must be percent-encoded (%2F, %23, %3F, %40)"
+        )
+    db = parts.path[1:]
+    if parts.path not in ("", "/") and not (db.isascii() and db.isdigit()):
+        raise ConfigError(
+            f"cache URL {redact_url(url)!r}: the path must be the database number, as in "
+            "redis://host:6379/0"
+        )
+    return parts, port
 
 
 def _generation(fields: list[Any]) -> Generation:
@@ -122,18 +148,16 @@ def _generation(fields: list[Any]) -> Generation:
 
 
 def _members(raw: Any) -> list[str]:
-    return [k.decode() for k in cast("set[bytes]", raw)]
+    """A tag set's keys; a member that is not UTF-8 (isr never writes one) is skipped."""
+    return [k.decode() for k in cast("set[bytes]", raw) if _utf8(k)]
 
 
-def _strongest(records: list[Any], since: float) -> Mode | None:
-    """The strongest of the invalidation ``records`` ("<time> <mode>") made after ``since``."""
-    modes = []
-    for record in records:
-        if record is not None:
-            at, mode = record.split()
-            if float(at) > since:
-                modes.append(int(mode))
-    return Mode(max(modes)) if modes else None
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _expiry_ms(entry: Entry) -> int | None:
@@ -209,16 +233,12 @@ class RedisBase(Adapter):
         max_connections: int = 100,
         cluster: bool = False,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ConfigError(
-                f"cache URL {_redacted(url)!r}: the Redis store takes redis:// or rediss://"
-            )
+        parts, port = _checked_url(url)
         options = parse_qsl(parts.query, keep_blank_values=True)
         unknown = sorted({name for name, _ in options} - _PASS_THROUGH)
         if unknown:
             raise ConfigError(
-                f"cache URL {_redacted(url)!r}: unknown option(s) {', '.join(unknown)}"
+                f"cache URL {redact_url(url)!r}: unknown option(s) {', '.join(unknown)}"
             )
         if not (timeout > 0 and (connect_timeout is None or connect_timeout > 0)):
             raise ConfigError("timeout and connect_timeout must be > 0 seconds")
@@ -234,12 +254,14 @@ class RedisBase(Adapter):
         self.cluster = cluster
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
-        where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+        where = f"{parts.hostname or '127.0.0.1'}:{port or 6379}"
         self.breaker = Breaker(
             f"redis {where}", threshold=breaker_threshold, cooldown=breaker_cooldown
         )
         self._generation = GenerationCache(generation_poll)
-        ns = namespace or "isr"
+        self._refusals = Refusals("redis store")
+        ns = prefix(namespace)
+        self._c = f"{ns}:c:"
         self._e = f"{ns}:e:"
         self._t = f"{ns}:t:"
         self._l = f"{ns}:l:"
@@ -267,7 +289,7 @@ class RedisBase(Adapter):
     ) -> Self:
         """The store a ``redis://`` or ``rediss://`` cache URL names (options: see the
         module docstring); a bad option raises `isr.ConfigError` naming it."""
-        parts = urlsplit(url)
+        parts, _ = _checked_url(url)
         ours: dict[str, Any] = {}
         theirs: list[tuple[str, str]] = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -279,12 +301,12 @@ class RedisBase(Adapter):
                 ours[name] = parse(value)
             except (KeyError, ValueError):
                 raise ConfigError(
-                    f"cache URL {_redacted(url)!r}: bad value {value!r} for {name}"
+                    f"cache URL {redact_url(url)!r}: bad value {value!r} for {name}"
                 ) from None
         unknown = sorted({name for name, _ in theirs} - _PASS_THROUGH)
         if unknown:
             raise ConfigError(
-                f"cache URL {_redacted(url)!r}: unknown option(s) {', '.join(unknown)}; known: "
+                f"cache URL {redact_url(url)!r}: unknown option(s) {', '.join(unknown)}; known: "
                 f"{', '.join([*_OPTIONS, *sorted(_PASS_THROUGH)])}"
             )
         rest = urlunsplit(parts._replace(query=urlencode(theirs)))
@@ -436,14 +458,16 @@ class RedisBase(Adapter):
 
     def _decode(self, key: str, data: bytes | None) -> Entry | None:
         """The entry in ``data``; a record the codec refuses (corrupt, or not signed with
-        our key) is logged, counted and treated as missing: it is never trusted."""
+        our key for its name) is counted, logged once and treated as missing: it is never
+        trusted."""
         if data is None:
             return None
+        name = self._e + key
         try:
-            return self.codec.loads(key, data)
+            return self.codec.loads(name, data)
         except CodecError as exc:
             self.errors += 1
-            logger.warning("%s (treated as missing)", exc)
+            self._refusals.note(name, str(exc))
             return None
 
     def _reading(self, key: str, data: bytes | None, reached: bool) -> tuple[Entry | None, bool]:
@@ -458,7 +482,7 @@ class RedisBase(Adapter):
         for k, data in zip(keys, records, strict=True):
             if data is not None:
                 try:
-                    entry = self.codec.loads(k, data)
+                    entry = self.codec.loads(self._e + k, data)
                 except CodecError:
                     continue
                 if tag in entry.tags:

@@ -1,4 +1,5 @@
-"""The one interface every store implements: get, set, delete, tags, generation, lock, close.
+"""The one interface every store implements: get, set, delete, tags, generation, lock,
+claim, close.
 
 **Writing a store.** Subclass `Adapter` and implement its six abstract methods: `get`,
 `set`, `delete`, `tagged` (the keys stored with a tag), `generation` and `bump_generation`
@@ -43,6 +44,8 @@ writes its async operations once and generates the sync ones: see ``isr.adapters
 
 A shared store is also expected never to raise for being unreachable: it answers "missing"
 (and "acquired", so callers go to the origin), counts the failure in ``errors`` and logs it.
+Every store refuses a key or tag that is not valid Unicode text with `isr.ConfigError` at
+the call, and names what it keeps per namespace the one way `adapters.names` lays out.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from __future__ import annotations
 import abc
 import inspect
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -58,11 +62,16 @@ import anyio.to_thread
 
 from isr._entry import Entry, Generation, Mode
 
+from .claims import LocalClaims
+
 __all__ = ["Adapter", "GenerationCache", "ThreadedStore", "lifetime"]
 
 
 def _never(key: str) -> Entry | None:
     return None
+
+
+_claims_lock = threading.Lock()
 
 
 class Adapter(abc.ABC):
@@ -150,6 +159,26 @@ class Adapter(abc.ABC):
     def release(self, key: str, token: str) -> None:  # noqa: B027 - optional hook
         """Give ``key``'s fetch lock back, if ``token`` still holds it."""
 
+    def claim(self, name: str, ttl: float) -> bool | None:
+        """Take ``name`` for ``ttl`` seconds unless someone holds it (set-if-absent with an
+        expiry; what the webhook's replay guard uses): True if it was free and is now the
+        caller's, False if it is held, None if the store could not be asked (a network
+        store out of reach: the caller must not take that for either answer). A shared
+        store answers for every process sharing it; the default keeps claims in this
+        process (`adapters.claims.LocalClaims`)."""
+        return self._local_claims().claim(name, ttl)
+
+    def unclaim(self, name: str) -> None:
+        """Give ``name`` back (a claim whose work failed, to be retried)."""
+        self._local_claims().unclaim(name)
+
+    def _local_claims(self) -> LocalClaims:
+        claims: LocalClaims | None = self.__dict__.get("_claims")
+        if claims is None:
+            with _claims_lock:
+                claims = self.__dict__.setdefault("_claims", LocalClaims())
+        return claims
+
     def size(self) -> int | None:
         """How many entries the store holds, where that is cheap to know."""
         return None
@@ -196,6 +225,12 @@ class Adapter(abc.ABC):
 
     async def arelease(self, key: str, token: str) -> None:
         self.release(key, token)
+
+    async def aclaim(self, name: str, ttl: float) -> bool | None:
+        return self.claim(name, ttl)
+
+    async def aunclaim(self, name: str) -> None:
+        self.unclaim(name)
 
     async def aclose(self) -> None:
         self.close()

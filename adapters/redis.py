@@ -17,8 +17,9 @@ process and host that uses the same server and namespace.
   sync client opens one per thread using it at once, as redis-py does.
 - redis-py's own ``client_name`` and ``ssl_*`` options pass through.
 
-Layout under the namespace ``ns`` (default ``isr``), standard commands only (no KEYS, no
-SCAN, no modules):
+Layout under the namespace's prefix ``ns`` (`isr.adapters.names.prefix`: the namespace itself
+when it is a plain word, ``isr`` by default; no two namespaces and keys share a name),
+standard commands only (no KEYS, no SCAN, no modules):
 
 - ``{ns}:e:{key}``: the entry, as the codec's bytes (JSON by default), with an expiry at the
   end of its last window (ttl + swr + stale_if_error from the write). An entry with an
@@ -35,6 +36,8 @@ SCAN, no modules):
 - ``{ns}:i:key:{key}``, ``{ns}:i:tag:{tag}``: "<time> <mode>" of the latest (strongest)
   invalidation, kept for the runtime's lock TTL, so that a fetch another process started
   before it stores its value marked (see ``Adapter.note_invalidation``).
+- ``{ns}:c:{name}``: a claim (``SET NX PX``; the webhook's replay guard, see
+  ``Adapter.claim``); one Redis cannot answer is None, never a guess.
 
 In a Cluster no two keys need to share a slot: each command and script touches one key, and
 the one write that touches several (an entry and its tag sets) is a non-transactional

@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import concurrency, disk_store, hot_path, http_load, l1, memory, redis_store
+from . import concurrency, disk_store, hot_path, http_load, l1, memory, redis_store, wsgi_load
 from ._harness import Settings, print_report, progress, write_json
 
 
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             *redis_store.run(settings),
             *l1.run(settings),
             *http_load.run(settings),
+            *wsgi_load.run(settings),
         ]
     progress(f"done in {time.perf_counter() - started:.1f} s")
     print_report(sections, settings)

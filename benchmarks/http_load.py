@@ -10,11 +10,13 @@ the app as a deployment would hand it to uvicorn, answer the same ~1 KB JSON doc
   the middleware's work; informational);
 - the site's server (`server_app`): a FastAPI app wrapped in `isr.asgi.ISRMiddleware`, the
   middleware being what uvicorn calls, as in a site's ``asgi.py``. ``/isr`` is a FastAPI
-  route under a rule (ttl 1 h), always a fresh hit: the middleware answers from the memory
-  store, FastAPI is not called. ``/fastapi-cache2`` is the same route under fastapi-cache2's
-  ``@cache(expire=60)`` with its ``InMemoryBackend``, always a hit (FastAPI's route
-  machinery runs, the function does not); in the full run ``/fastapi`` is the route
-  uncached (informational). These pass through the middleware, as in a site.
+  route under a rule (ttl 1 h) with a canonical ``origin`` (the recommended set-up;
+  ``ISR_BENCH_ORIGIN=off`` keys scheme and host instead), always a fresh hit: the
+  middleware answers from the memory store, FastAPI is not called. ``/fastapi-cache2`` is
+  the same route under fastapi-cache2's ``@cache(expire=60)`` with its
+  ``InMemoryBackend``, always a hit (FastAPI's route machinery runs, the function does
+  not); in the full run ``/fastapi`` is the route uncached (informational). These pass
+  through the middleware, as in a site.
 
 Each contender is the app uvicorn calls: no dispatching layer in front of one that the
 other does not pay. Load comes from ``wrk`` (one thread, 10 keep-alive connections) in runs
@@ -174,7 +176,9 @@ def server_app() -> ASGIApp:
         async def peer_page() -> dict[str, Any]:
             return DOCUMENT
 
-    return ISRMiddleware(api, runtime, [Rule("/isr", ttl=3600)])
+    # The recommended set-up: a canonical origin (ISR_BENCH_ORIGIN=off: scheme and host keyed).
+    origin = None if os.environ.get("ISR_BENCH_ORIGIN") == "off" else "http://127.0.0.1"
+    return ISRMiddleware(api, runtime, [Rule("/isr", ttl=3600)], origin=origin)
 
 
 def floor_app() -> ASGIApp:
@@ -247,16 +251,24 @@ def _server_impl() -> tuple[str, str]:
 
 
 class _Server:
-    """The uvicorn child: started, checked, stopped."""
+    """The server child (uvicorn, or the ``command`` given): started, checked, stopped."""
 
     def __init__(
-        self, factory: str, probe: str, http: str, loop: str, cpus: set[int] | None
+        self,
+        factory: str,
+        probe: str,
+        http: str,
+        loop: str,
+        cpus: set[int] | None,
+        command: Callable[[int], list[str]] | None = None,
     ) -> None:
         self.probe = probe
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [
+            command(self.port)
+            if command is not None
+            else [
                 sys.executable,
                 "-m",
                 "uvicorn",
@@ -289,14 +301,14 @@ class _Server:
         deadline = time.monotonic() + STARTUP
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited at startup:\n{self.output()}")
+                raise RuntimeError(f"the server exited at startup:\n{self.output()}")
             try:
                 if httpx.get(self.base + self.probe, timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"uvicorn did not answer within {STARTUP:g} s:\n{self.output()}")
+        raise RuntimeError(f"the server did not answer within {STARTUP:g} s:\n{self.output()}")
 
     def output(self) -> str:
         self.stop()

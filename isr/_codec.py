@@ -3,8 +3,14 @@
 A shared store (disk, Redis) holds bytes that other processes, and whoever else can write
 to the store, produce. The default is JSON: it can only ever decode to data. Pickle is an
 explicit opt-in for values JSON cannot hold, and then every record is signed with HMAC-SHA256
-under a key of the application's: a record without a valid signature is refused (treated as
-missing and logged), so a writable store cannot make the application run code.
+under a key of the application's, bound to the name the record is stored under: a record
+without a valid signature for that name is refused (treated as missing and logged) before
+anything is unpickled, so a writable store cannot make the application run code.
+
+A store passes the codec the record's name in the store (``key``: the namespace's prefix,
+the kind and the cache key, as in ``blog:e:post:hello``; see `adapters.names`), so a codec
+that signs can bind its signature to the namespace and the key without knowing the store's
+layout, and a codec that does not sign just names the record in its messages.
 
 A record is one JSON array (or one signed pickle of the same tuple):
 ``[1, value, created, ttl, swr or null, stale_if_error, mark or null, generation, [tags]]``.
@@ -17,7 +23,8 @@ import hmac
 import json
 import math
 import pickle
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
 from ._entry import Entry, Mode, Policy
@@ -33,7 +40,8 @@ class CodecError(ISRError, ValueError):
 
 
 class Codec(Protocol):
-    """Turns entries into bytes and back."""
+    """Turns entries into bytes and back. ``key`` is the record's name in the store
+    (namespace and cache key; see the module docstring)."""
 
     name: str
     #: True when the bytes are UTF-8 text a store may keep as text (and hand back as str).
@@ -120,37 +128,69 @@ class JsonCodec:
 
 
 class PickleCodec:
-    """Pickled records signed with HMAC-SHA256 under ``key`` (at least 16 bytes, the same in
-    every process sharing the store). Opt in only for values JSON cannot hold."""
+    """Pickled records signed with HMAC-SHA256. Opt in only for values JSON cannot hold.
+
+    ``key``: the signing key (at least 16 bytes, the same in every process sharing the
+    store), or a sequence of them: the first signs, each one verifies. To rotate, put the
+    new key first and keep the old one second until the records it signed have expired (or
+    been rewritten); a record signed by none of them is refused, never unpickled.
+
+    Each signature covers the record's name in the store as well as its bytes: a record
+    copied under another key, or into another namespace, is refused. What a signature
+    cannot tell is whether a record is the latest one written under its name: whoever can
+    write the store can put back a record it held earlier (and the generation record and
+    markers of that time with it), so a value purged since can be served again until its
+    windows end. Only state out of the writer's reach could tell, and the store is the only
+    state processes share: keep the store writable by the application alone (see the
+    README's security section). A signature also hides nothing: records are signed, not
+    encrypted.
+    """
 
     name = "pickle"
     text = False
     _DIGEST = 32
+    #: Binds every signature to this record format (records of other formats are refused).
+    _CONTEXT = b"isr-pickle-record-2\0"
 
-    def __init__(self, key: bytes | str) -> None:
-        secret = key.encode() if isinstance(key, str) else key
-        if not isinstance(secret, bytes) or len(secret) < 16:
-            raise ConfigError("PickleCodec needs a signing key of at least 16 bytes")
-        self._key = secret
+    def __init__(self, key: bytes | str | Sequence[bytes | str]) -> None:
+        keys = [key] if isinstance(key, (bytes, str)) else list(key)
+        secrets = [k.encode() if isinstance(k, str) else k for k in keys]
+        if not secrets or not all(isinstance(k, bytes) and len(k) >= 16 for k in secrets):
+            raise ConfigError(
+                "PickleCodec needs a signing key of at least 16 bytes (or a list of them)"
+            )
+        self._keys: tuple[bytes, ...] = tuple(secrets)
 
-    def _sign(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()
+    def _mac(self, key: bytes, name: bytes, payload: bytes) -> bytes:
+        mac = hmac.new(key, self._CONTEXT + struct.pack(">I", len(name)) + name, hashlib.sha256)
+        mac.update(payload)
+        return mac.digest()
 
     def dumps(self, key: str, entry: Entry) -> bytes:
         try:
             payload = pickle.dumps(tuple(_record(entry)), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise CodecError(f"cannot pickle the value for {key!r}: {exc}") from None
-        return self._sign(payload) + payload
+        return self._mac(self._keys[0], _name(key), payload) + payload
 
     def loads(self, key: str, data: bytes | str) -> Entry:
-        if isinstance(data, str):
-            raise CodecError(f"the record under {key!r} is text, not a signed pickle")
+        if not isinstance(data, bytes):
+            kind = "text" if isinstance(data, str) else f"a {type(data).__name__}"
+            raise CodecError(f"the record under {key!r} is {kind}, not a signed pickle")
         signature, payload = data[: self._DIGEST], data[self._DIGEST :]
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            raise CodecError(f"the record under {key!r} has no valid signature; refused")
+        name = _name(key)
+        if not any(hmac.compare_digest(signature, self._mac(k, name, payload)) for k in self._keys):
+            raise CodecError(
+                f"the record under {key!r} has no valid signature for that name under the "
+                "codec's keys; refused"
+            )
         try:
             record = pickle.loads(payload)
         except Exception as exc:
             raise CodecError(f"the record under {key!r} does not unpickle: {exc}") from None
         return _entry(key, record)
+
+
+def _name(key: str) -> bytes:
+    """A record's name as signed: UTF-8, lone surrogates included (never raises)."""
+    return key.encode("utf-8", "surrogatepass")

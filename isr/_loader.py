@@ -44,6 +44,8 @@ class Loader(Generic[T]):
         self.namespace: dict[str, Any] = {}
         #: Hits an edge served by the hot-path rule itself (see isr/adapters/base.py).
         self.edge_hits = 0
+        #: Renders an edge saw answered 404 or 410 (see `isr.Stats.gone`).
+        self.gone = 0
         #: The runtime it is bound to (an `isr.ISR`), once bound.
         self.runtime: object | None = None
 

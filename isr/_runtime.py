@@ -23,6 +23,7 @@ import anyio.to_thread
 from typing_extensions import Self
 
 from isr.adapters.base import Adapter
+from isr.adapters.names import checked
 
 from ._async.driver import AsyncDriver
 from ._codec import Codec
@@ -254,6 +255,7 @@ class ISR:
             entries=self.adapter.size(),
             refreshing=len(self._async.pending) + len(self._sync.pending),
             store_errors=self.adapter.errors,
+            gone=sum(loader.gone for loader in self._loaders if loader.runtime is self),
             store=self.adapter.counters(),
         )
 
@@ -298,4 +300,5 @@ def _checked(name: str, what: str, mode: ModeName | Mode) -> Mode:
     m = parse_mode(mode)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"the {what} to invalidate must be a non-empty str, not {name!r}")
+    checked(name, what)
     return m

@@ -33,6 +33,7 @@ from ._flight import Flight
 from ._ledger import Ledger
 from ._loader import ErrorHook, Loader
 from ._status import Status
+from .adapters.names import checked_all
 
 if TYPE_CHECKING:
     from isr.adapters.base import Adapter
@@ -216,8 +217,10 @@ class RuntimeState:
                 tags=loader.tags(*args, **kwargs),
                 ctx=run.ctx,
             )
-            if entry is not None and self.ledger:
-                entry = remark(entry, self.ledger.mark_since(run.fid, key, entry.tags))
+            if entry is not None:
+                checked_all(entry.tags)  # before any store sees them (see `names.checked`)
+                if self.ledger:
+                    entry = remark(entry, self.ledger.mark_since(run.fid, key, entry.tags))
             if entry is not None and self.inline:
                 if self.shared:
                     since = self.store.invalidated_since(key, entry.tags, run.started)

@@ -40,6 +40,9 @@ class Stats:
     store_errors: int
     """Store failures absorbed (unreachable, timed out, unreadable record): the callers got
     answers regardless, from the origin if need be."""
+    gone: int
+    """Renders the origin answered 404 or 410 (the HTTP edge): each purged its page, or kept
+    the answer for the rule's ``negative_ttl``."""
     store: dict[str, int]
     """Store-specific counters: with an L1, ``l1_entries``, ``bus_received`` (invalidations
     from other instances) and ``bus_resyncs`` (times the L1 was dropped because messages

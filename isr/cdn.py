@@ -12,9 +12,24 @@ timeouts, 5xx, 429) are retried with exponential backoff; a ``Retry-After`` is h
 unless it asks for longer than ``max_backoff``, in which case the purge fails at once
 rather than hold the caller (a webhook answering a CMS) that long.
 
-Tags travel in space-separated headers (Varnish, Fastly) or as a JSON list whose entries
-the CDN also splits (Cloudflare), so a tag with whitespace, a comma or a control character
-cannot be sent: it is reported as failed, the others are purged.
+**Tags** go out encoded by `isr._tags.encode_tag`, the encoding the page middleware's tag
+headers use: ``item:a b`` is sent as the one key ``item:a%20b``, which is what the page
+carries, so every page can be purged by its own tag whatever its path holds. A tag is
+refused (reported as failed, the others purged) only when it cannot be encoded (not
+Unicode text: a lone surrogate) or its encoded form is over the CDN's limit for one key
+(Fastly and Cloudflare: 1024 bytes; Varnish: ``max_chars``, the purge header's budget).
+`PurgeResult` names the tags as they were given.
+
+**Credentials** (Fastly's and Cloudflare's tokens, the values of ``headers=``, a Varnish
+URL's ``user:password@``) are checked when the purger is built: a control character (a
+token read from a file with its newline) or surrounding whitespace is an `isr.ConfigError`
+that does not show the value. A Varnish URL's credentials are sent as an
+``Authorization: Basic`` header and kept out of the URL, so that httpx's own log lines (at
+INFO) never show them. No error text carries a credential: an error answer's body is not
+echoed but cut to a short excerpt with the request's own credential values, and anything
+shaped like a credential (``Authorization:``, ``Cookie:``, ``…-Token:`` / ``…-Key:`` lines or
+fields, ``Bearer …``, a URL's password), replaced by ``[redacted]`` (`isr._redact`). A
+request that httpx refuses to send (a malformed header) is not retried.
 
 Each purger owns an ``httpx.AsyncClient`` (created on first use, closed by ``aclose()`` or
 ``async with``) unless one is passed as ``client=``, which it then leaves open.
@@ -22,6 +37,7 @@ Each purger owns an ``httpx.AsyncClient`` (created on first use, closed by ``acl
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import time
@@ -29,6 +45,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -36,6 +53,8 @@ from typing_extensions import Self
 
 from isr._errors import ConfigError
 from isr._httpdate import http_date
+from isr._redact import Redactor, check_header_name, check_header_value, url_password
+from isr._tags import encode_tag
 
 __all__ = [
     "CloudflarePurger",
@@ -140,16 +159,17 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
-def _unsendable(tag: object) -> str | None:
+def _encoded(tag: object, most: int) -> tuple[str | None, str | None]:
+    """(the tag as sent, None), or (None, why it cannot be sent)."""
     if not isinstance(tag, str) or not tag:
-        return f"not a non-empty string: {tag!r}"
-    if any(c.isspace() or c == "," or ord(c) < 0x20 or ord(c) == 0x7F for c in tag):
-        return f"tag {tag!r:.80} has whitespace, a comma or a control character"
+        return None, f"not a non-empty string: {tag!r:.80}"
     try:
-        tag.encode()
+        sent = encode_tag(tag)
     except UnicodeEncodeError:
-        return f"tag {tag!r:.80} is not valid Unicode text"
-    return None
+        return None, f"tag {tag!r:.80} is not valid Unicode text"
+    if len(sent) > most:
+        return None, f"tag {tag[:40]!r}... is longer than {most} bytes encoded"
+    return sent, None
 
 
 class _HTTPPurger:
@@ -163,7 +183,9 @@ class _HTTPPurger:
     max_batch: int = 256
     """Most tags in one request."""
     max_chars: int = 4000
-    """Most bytes of tags (UTF-8, with separators) in one request."""
+    """Most bytes of encoded tags (with separators) in one request."""
+    max_tag: int = 1024
+    """Most bytes of one encoded tag."""
 
     def __init__(
         self,
@@ -177,7 +199,14 @@ class _HTTPPurger:
         burst: int = 1,
         headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
+        given = dict(headers or {})
+        for header, value in given.items():
+            check_header_name(header, f"{name}: headers=")
+            check_header_value(value, f"{name}: the value of header {header!r}")
+        for header, value in client.headers.items() if client is not None else ():
+            check_header_value(value, f"{name}: the value of the client's header {header!r}")
         if not timeout > 0:
             raise ConfigError("timeout must be > 0 seconds")
         if not isinstance(retries, int) or retries < 0:
@@ -193,7 +222,8 @@ class _HTTPPurger:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.headers = dict(headers or {})
+        self.headers = given
+        self._redact = Redactor([*given.values(), *secrets])
         self._bucket = _TokenBucket(rate, burst) if rate is not None else None
         self._client = client
         self._own_client = client is None
@@ -246,10 +276,8 @@ class _HTTPPurger:
         """Whether a purge asked to be ``soft`` is done soft."""
         return soft
 
-    def _unsendable(self, tag: object) -> str | None:
-        return _unsendable(tag)
-
-    def _request(self, tags: Sequence[str], soft: bool) -> httpx.Request:
+    def _request(self, keys: Sequence[str], soft: bool) -> httpx.Request:
+        """The request purging ``keys`` (tags as encoded for the wire)."""
         raise NotImplementedError
 
     def _check(self, response: httpx.Response) -> None:
@@ -257,15 +285,17 @@ class _HTTPPurger:
 
     # -------------------------------------------------------------- purging
 
-    def _batches(self, tags: Sequence[str]) -> Iterator[list[str]]:
-        batch: list[str] = []
+    def _batches(self, tags: Sequence[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
+        """``(tag, key)`` pairs in batches of at most ``max_batch`` keys and ``max_chars``
+        bytes of keys (the encoded keys are ASCII: a character is a byte)."""
+        batch: list[tuple[str, str]] = []
         chars = 0
-        for tag in tags:
-            size = len(tag.encode())
+        for tag, key in tags:
+            size = len(key)
             if batch and (len(batch) >= self.max_batch or chars + 1 + size > self.max_chars):
                 yield batch
                 batch, chars = [], 0
-            batch.append(tag)
+            batch.append((tag, key))
             chars += size + (1 if chars else 0)
         if batch:
             yield batch
@@ -276,23 +306,24 @@ class _HTTPPurger:
         unique = list(dict.fromkeys(tags)) if not isinstance(tags, str) else [tags]
         failed: list[str] = []
         errors: list[str] = []
-        sendable: list[str] = []
+        sendable: list[tuple[str, str]] = []
         for tag in unique:
-            reason = self._unsendable(tag)
-            if reason is None:
-                sendable.append(tag)
+            key, reason = _encoded(tag, min(self.max_tag, self.max_chars))
+            if key is not None:
+                sendable.append((tag, key))
             else:
                 failed.append(str(tag))
-                errors.append(reason)
+                errors.append(self._redact(str(reason)))
         purged: list[str] = []
         requests = 0
         give_up: str | None = None
-        for batch in self._batches(sendable):
+        for pairs in self._batches(sendable):
+            batch = [tag for tag, _ in pairs]
             if give_up is not None:
                 failed.extend(batch)
                 continue
             try:
-                requests += await self._send(batch, soft)
+                requests += await self._send([key for _, key in pairs], soft)
             except _Failure as failure:
                 requests += failure.attempts
                 failed.extend(batch)
@@ -317,14 +348,14 @@ class _HTTPPurger:
             )
         return PurgeResult(self.name, soft, tuple(purged), tuple(failed), error, requests=requests)
 
-    async def _send(self, tags: Sequence[str], soft: bool) -> int:
+    async def _send(self, keys: Sequence[str], soft: bool) -> int:
         """Send one batch with its retries; return the number of requests sent, or raise
         the last `_Failure` (with ``attempts`` set)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._attempt(tags, soft)
+                await self._attempt(keys, soft)
                 return attempt
             except _Failure as failure:
                 failure.attempts = attempt
@@ -353,10 +384,10 @@ class _HTTPPurger:
                 )
                 await anyio.sleep(delay)
 
-    async def _attempt(self, tags: Sequence[str], soft: bool) -> None:
+    async def _attempt(self, keys: Sequence[str], soft: bool) -> None:
         if self._bucket is not None:
             await self._bucket.take()
-        request = self._request(tags, soft)
+        request = self._request(keys, soft)
         request.extensions["timeout"] = httpx.Timeout(self.timeout).as_dict()
         try:
             response = await self._http().send(request)
@@ -364,13 +395,20 @@ class _HTTPPurger:
             raise _Failure(
                 f"{type(exc).__name__}: no answer within {self.timeout:g} s", transient=True
             ) from None
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+            # httpx refused to send what we built (its message quotes the offending header
+            # or URL): no retry can mend it, and its text is not repeated.
+            raise _Failure(
+                f"{type(exc).__name__}: the request could not be sent (a malformed header or URL)",
+                transient=False,
+            ) from None
         except httpx.TransportError as exc:
-            raise _Failure(f"{type(exc).__name__}: {exc}", transient=True) from None
+            raise _Failure(self._redact(f"{type(exc).__name__}: {exc}"), transient=True) from None
         status = response.status_code
         if 200 <= status < 300:
             self._check(response)
             return
-        text = response.text.strip().replace("\n", " ")[:200]
+        text = self._redact.excerpt(response.text) if response.content else ""
         message = f"HTTP {status} {response.reason_phrase}" + (f": {text}" if text else "")
         # Worth retrying: throttled, timed out, or a server error that may pass (not 501
         # Not Implemented, 505 HTTP Version Not Supported).
@@ -379,17 +417,24 @@ class _HTTPPurger:
         raise _Failure(message, transient=transient, retry_after=retry_after)
 
 
-def _checked_url(purger: str, url: str) -> str:
-    """``url`` if it is an http(s) URL with a host; else a ConfigError at construction, not
-    an exception out of `purge` (a malformed URL) or retries of what can never succeed
-    (no scheme: ``varnish:6081``)."""
+def _checked_url(purger: str, url: str) -> tuple[str, tuple[str, str] | None]:
+    """(``url`` without its userinfo, (user, password) or None) if ``url`` is an http(s) URL
+    with a host; else a ConfigError at construction (not an exception out of `purge`, nor
+    retries of what can never succeed: ``varnish:6081``) that shows no password."""
+    shown = Redactor([url_password(url)])(url)
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise ConfigError(f"{purger}: {url!r} is not a URL ({exc})") from None
+    except httpx.InvalidURL:
+        raise ConfigError(f"{purger}: {shown!r} is not a URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError(f"{purger}: {url!r} is not an http:// or https:// URL with a host")
-    return url
+        raise ConfigError(f"{purger}: {shown!r} is not an http:// or https:// URL with a host")
+    if not parsed.userinfo:
+        return url, None
+    credentials = (parsed.username, parsed.password)
+    for part, what in zip(credentials, ("user", "password"), strict=True):
+        if part:
+            check_header_value(part, f"{purger}: the URL's {what}")
+    return str(parsed.copy_with(username=None, password=None)), credentials
 
 
 def _headers(headers: Mapping[str, str | bytes]) -> list[tuple[bytes, bytes]]:
@@ -400,18 +445,32 @@ def _headers(headers: Mapping[str, str | bytes]) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _header_value(tags: Sequence[str]) -> bytes:
-    return " ".join(tags).encode()
+def _api_url(purger: str, url: str) -> str:
+    """`_checked_url` for a CDN's API, which authenticates by its token: a URL with
+    credentials of its own is a mistake (and would be logged by httpx)."""
+    checked, credentials = _checked_url(purger, url)
+    if credentials is not None:
+        raise ConfigError(f"{purger}: base_url must not hold credentials; the token is sent")
+    return checked
+
+
+def _header_value(keys: Sequence[str]) -> bytes:
+    return " ".join(keys).encode()
 
 
 class VarnishPurger(_HTTPPurger):
     """Purge a Varnish with the xkey vmod: ``PURGE <url>`` with ``xkey: tag1 tag2`` (hard)
     or ``xkey-softpurge: tag1 tag2`` (soft: the objects go stale and are refetched while
     their grace lasts). The VCL to match is ``tests/varnish.vcl``: it answers 200 to a
-    purge from an allowed address, 403 otherwise."""
+    purge from an allowed address, 403 otherwise.
+
+    A URL with credentials (``http://user:password@varnish:6081/``, for a proxy in front of
+    Varnish) is sent with them as ``Authorization: Basic``, and they never appear in the
+    URL the purger keeps or logs (``purger.url``)."""
 
     max_batch = 10_000
     max_chars = 4000  # well under Varnish's http_req_hdr_len (8 KiB)
+    max_tag = 4000
 
     def __init__(
         self,
@@ -428,6 +487,18 @@ class VarnishPurger(_HTTPPurger):
         headers: Mapping[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        self.url, credentials = _checked_url(name, url)
+        self._auth: dict[str, str] = {}
+        secrets: list[str] = []
+        if credentials is not None:
+            if any(k.lower() == "authorization" for k in headers or {}):
+                raise ConfigError(
+                    f"{name}: credentials in the URL and an Authorization header: give one"
+                )
+            user, password = credentials
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._auth["Authorization"] = f"Basic {basic}"
+            secrets += [password, basic]
         super().__init__(
             name=name,
             timeout=timeout,
@@ -438,13 +509,13 @@ class VarnishPurger(_HTTPPurger):
             burst=burst,
             headers=headers,
             client=client,
+            secrets=secrets,
         )
-        self.url = _checked_url(name, url)
-        self.method = method
+        self.method = check_header_name(method, f"{name}: method")
 
-    def _request(self, tags: Sequence[str], soft: bool) -> httpx.Request:
+    def _request(self, keys: Sequence[str], soft: bool) -> httpx.Request:
         header = "xkey-softpurge" if soft else "xkey"
-        headers = self._headers({header: _header_value(tags)})
+        headers = self._headers({**self._auth, header: _header_value(keys)})
         return self._http().build_request(self.method, self.url, headers=headers)
 
 
@@ -474,6 +545,7 @@ class FastlyPurger(_HTTPPurger):
     ) -> None:
         if not service_id or not api_token:
             raise ConfigError("FastlyPurger needs a service_id and an api_token")
+        check_header_value(api_token, f"{name}: api_token", ascii_only=True)
         super().__init__(
             name=name,
             timeout=timeout,
@@ -484,15 +556,17 @@ class FastlyPurger(_HTTPPurger):
             burst=burst,
             headers=headers,
             client=client,
+            secrets=[api_token],
         )
-        self.url = _checked_url(name, f"{base_url.rstrip('/')}/service/{service_id}/purge")
+        service = quote(service_id, safe="")
+        self.url = _api_url(name, f"{base_url.rstrip('/')}/service/{service}/purge")
         self._token = api_token
 
-    def _request(self, tags: Sequence[str], soft: bool) -> httpx.Request:
+    def _request(self, keys: Sequence[str], soft: bool) -> httpx.Request:
         headers: dict[str, str | bytes] = {
             "Fastly-Key": self._token,
             "Accept": "application/json",
-            "Surrogate-Key": _header_value(tags),
+            "Surrogate-Key": _header_value(keys),
         }
         if soft:
             headers["Fastly-Soft-Purge"] = "1"
@@ -533,6 +607,7 @@ class CloudflarePurger(_HTTPPurger):
             raise ConfigError("CloudflarePurger needs a zone_id and an api_token")
         if not isinstance(batch, int) or not 1 <= batch <= 100:
             raise ConfigError("batch must be between 1 and 100 tags (Cloudflare's limit)")
+        check_header_value(api_token, f"{name}: api_token", ascii_only=True)
         super().__init__(
             name=name,
             timeout=timeout,
@@ -543,26 +618,22 @@ class CloudflarePurger(_HTTPPurger):
             burst=burst,
             headers=headers,
             client=client,
+            secrets=[api_token],
         )
         self.max_batch = batch
-        self.url = _checked_url(name, f"{base_url.rstrip('/')}/zones/{zone_id}/purge_cache")
+        zone = quote(zone_id, safe="")
+        self.url = _api_url(name, f"{base_url.rstrip('/')}/zones/{zone}/purge_cache")
         self._token = api_token
 
     def _soft(self, soft: bool) -> bool:
         return False
 
-    def _unsendable(self, tag: object) -> str | None:
-        reason = _unsendable(tag)
-        if reason is None and isinstance(tag, str) and len(tag.encode()) > 1024:
-            return f"tag {tag[:40]!r}... is longer than Cloudflare's 1024 bytes"
-        return reason
-
-    def _request(self, tags: Sequence[str], soft: bool) -> httpx.Request:
+    def _request(self, keys: Sequence[str], soft: bool) -> httpx.Request:
         return self._http().build_request(
             "POST",
             self.url,
             headers=self._headers({"Authorization": f"Bearer {self._token}"}),
-            json={"tags": list(tags)},
+            json={"tags": list(keys)},
         )
 
     def _check(self, response: httpx.Response) -> None:
@@ -576,5 +647,7 @@ class CloudflarePurger(_HTTPPurger):
                 str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors
             )
             raise _Failure(
-                f"Cloudflare refused the purge: {detail or 'success: false'}", transient=False
+                "Cloudflare refused the purge: "
+                + (self._redact.excerpt(detail) if detail else "success: false"),
+                transient=False,
             )

@@ -29,6 +29,11 @@ async def feed(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(items(), content_type="text/plain")
 
 
+async def echo(request: HttpRequest, slug: str) -> HttpResponse:
+    body = SITE.echo(request.build_absolute_uri(), request.headers)
+    return HttpResponse(body, content_type="text/plain")
+
+
 def login(request: HttpRequest) -> HttpResponse:  # a sync view: Django runs it in a thread
     response = HttpResponse(SITE.login(request.path), content_type="text/plain")
     response.set_cookie("sid", "abc")
@@ -38,6 +43,7 @@ def login(request: HttpRequest) -> HttpResponse:  # a sync view: Django runs it 
 urlpatterns = [
     path("posts/<str:slug>", post),
     path("feed", feed),
+    path("echo/<str:slug>", echo),
     path("login", login),
 ]
 

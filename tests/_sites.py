@@ -3,6 +3,8 @@ sets a cookie. ``version`` is bumped to publish; ``calls`` records each path ren
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class Site:
     def __init__(self) -> None:
@@ -16,6 +18,13 @@ class Site:
     def feed(self, path: str) -> list[bytes]:
         self.calls.append(path)
         return [f"item {n} v{self.version}\n".encode() for n in range(3)]
+
+    def echo(self, url: str, headers: Mapping[str, str]) -> str:
+        """A page printing its own URL and request headers, as a careless app does (its
+        canonical link, a greeting in the reader's language): what poisoning would show."""
+        self.calls.append(url)
+        lang, agent = headers.get("accept-language", "-"), headers.get("user-agent", "-")
+        return f"url={url} lang={lang} ua={agent}"
 
     def login(self, path: str) -> str:
         self.calls.append(path)

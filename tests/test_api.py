@@ -76,7 +76,7 @@ async def test_module_level_async_invalidation() -> None:
     [
         ("memcached://x", "unknown scheme 'memcached'"),
         ("memory://?max_entries=abc", "max_entries must be an integer"),
-        ("memory://?max_entries=0", "max_entries must be a positive integer"),
+        ("memory://?max_entries=0", "max_entries must be an integer, and positive"),
         ("memory://?size=3", "unknown: size"),
     ],
 )

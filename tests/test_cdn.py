@@ -3,18 +3,23 @@ backoff, Retry-After, rate limiting, and failures reported (never raised)."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 import isr
+from isr._tags import encode_tag
 from isr.cdn import CloudflarePurger, FastlyPurger, Purger, PurgeResult, VarnishPurger
+from isr.webhook import WebhookApp
 
-from .recording_server import RecordingServer, Reply
+from .recording_server import LoopbackServer, RecordingServer, Reply
 from .redis_server import free_port
 
 pytestmark = pytest.mark.anyio
@@ -166,7 +171,7 @@ async def test_varnish_sends_xkey_headers(server: RecordingServer) -> None:
     assert soft.soft
     hard_req, soft_req = server.requests
     assert (hard_req.method, hard_req.path) == ("PURGE", "/")
-    assert hard_req.headers["xkey"] == "article article:café"  # UTF-8 on the wire
+    assert hard_req.headers["xkey"] == "article article:caf%C3%A9"  # encode_tag's form
     assert hard_req.headers["x-purge-token"] == "p"
     assert "xkey-softpurge" not in hard_req.headers
     assert soft_req.headers["xkey-softpurge"] == "article"
@@ -205,14 +210,37 @@ async def test_duplicate_tags_are_sent_once(server: RecordingServer) -> None:
     assert server.requests[0].headers["surrogate-key"] == "a b"
 
 
-async def test_unsendable_tags_fail_alone(server: RecordingServer) -> None:
+async def test_tags_go_out_encoded_as_one_key_each(server: RecordingServer) -> None:
+    """A space, a comma or a control character no longer splits or refuses a tag: it is
+    sent as the one key the page's headers carry (`encode_tag`), and reported as given."""
+    given = ["good", "two words", "a,b", "tab\there", "caf\u00e9 50%"]
+    async with FastlyPurger("s", "t", base_url=server.url) as fastly:
+        result = await fastly.purge(given)
+    async with CloudflarePurger("z", "t", base_url=server.url, rate=None) as cloudflare:
+        assert (await cloudflare.purge(given)).ok
+    assert result.ok
+    assert result.purged == tuple(given)
+    sent = ["good", "two%20words", "a%2Cb", "tab%09here", "caf%C3%A9%2050%25"]
+    assert sent == [encode_tag(tag) for tag in given]
+    fastly_request, cloudflare_request = server.requests
+    assert fastly_request.headers["surrogate-key"] == " ".join(sent)
+    assert cloudflare_request.json() == {"tags": sent}
+
+
+async def test_only_tags_that_cannot_be_encoded_or_are_too_long_fail(
+    server: RecordingServer,
+) -> None:
+    long = "t" * 1025
     async with FastlyPurger("s", "t", base_url=server.url) as purger:
-        result = await purger.purge(["good", "two words", "a,b", "tab\there", "\ud800"])
+        result = await purger.purge(["good", "\ud800", long, "\u00e9" * 200])  # 1200 B
     assert result.purged == ("good",)
-    assert set(result.failed) == {"two words", "a,b", "tab\there", "\ud800"}
+    assert set(result.failed) == {"\ud800", long, "\u00e9" * 200}
     assert result.error is not None
-    assert "whitespace" in result.error
+    assert "not valid Unicode text" in result.error
+    assert "longer than 1024 bytes" in result.error
     assert [r.headers["surrogate-key"] for r in server.requests] == ["good"]
+    async with VarnishPurger(server.url) as varnish:  # Varnish takes longer keys
+        assert (await varnish.purge([long])).ok
 
 
 async def test_nothing_to_purge_sends_nothing(server: RecordingServer) -> None:
@@ -408,3 +436,168 @@ def test_result_json() -> None:
         "failed": ["b"],
         "error": "HTTP 500",
     }
+
+
+# ------------------------------------------------------------------ credentials
+
+TOKEN = "tok-3f9a1c77e2b54d0c9"  # what an attacker hopes to read back
+
+
+class EchoServer(LoopbackServer):
+    """A CDN (or the proxy in front of it) that answers 500 with the request's headers in
+    its error page, as text lines and as JSON, as some debugging pages do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[dict[str, str]] = []
+
+    def respond(
+        self, handler: BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        headers = dict(handler.headers.items())
+        self.requests.append(headers)
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        page = f"<h1>Internal error</h1><pre>{lines}</pre>{json.dumps(headers)}"
+        return 500, {"Content-Type": "text/html"}, page.encode()
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    with EchoServer() as server:
+        yield server
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("make", "what"),
+    [
+        (lambda: FastlyPurger("svc", TOKEN + "\n"), "api_token"),
+        (lambda: CloudflarePurger("zone", TOKEN + "\r\n"), "api_token"),
+        (lambda: CloudflarePurger("zone", " " + TOKEN), "api_token"),
+        (lambda: VarnishPurger("http://v/", headers={"X-Purge-Token": TOKEN + "\n"}), "header"),
+        (lambda: VarnishPurger("http://v/", headers={"X-Purge-Token": f"a{TOKEN}\x00"}), "header"),
+        (lambda: FastlyPurger("s", "t", headers={f"X-{TOKEN}\n": "v"}), "header name"),
+        (lambda: VarnishPurger(f"http://purger:{TOKEN}\n@varnish:6081/"), "varnish"),
+        (lambda: VarnishPurger(f"http://purger:{TOKEN}@varnish:abc/"), "not a URL"),
+        (lambda: FastlyPurger("s", "t", base_url=f"https://u:{TOKEN}@api"), "credentials"),
+    ],
+)
+def test_a_credential_that_cannot_travel_is_refused_without_being_shown(
+    make: Callable[[], object], what: str
+) -> None:
+    """A token read from a file keeps its newline: httpx would refuse the header at every
+    purge and quote it in the error. It is refused when the purger is built instead, and
+    the message says what is wrong, not what the value is."""
+    with pytest.raises(isr.ConfigError, match=what) as refused:
+        make()
+    assert TOKEN not in str(refused.value)
+    assert TOKEN not in repr(refused.value)
+
+
+async def test_a_cdn_echoing_the_request_gets_no_credential_into_results_or_logs(
+    echo: EchoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, httpx's and httpcore's included
+    varnish_url = echo.url.replace("http://", f"http://purger:{TOKEN}@") + "/"
+    purgers = [
+        FastlyPurger("s", TOKEN, base_url=echo.url, retries=1, backoff=0.01),
+        CloudflarePurger("z", TOKEN, base_url=echo.url, rate=None, retries=1, backoff=0.01),
+        VarnishPurger(varnish_url, headers={"X-Purge-Token": TOKEN}, retries=1, backoff=0.01),
+    ]
+    results = []
+    for purger in purgers:
+        async with purger:
+            results.append(await purger.purge(["posts"]))
+    # The CDN did see the credentials (so they could be echoed) ...
+    assert [r.get("Fastly-Key") for r in echo.requests[:2]] == [TOKEN, TOKEN]
+    assert echo.requests[2]["Authorization"] == f"Bearer {TOKEN}"
+    assert echo.requests[4]["X-Purge-Token"] == TOKEN
+    assert echo.requests[4]["Authorization"] == basic("purger", TOKEN)
+    # ... and a 500 is retried, reported with its status and a short redacted excerpt.
+    for result in results:
+        assert not result.ok
+        assert result.error is not None
+        assert result.error.startswith("HTTP 500 Internal Server Error: <h1>Internal error</h1>")
+        assert len(result.error) < 200
+        assert TOKEN not in result.error
+        assert "Basic " + base64.b64encode(f"purger:{TOKEN}".encode()).decode() not in str(result)
+    assert "HTTP 500" in caplog.text  # the failures were logged ...
+    assert "HTTP Request: PURGE" in caplog.text  # ... httpx logged its requests ...
+    assert TOKEN not in caplog.text  # ... and no line carries the token
+    assert base64.b64encode(f"purger:{TOKEN}".encode()).decode() not in caplog.text
+
+
+async def test_varnish_url_credentials_travel_as_a_header_never_in_the_url(
+    server: RecordingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = server.url.replace("http://", f"http://purger:{TOKEN}@") + "/purge"
+    async with VarnishPurger(url) as purger:
+        assert purger.url == server.url + "/purge"
+        assert TOKEN not in repr(purger)
+        assert (await purger.purge(["posts"])).ok
+    request = server.requests[0]
+    assert (request.method, request.path) == ("PURGE", "/purge")
+    assert request.headers["authorization"] == basic("purger", TOKEN)
+    assert f"HTTP Request: PURGE {server.url}/purge" in caplog.text
+    assert TOKEN not in caplog.text
+    with pytest.raises(isr.ConfigError, match="give one"):
+        VarnishPurger(url, headers={"Authorization": "Bearer x"})
+
+
+async def test_a_client_with_a_bad_header_of_its_own_is_refused_too() -> None:
+    async with httpx.AsyncClient(headers={"x-proxy-token": TOKEN + "\n"}) as client:
+        with pytest.raises(isr.ConfigError, match="x-proxy-token") as refused:
+            FastlyPurger("s", "t", client=client)
+    assert TOKEN not in str(refused.value)
+
+
+async def test_a_request_httpx_refuses_is_not_retried_nor_quoted(
+    server: RecordingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should a request still be unsendable (here a client's hook adds a bad header after
+    the checks), httpx refuses it and quotes the header in its error: that is no transient
+    failure, and its text reaches neither the result nor isr's log."""
+
+    async def smuggle(request: httpx.Request) -> None:
+        request.headers["x-proxy-token"] = TOKEN + "\n"
+
+    caplog.set_level(logging.DEBUG, logger="isr")
+    async with httpx.AsyncClient(event_hooks={"request": [smuggle]}) as client:
+        purger = FastlyPurger("s", "t", base_url=server.url, client=client, backoff=0.01)
+        result = await purger.purge(["posts"])
+    assert result.failed == ("posts",)
+    assert result.error == (
+        "LocalProtocolError: the request could not be sent (a malformed header or URL)"
+    )
+    assert result.requests == 1
+    assert purger.stats() == {"purged": 0, "failed": 1, "retries": 0}
+    assert server.requests == []
+    assert "isr" in {record.name for record in caplog.records}
+    assert TOKEN not in caplog.text
+
+
+async def test_the_webhooks_502_carries_no_credential_from_an_echoing_cdn(
+    echo: EchoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    varnish_url = echo.url.replace("http://", f"http://purger:{TOKEN}@") + "/"
+    purgers = [
+        FastlyPurger("s", TOKEN, base_url=echo.url, retries=0),
+        VarnishPurger(varnish_url, headers={"X-Purge-Token": TOKEN}, retries=0),
+    ]
+    async with isr.ISR() as rt:
+        app = WebhookApp(runtime=rt, secret="hook-secret", purgers=purgers)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            response = await client.post(
+                "/", json={"tags": ["posts"]}, headers={"authorization": "Bearer hook-secret"}
+            )
+        await app.aclose()
+    assert response.status_code == 502
+    assert [c["error"][:8] for c in response.json()["cdn"]] == ["HTTP 500"] * 2
+    assert TOKEN not in response.text
+    assert TOKEN not in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import subprocess
@@ -36,12 +37,16 @@ class Site(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.posted.append((dict(self.headers), body))
+        answer = b'{"ok":true}'
+        if self.path == "/echo":  # a debugging endpoint that shows what it was sent
+            answer = json.dumps(dict(self.headers)).encode()
+        else:
+            self.posted.append((dict(self.headers), body))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "11")
+        self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
-        self.wfile.write(b'{"ok":true}')
+        self.wfile.write(answer)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -51,7 +56,9 @@ class Site(BaseHTTPRequestHandler):
 def site() -> Iterator[tuple[str, type[Site]]]:
     handler = type("Handler", (Site,), {"seen": [], "posted": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", handler
     server.shutdown()
@@ -149,3 +156,126 @@ def test_python_dash_m_isr() -> None:
     )
     assert "warm" in result.stdout
     assert "invalidate" in result.stdout
+
+
+# ------------------------------------------------------------------ secrets
+
+SECRET = "cli-s3cret-9f2e7d41"
+
+
+def run_all(*argv: str) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``isr argv``, in-process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(list(argv), out=out)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_help_says_where_secrets_come_from() -> None:
+    top = subprocess.run(
+        [sys.executable, "-m", "isr", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "ISR_CACHE_URL" in top
+    assert "ISR_WEBHOOK_SECRET" in top
+    invalidate = subprocess.run(
+        [sys.executable, "-m", "isr", "invalidate", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--secret-file" in invalidate
+    assert "ISR_WEBHOOK_SECRET" in invalidate
+    assert "ISR_CACHE_URL" in invalidate
+
+
+def test_the_secret_from_the_environment_or_a_file_without_a_warning(
+    site: tuple[str, type[Site]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, handler = site
+    monkeypatch.setenv("ISR_WEBHOOK_SECRET", SECRET)
+    code, _, err = run_all("invalidate", "--webhook", f"{base}/hooks/isr", "--tag", "posts")
+    assert (code, err) == (0, "")
+    monkeypatch.delenv("ISR_WEBHOOK_SECRET")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")  # as an editor or `echo` leaves it
+    code, _, err = run_all(
+        "invalidate", "--webhook", f"{base}/hooks/isr", "--secret-file", str(secret_file),
+        "--tag", "posts",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert [h["Authorization"] for h, _ in handler.posted] == [f"Bearer {SECRET}"] * 2
+
+
+def test_a_secret_on_the_command_line_works_with_a_warning(site: tuple[str, type[Site]]) -> None:
+    base, handler = site
+    code, out, err = run_all(
+        "invalidate", "--webhook", f"{base}/hooks/isr", "--secret", SECRET, "--tag", "posts"
+    )
+    assert code == 0
+    assert "--secret on the command line can be read by every local user" in err
+    assert "ISR_WEBHOOK_SECRET" in err
+    assert SECRET not in out + err
+    assert handler.posted[0][0]["Authorization"] == f"Bearer {SECRET}"
+
+
+@pytest.mark.parametrize("where", ["--secret", "ISR_WEBHOOK_SECRET", "--secret-file"])
+@pytest.mark.parametrize(
+    "bad", [SECRET + "\n\n", SECRET + "\r\n" + "x", f" {SECRET}", "é" + SECRET]
+)
+def test_a_secret_that_cannot_travel_is_refused_unseen(
+    site: tuple[str, type[Site]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    bad: str,
+) -> None:
+    base, handler = site
+    argv = ["invalidate", "--webhook", f"{base}/hooks/isr", "--tag", "posts"]
+    if where == "--secret":
+        argv += ["--secret", bad]
+    elif where == "--secret-file":
+        (tmp_path / "secret").write_text(bad)
+        argv += ["--secret-file", str(tmp_path / "secret")]
+    else:
+        monkeypatch.setenv("ISR_WEBHOOK_SECRET", bad)
+    code, out, err = run_all(*argv)
+    assert code == 2
+    assert "the secret in" in err
+    assert SECRET not in out + err
+    assert handler.posted == []  # nothing was sent
+
+
+def test_a_webhook_echoing_the_request_does_not_make_the_cli_print_the_secret(
+    site: tuple[str, type[Site]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _ = site
+    monkeypatch.setenv("ISR_WEBHOOK_SECRET", SECRET)
+    code, out, err = run_all("invalidate", "--webhook", f"{base}/echo", "--tag", "posts")
+    assert code == 0
+    assert '"Authorization": "[redacted]"' in out  # the server did echo it
+    assert SECRET not in out + err
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"valkey://:{SECRET}@127.0.0.1:1/0", "unknown scheme"),
+        ("redis://:p/ss#" + SECRET + "@127.0.0.1:1/0", "does not parse"),
+        (f"redis+sentinel://u:{SECRET}@127.0.0.1:1/0", "unknown scheme"),
+    ],
+)
+def test_a_store_url_with_a_password_is_never_printed(
+    url: str, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = run_all("invalidate", "--store", url, "--tag", "posts")
+    assert code == 2
+    assert "--store URL with a password" in err  # the command line: a warning ...
+    assert problem in err
+    assert "Traceback" not in err
+    assert SECRET not in out + err
+    assert "p/ss" not in err
+    monkeypatch.setenv("ISR_CACHE_URL", url)  # ... the environment: none
+    code, out, err = run_all("stats")
+    assert code == 2
+    assert "warning" not in err
+    assert SECRET not in out + err

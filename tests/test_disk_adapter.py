@@ -44,7 +44,7 @@ def test_a_value_json_cannot_hold_fails_naming_the_key_and_nothing_is_cached(
     def load(x: int) -> object:
         return {"at": time}  # a module: not JSON
 
-    with pytest.raises(isr.CodecError, match="cannot cache the value for 'when:1' as JSON"):
+    with pytest.raises(isr.CodecError, match="cannot cache the value for 'isr:e:when:1' as JSON"):
         load(1)
     assert rt.adapter.get("when:1") is None
     rt.close()
@@ -119,7 +119,10 @@ def test_namespaces_isolate_applications_in_one_directory(tmp_path: Path) -> Non
     [
         ("disk://relative/path", "needs an absolute path"),
         ("disk:///tmp/x?ttl=3", "unknown: ttl"),
-        ("disk:///tmp/x?size_limit=big", "size_limit must be an integer"),
+        ("disk:///tmp/x?size_limit=big", "size_limit must be a positive integer"),
+        ("disk:///tmp/x?size_limit=0", "size_limit must be a positive integer"),
+        ("disk:///tmp/x?shared_dir=maybe", "shared_dir must be true or false"),
+        ("disk:///tmp/x#frag", "no .#. in the path"),
     ],
 )
 def test_bad_disk_urls_say_what_is_wrong(url: str, message: str) -> None:
@@ -185,7 +188,7 @@ def test_an_injected_clock_does_not_cut_short_how_long_diskcache_keeps_an_entry(
     load(1)
     adapter = rt.adapter
     assert isinstance(adapter, DiskAdapter)
-    _, expires = adapter._cache.get(adapter._key("k:1"), expire_time=True)
+    _, expires = adapter._cache.get("isr:e:k:1", expire_time=True)
     assert 179 < expires - time.time() <= 180
     rt.close()
 
@@ -221,7 +224,7 @@ def test_a_value_the_codec_refuses_is_never_answered_with_the_old_one(
     assert load(1) == {"at": 1}
     clock.advance(30)  # past ttl and swr, well within stale_if_error
     for _ in range(3):
-        with pytest.raises(isr.CodecError, match="'when:1'"):
+        with pytest.raises(isr.CodecError, match="'isr:e:when:1'"):
             load(1)
     assert len(calls) == 4
     assert rt.stats().stale_if_error == 0

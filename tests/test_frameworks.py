@@ -24,6 +24,7 @@ RULES = [
     Rule("/posts/{slug}", ttl=60, tags=["post:{slug}"]),
     Rule("/feed", ttl=60),
     Rule("/login", ttl=60),
+    Rule("/echo/{slug}", ttl=60),
 ]
 
 
@@ -49,8 +50,16 @@ def starlette_site(site: Site, runtime: isr.ISR) -> ASGIApp:
         response.set_cookie("sid", "abc")
         return response
 
+    async def echo(request: Request) -> Response:
+        return PlainTextResponse(site.echo(str(request.url), request.headers))
+
     return Starlette(
-        routes=[Route("/posts/{slug}", post), Route("/feed", feed), Route("/login", login)],
+        routes=[
+            Route("/posts/{slug}", post),
+            Route("/feed", feed),
+            Route("/login", login),
+            Route("/echo/{slug}", echo),
+        ],
         middleware=[Middleware(ISRMiddleware, runtime=runtime, rules=RULES)],
     )
 
@@ -78,6 +87,10 @@ def fastapi_site(site: Site, runtime: isr.ISR) -> ASGIApp:
         response.set_cookie("sid", "abc")
         return site.login(request.url.path)
 
+    @api.get("/echo/{slug}", response_class=PlainTextResponse)
+    async def echo(request: Request, slug: str) -> str:
+        return site.echo(str(request.url), request.headers)
+
     api.add_middleware(ISRMiddleware, runtime=runtime, rules=RULES)
     return api
 
@@ -104,7 +117,11 @@ def litestar_site(site: Site, runtime: isr.ISR, define: bool = False) -> ASGIApp
     def login(request: Request[Any, Any, Any]) -> Response[str]:
         return Response(site.login(request.url.path), cookies=[Cookie(key="sid", value="abc")])
 
-    handlers = [post, feed, login]
+    @get("/echo/{slug:str}", media_type=MediaType.TEXT)
+    async def echo(request: Request[Any, Any, Any]) -> str:
+        return site.echo(str(request.url), request.headers)
+
+    handlers = [post, feed, login, echo]
     if not define:
         # Litestar routes before its middleware runs, so HEAD on a GET route is a 405 there:
         # wrap the whole app, as an asgi.py does, to answer HEAD from the GET page.
@@ -176,6 +193,33 @@ async def test_a_visit_through_the_framework(
     assert all(r.headers["set-cookie"].startswith("sid=abc") for r in logins)
     assert (unknown.status_code, unknown.headers.get("x-cache")) == (404, None)
     assert site.calls == ["/posts/hi", "/posts/hi", "/feed", "/login", "/login"]
+
+
+#: Request parts that are not in the key (issue 14), each tried on its own page.
+ATTACKS: list[tuple[str, dict[str, str]]] = [
+    ("?utm=%3Cscript%3Ealert(1)%3C/script%3E", {}),
+    ("", {"host": "evil.example"}),
+    ("", {"x-forwarded-host": "evil.example", "x-forwarded-proto": "https"}),
+    ("", {"x-original-url": "/admin"}),
+    ("", {"accept-language": "xx-evil"}),
+    ("", {"user-agent": "evil-agent"}),
+]
+
+
+async def test_poisoning_attempts_through_the_framework(framework: str, runtime: isr.ISR) -> None:
+    """Each attack renders its page from the canonical request (the Host attack gets a page
+    of its own host, never served for ours): a plain reader then gets every page clean."""
+    site = Site()
+    app = FRAMEWORKS[framework](site, runtime)
+    async with client(app) as c:
+        for n, (query, headers) in enumerate(ATTACKS):
+            await c.get(f"/echo/p{n}{query}", headers=headers)
+        plain = [await c.get(f"/echo/p{n}") for n in range(len(ATTACKS))]
+    agent = isr._http.USER_AGENT
+    for n, response in enumerate(plain):
+        assert response.headers["x-cache"] == ("MISS" if n == 1 else "HIT")
+        assert response.text == f"url=http://test/echo/p{n} lang=- ua={agent}"
+    assert "http://evil.example/echo/p1" in site.calls  # its own key, rendered canonically
 
 
 async def test_fastapi_json_keeps_its_content_type(runtime: isr.ISR) -> None:

@@ -98,3 +98,57 @@ def test_the_hot_path_reads_cachetools_own_dict() -> None:
     put(adapter, "a")
     assert type(adapter.peek).__name__ == "builtin_function_or_method"
     assert adapter.peek("a") is adapter._cache["a"]
+
+
+def test_bounded_in_bytes_too_counting_what_values_hold() -> None:
+    adapter = MemoryAdapter(1000, max_bytes=10_000)
+
+    def page(key: str) -> None:
+        value = {"body": b"x" * 2_000, "headers": [["content-type", "text/plain"]]}
+        adapter.set(key, Entry(value, 0.0, POLICY, 0, ("pages",)))
+
+    for key in ("p0", "p1", "p2", "p3"):
+        page(key)  # 2,024 bytes each
+    first = adapter.get("p0")
+    assert first is not None
+    first.used = True  # read: a second chance
+    page("p4")
+    page("p5")
+    assert [adapter.get(key) is not None for key in ("p0", "p1", "p2", "p3", "p4", "p5")] == [
+        True,
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert adapter.counters()["bytes"] == 4 * 2_022
+    assert adapter.evictions == 2
+    assert sorted(adapter.tagged("pages")) == ["p0", "p3", "p4", "p5"]
+    adapter.delete("p5")
+    assert adapter.counters()["bytes"] == 3 * 2_022
+    adapter.set("huge", Entry("y" * 20_000, 0.0, POLICY, 0))  # heavier than the whole bound
+    assert adapter.get("huge") is None
+    assert adapter.counters()["bytes"] <= 10_000
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("memory://?max_bytes=65536", 65536),
+        ("memory://?max_bytes=64KiB", 65536),
+        ("memory://?max_bytes=32MB&max_entries=5", 32_000_000),
+        ("memory://?max_bytes=1GiB", 2**30),
+        ("memory://", None),
+    ],
+)
+def test_max_bytes_from_the_url(url: str, expected: int | None) -> None:
+    adapter = isr.ISR(url).adapter
+    assert isinstance(adapter, MemoryAdapter)
+    assert adapter.max_bytes == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "lots", "64 parsecs", "1.5MB"])
+def test_a_bad_max_bytes_is_refused(bad: str) -> None:
+    with pytest.raises(isr.ConfigError, match="max_bytes"):
+        isr.ISR(f"memory://?max_bytes={bad}")

@@ -123,7 +123,7 @@ async def test_a_value_json_cannot_hold_raises_codec_error_and_stores_nothing(
         async def get(name: str) -> set[str]:
             return {name}
 
-        with pytest.raises(isr.CodecError, match="'set:x'"):
+        with pytest.raises(isr.CodecError, match=":e:set:x'"):
             await get("x")
         assert isinstance(isr.CodecError("x"), isr.ISRError)
     assert raw.exists(f"{ns}:e:set:x", f"{ns}:l:set:x") == 0  # no entry, no lock left
@@ -138,7 +138,7 @@ def test_sync_unencodable_value_raises_codec_error(
     def get() -> object:
         return object()
 
-    with pytest.raises(isr.CodecError, match="'obj'"):
+    with pytest.raises(isr.CodecError, match=":e:obj'"):
         get()
     rt.close()
     assert raw.exists(f"{ns}:e:obj", f"{ns}:l:obj") == 0
@@ -210,7 +210,7 @@ async def test_a_tampered_pickle_record_is_refused_never_unpickled(
             result = await get.lookup("x")
         assert (result.value, result.status) == ("x v1", Status.MISS)  # a miss: origin
         assert rt.stats().store_errors >= 1  # each read of it counts
-        assert "'post:x' has no valid signature" in caplog.text
+        assert ":e:post:x' has no valid signature" in caplog.text
         assert (await get.lookup("x")).status is Status.HIT  # replaced by a good record
     assert EXPLODED == []
 

@@ -525,7 +525,7 @@ async def test_unencodable_value_raises_codec_error_and_stores_nothing(
     async def get(name: str) -> set[str]:
         return {name}
 
-    with pytest.raises(isr.CodecError, match="'set:x'"):
+    with pytest.raises(isr.CodecError, match=":e:set:x'"):
         await get("x")
     for key in ("e:set:x", "l:set:x", "t:sets"):  # no entry, no lock left, no tag set
         assert raw.exists(f"{namespace}:{key}") == 0, key
@@ -538,7 +538,7 @@ def test_sync_unencodable_value_raises_codec_error_and_stores_nothing(
     def get() -> object:
         return object()
 
-    with pytest.raises(isr.CodecError, match="'obj'"):
+    with pytest.raises(isr.CodecError, match=":e:obj'"):
         get()
     for key in ("e:obj", "l:obj"):
         assert raw.exists(f"{namespace}:{key}") == 0, key

@@ -8,15 +8,18 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from urllib.parse import quote, unquote
 
 import anyio
 import httpx
 import pytest
 
 import isr
+from isr._tags import encode_tags
 from isr.cdn import VarnishPurger
 from isr.webhook import WebhookApp
 
+from ._strapi5 import entry as captured
 from .recording_server import LoopbackServer
 from .varnish_server import VarnishServer
 
@@ -27,7 +30,9 @@ SECRET = "varnish-test-secret"
 
 class Origin(LoopbackServer):
     """The site behind Varnish: ``/articles/<slug>`` tagged by an ``xkey`` header,
-    ``/pages/<slug>`` by ``Surrogate-Key``; each page shows its version."""
+    ``/pages/<slug>`` by ``Surrogate-Key``, ``/items/<slug>`` by ``Surrogate-Key:
+    item item:<slug, percent-decoded>`` as the page middleware sends it (`encode_tag`);
+    each page shows its version."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,6 +57,8 @@ class Origin(LoopbackServer):
             headers["xkey"] = f"article article:{slug}"
         elif kind == "pages":
             headers["Surrogate-Key"] = f"page page:{slug}"
+        elif kind == "items":
+            headers["Surrogate-Key"] = " ".join(encode_tags(["item", f"item:{unquote(slug)}"]))
         else:
             return 404, {}, b"not found"
         return 200, headers, f"{path} v{version}".encode()
@@ -102,22 +109,20 @@ async def test_a_publish_purges_the_tagged_pages(
         cached = await web.get(article)
         assert cached.text == f"{article} v1"  # the editor's change is not visible yet
 
-        response = await webhook(
-            varnish,
-            {
-                "event": "entry.publish",
-                "model": "article",
-                "uid": "api::article.article",
-                "entry": {"id": 1, "documentId": "d1", "slug": f"hello-{anyio_backend}"},
-            },
-        )
+        publish = captured("entry.publish")  # as a real Strapi 5 sent it, for this slug
+        publish["entry"]["slug"] = f"hello-{anyio_backend}"
+        response = await webhook(varnish, publish)
         assert response.status_code == 200, response.text
         assert response.json()["cdn"] == [
             {
                 "purger": "varnish",
                 "ok": True,
                 "soft": False,
-                "purged": ["article", f"article:hello-{anyio_backend}"],
+                "purged": [
+                    "article",
+                    f"article:hello-{anyio_backend}",
+                    "article:x4m1o86wd67fakx053pumr4h",
+                ],
                 "failed": [],
                 "error": None,
             }
@@ -154,6 +159,29 @@ async def test_revalidate_soft_purges(
             await anyio.sleep(0.02)
         assert current.headers["x-cache"] == "HIT"
         assert origin.hits[page] == 2
+
+
+async def test_a_tag_with_a_space_and_a_comma_purges_its_own_page_only(
+    origin: Origin, varnish: VarnishServer, anyio_backend: str
+) -> None:
+    """``/items/a b,c``'s tag ``item:a b,c`` reaches Varnish as one key, in the page's header
+    and in the purge alike: the page is purged by its own tag, and the pages whose tags
+    its pieces would name (``item:a``, ``b,c``) stay cached."""
+    odd = f"/items/{quote(f'a b,c-{anyio_backend}')}"
+    piece = "/items/a"
+    async with httpx.AsyncClient(base_url=varnish.url) as web:
+        await warm(web, odd)
+        if origin.hits[piece] == 0:
+            await warm(web, piece)
+        origin.bump(odd)
+        async with VarnishPurger(varnish.url + "/", retries=0) as purger:
+            result = await purger.purge([f"item:a b,c-{anyio_backend}"])
+        assert result.ok, result.error
+        assert result.purged == (f"item:a b,c-{anyio_backend}",)
+        fresh = await web.get(odd)
+        assert fresh.headers["x-cache"] == "MISS"
+        assert fresh.text.endswith(" v2")
+        assert (await web.get(piece)).headers["x-cache"] == "HIT"
 
 
 async def test_an_unreachable_varnish_is_reported(anyio_backend: str) -> None:

@@ -71,6 +71,8 @@ RENAMES: dict[str, str] = {
     "aannounce": "announce",
     "aacquire": "acquire",
     "arelease": "release",
+    "aclaim": "claim",
+    "aunclaim": "unclaim",
     # the stores' own plumbing
     "aread": "read",
     "acommand": "command",

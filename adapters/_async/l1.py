@@ -66,6 +66,12 @@ class AsyncL1Ops(L1Base):
     async def arelease(self, key: str, token: str) -> None:
         await self.l2.arelease(key, token)
 
+    async def aclaim(self, name: str, ttl: float) -> bool | None:
+        return await self.l2.aclaim(name, ttl)
+
+    async def aunclaim(self, name: str) -> None:
+        await self.l2.aunclaim(name)
+
     async def aclose(self) -> None:
         self.bus.close()
         await self.l2.aclose()

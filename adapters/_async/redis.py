@@ -28,8 +28,9 @@ from .._redis_base import (
     _expiry_ms,
     _generation,
     _members,
-    _strongest,
 )
+from ..names import checked, checked_all
+from ..records import strongest
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis
@@ -75,18 +76,21 @@ class AsyncRedisOps(RedisBase):
         return await self._arun(op, default)
 
     async def aget(self, key: str) -> Entry | None:  # the hot path's read: no extra await
-        data, _ = await self._arun(lambda c: c.get(self._e + key), None)
+        name = self._e + checked(key)
+        data, _ = await self._arun(lambda c: c.get(name), None)
         return self._decode(key, cast("bytes | None", data))
 
     async def aread(self, key: str) -> tuple[Entry | None, bool]:
         """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key
         Redis does not hold; (None, False) one it could not be asked about, or whose record
         the codec refused."""
-        data, reached = await self._arun(lambda c: c.get(self._e + key), None)
+        name = self._e + checked(key)
+        data, reached = await self._arun(lambda c: c.get(name), None)
         return self._reading(key, cast("bytes | None", data), reached)
 
     async def aset(self, key: str, entry: Entry) -> None:
-        data = self.codec.dumps(key, entry)  # a CodecError propagates: nothing is written
+        checked_all(entry.tags)
+        data = self.codec.dumps(self._e + checked(key), entry)  # a CodecError: nothing written
         px = _expiry_ms(entry)
 
         async def write(c: AsyncRedis) -> object:
@@ -104,13 +108,16 @@ class AsyncRedisOps(RedisBase):
         await self._arun(write, None)
 
     async def adelete(self, key: str) -> None:
-        _, ok = await self._arun(lambda c: c.delete(self._e + key), 0)
+        name = self._e + checked(key)
+        _, ok = await self._arun(lambda c: c.delete(name), 0)
         if not ok:
             self._unreached(f"invalidation of {key!r}")
 
     async def atagged(self, tag: str) -> list[str]:
+        name = self._t + checked(tag, "tag")
+
         async def members(c: AsyncRedis) -> list[str]:
-            return _members(await c.smembers(self._t + tag))
+            return _members(await c.smembers(name))
 
         keys, ok = await self._arun(members, cast("list[str]", []))
         if not ok:
@@ -120,7 +127,8 @@ class AsyncRedisOps(RedisBase):
     async def auntag(self, tag: str, keys: list[str]) -> None:
         if not keys:
             return
-        tkey = self._t + tag
+        tkey = self._t + checked(tag, "tag")
+        checked_all(keys, "key")
 
         async def untag(c: AsyncRedis) -> None:
             await c.srem(tkey, *keys)
@@ -136,7 +144,7 @@ class AsyncRedisOps(RedisBase):
     async def anote_invalidation(
         self, kind: str, name: str, mode: Mode, at: float, ttl: float
     ) -> None:
-        marker = f"{self._i}{kind}:{name}"
+        marker = f"{self._i}{kind}:{checked(name, kind)}"
         ms = max(1, math.ceil(ttl * 1000))
         _, ok = await self._arun(lambda c: c.eval(_NOTE, 1, marker, repr(at), int(mode), ms), None)
         if not ok:
@@ -145,6 +153,9 @@ class AsyncRedisOps(RedisBase):
     async def ainvalidated_since(
         self, key: str, tags: tuple[str, ...], since: float
     ) -> Mode | None:
+        checked(key)
+        checked_all(tags)
+
         async def read(c: AsyncRedis) -> list[Any]:
             if not tags:
                 return [await c.get(self._i + "key:" + key)]
@@ -155,7 +166,7 @@ class AsyncRedisOps(RedisBase):
 
         nothing: list[Any] = []
         records, _ = await self._arun(read, nothing)
-        return _strongest(records, since)
+        return strongest(records, since)
 
     async def ageneration(self) -> Generation:
         cache = self._generation
@@ -172,12 +183,31 @@ class AsyncRedisOps(RedisBase):
 
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, math.ceil(ttl * 1000))
+        name = self._l + checked(key)
 
         async def take(c: AsyncRedis) -> bool:
-            return bool(await c.set(self._l + key, token, nx=True, px=ms))
+            return bool(await c.set(name, token, nx=True, px=ms))
 
         taken, _ = await self._arun(take, True)
         return taken
 
     async def arelease(self, key: str, token: str) -> None:
-        await self._arun(lambda c: c.eval(_RELEASE, 1, self._l + key, token), None)
+        name = self._l + checked(key)
+        await self._arun(lambda c: c.eval(_RELEASE, 1, name, token), None)
+
+    async def aclaim(self, name: str, ttl: float) -> bool | None:
+        """``SET NX PX`` through the breaker; None when Redis cannot be asked."""
+        ms = max(1, math.ceil(ttl * 1000))
+        claim = self._c + checked(name, "claim")
+
+        async def take(c: AsyncRedis) -> bool:
+            return bool(await c.set(claim, b"1", nx=True, px=ms))
+
+        taken, ok = await self._arun(take, False)
+        return taken if ok else None
+
+    async def aunclaim(self, name: str) -> None:
+        claim = self._c + checked(name, "claim")
+        _, ok = await self._arun(lambda c: c.delete(claim), 0)
+        if not ok:
+            self._unreached(f"the release of claim {name!r}")

@@ -64,6 +64,12 @@ class SyncL1Ops(L1Base):
     def release(self, key: str, token: str) -> None:
         self.l2.release(key, token)
 
+    def claim(self, name: str, ttl: float) -> bool | None:
+        return self.l2.claim(name, ttl)
+
+    def unclaim(self, name: str) -> None:
+        self.l2.unclaim(name)
+
     def close(self) -> None:
         self.bus.close()
         self.l2.close()

@@ -30,8 +30,9 @@ from .._redis_base import (
     _expiry_ms,
     _generation,
     _members,
-    _strongest,
 )
+from ..names import checked, checked_all
+from ..records import strongest
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -75,18 +76,21 @@ class SyncRedisOps(RedisBase):
         return self._run(op, default)
 
     def get(self, key: str) -> Entry | None:  # the hot path's read: no extra await
-        data, _ = self._run(lambda c: c.get(self._e + key), None)
+        name = self._e + checked(key)
+        data, _ = self._run(lambda c: c.get(name), None)
         return self._decode(key, cast("bytes | None", data))
 
     def read(self, key: str) -> tuple[Entry | None, bool]:
         """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key
         Redis does not hold; (None, False) one it could not be asked about, or whose record
         the codec refused."""
-        data, reached = self._run(lambda c: c.get(self._e + key), None)
+        name = self._e + checked(key)
+        data, reached = self._run(lambda c: c.get(name), None)
         return self._reading(key, cast("bytes | None", data), reached)
 
     def set(self, key: str, entry: Entry) -> None:
-        data = self.codec.dumps(key, entry)  # a CodecError propagates: nothing is written
+        checked_all(entry.tags)
+        data = self.codec.dumps(self._e + checked(key), entry)  # a CodecError: nothing written
         px = _expiry_ms(entry)
 
         def write(c: Redis) -> object:
@@ -104,13 +108,16 @@ class SyncRedisOps(RedisBase):
         self._run(write, None)
 
     def delete(self, key: str) -> None:
-        _, ok = self._run(lambda c: c.delete(self._e + key), 0)
+        name = self._e + checked(key)
+        _, ok = self._run(lambda c: c.delete(name), 0)
         if not ok:
             self._unreached(f"invalidation of {key!r}")
 
     def tagged(self, tag: str) -> list[str]:
+        name = self._t + checked(tag, "tag")
+
         def members(c: Redis) -> list[str]:
-            return _members(c.smembers(self._t + tag))
+            return _members(c.smembers(name))
 
         keys, ok = self._run(members, cast("list[str]", []))
         if not ok:
@@ -120,7 +127,8 @@ class SyncRedisOps(RedisBase):
     def untag(self, tag: str, keys: list[str]) -> None:
         if not keys:
             return
-        tkey = self._t + tag
+        tkey = self._t + checked(tag, "tag")
+        checked_all(keys, "key")
 
         def untag(c: Redis) -> None:
             c.srem(tkey, *keys)
@@ -134,13 +142,16 @@ class SyncRedisOps(RedisBase):
         self._run(untag, None)
 
     def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:
-        marker = f"{self._i}{kind}:{name}"
+        marker = f"{self._i}{kind}:{checked(name, kind)}"
         ms = max(1, math.ceil(ttl * 1000))
         _, ok = self._run(lambda c: c.eval(_NOTE, 1, marker, repr(at), int(mode), ms), None)
         if not ok:
             self._unreached(f"invalidation of {kind} {name!r}")
 
     def invalidated_since(self, key: str, tags: tuple[str, ...], since: float) -> Mode | None:
+        checked(key)
+        checked_all(tags)
+
         def read(c: Redis) -> list[Any]:
             if not tags:
                 return [c.get(self._i + "key:" + key)]
@@ -151,7 +162,7 @@ class SyncRedisOps(RedisBase):
 
         nothing: list[Any] = []
         records, _ = self._run(read, nothing)
-        return _strongest(records, since)
+        return strongest(records, since)
 
     def generation(self) -> Generation:
         cache = self._generation
@@ -168,12 +179,31 @@ class SyncRedisOps(RedisBase):
 
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, math.ceil(ttl * 1000))
+        name = self._l + checked(key)
 
         def take(c: Redis) -> bool:
-            return bool(c.set(self._l + key, token, nx=True, px=ms))
+            return bool(c.set(name, token, nx=True, px=ms))
 
         taken, _ = self._run(take, True)
         return taken
 
     def release(self, key: str, token: str) -> None:
-        self._run(lambda c: c.eval(_RELEASE, 1, self._l + key, token), None)
+        name = self._l + checked(key)
+        self._run(lambda c: c.eval(_RELEASE, 1, name, token), None)
+
+    def claim(self, name: str, ttl: float) -> bool | None:
+        """``SET NX PX`` through the breaker; None when Redis cannot be asked."""
+        ms = max(1, math.ceil(ttl * 1000))
+        claim = self._c + checked(name, "claim")
+
+        def take(c: Redis) -> bool:
+            return bool(c.set(claim, b"1", nx=True, px=ms))
+
+        taken, ok = self._run(take, False)
+        return taken if ok else None
+
+    def unclaim(self, name: str) -> None:
+        claim = self._c + checked(name, "claim")
+        _, ok = self._run(lambda c: c.delete(claim), 0)
+        if not ok:
+            self._unreached(f"the release of claim {name!r}")

@@ -11,7 +11,9 @@
 CMS failure (502 from the blog) serves the last good page as ``STALE-IF-ERROR``. The
 environment configures it: ``ISR_CACHE_URL`` (the cache: memory by default,
 ``redis://host:6379/0`` moves it to Redis), ``ISR_NAMESPACE``, ``BLOG_CMS_URL`` (default
-``http://127.0.0.1:1337``) and ``ISR_WEBHOOK_SECRET`` (a public demo value by default).
+``http://127.0.0.1:1337``), ``BLOG_ORIGIN`` (the blog's canonical origin, which every render
+sees whatever host a reader asked for; default ``http://localhost:8000``) and
+``ISR_WEBHOOK_SECRET`` (a public demo value by default).
 
     python -m uvicorn --factory examples.blog.app:create_app --port 8000
 """
@@ -38,10 +40,14 @@ from isr.webhook import TagRule, WebhookApp
 
 from . import webhook_secret
 
-__all__ = ["DEFAULT_CMS_URL", "RULES", "TAG_MAP", "create_app"]
+__all__ = ["DEFAULT_CMS_URL", "DEFAULT_ORIGIN", "RULES", "TAG_MAP", "create_app"]
 
 #: Where the CMS listens unless ``BLOG_CMS_URL`` says otherwise (Strapi's default port).
 DEFAULT_CMS_URL = "http://127.0.0.1:1337"
+
+#: The blog's canonical origin unless ``BLOG_ORIGIN`` says otherwise: pages are rendered
+#: for it (their links are relative, so any host serves them right).
+DEFAULT_ORIGIN = "http://localhost:8000"
 
 #: What the cache keeps, and under which tags. ``swr=None``: after its ttl a page is served
 #: stale at once while one background render runs, however long ago it was rendered.
@@ -79,6 +85,7 @@ def create_app(
     secret: str | None = None,
     cms_transport: httpx.AsyncBaseTransport | None = None,
     rules: Sequence[Rule] = RULES,
+    origin: str | None = None,
 ) -> Starlette:
     """The blog as an ASGI app; what is not given comes from the environment.
 
@@ -144,6 +151,13 @@ def create_app(
             Route("/posts/{slug}", post),
             Route("/hooks/isr", webhook),
         ],
-        middleware=[Middleware(ISRMiddleware, runtime=rt, rules=rules)],
+        middleware=[
+            Middleware(
+                ISRMiddleware,
+                runtime=rt,
+                rules=rules,
+                origin=origin or os.environ.get("BLOG_ORIGIN", DEFAULT_ORIGIN),
+            )
+        ],
         lifespan=lifespan,
     )

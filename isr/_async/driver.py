@@ -36,6 +36,7 @@ from isr._synchronization import (
     async_sleep,
     async_usable,
 )
+from isr.adapters.names import checked
 
 if TYPE_CHECKING:
     from isr._state import RuntimeState
@@ -96,6 +97,7 @@ class AsyncDriver:
     ) -> Answer:
         """Answer one call: from the store, or from a fetch this call leads or joins."""
         state = self.state
+        checked(key)  # every store refuses a key that is not Unicode text, at the call
         while True:
             if state.inline:  # answers without I/O: no await
                 store = self.store

@@ -38,6 +38,7 @@ from isr._synchronization import (
     sleep,
     usable,
 )
+from isr.adapters.names import checked
 
 if TYPE_CHECKING:
     from isr._state import RuntimeState
@@ -98,6 +99,7 @@ class SyncDriver:
     ) -> Answer:
         """Answer one call: from the store, or from a fetch this call leads or joins."""
         state = self.state
+        checked(key)  # every store refuses a key that is not Unicode text, at the call
         while True:
             if state.inline:  # answers without I/O: no await
                 store = self.store
