@@ -108,8 +108,8 @@ class Revalidate:
 #: The hot-path rule of ``isr/adapters/base.py``, the one place the generated wrappers spell
 #: it: an entry peeked under the key is a fresh hit when its generation is the store's and
 #: its ``fresh_until`` lies ahead of the clock; it is then marked recently used, counted, and
-#: answered by ``{serve}``. (The page middleware's quick path applies the same rule; a test
-#: holds the two together.)
+#: answered by ``{serve}``. (The page middleware's quick paths, ASGI and WSGI, apply the same
+#: rule inline; ``tests/test_hot_path_rule.py`` holds the three together.)
 _HIT_RULE = """    global _isr_hits
     _isr_k = {key}
     _isr_e = _isr_peek(_isr_k)
