@@ -53,7 +53,8 @@ async def asgi_get(app: Any, path: str) -> str:
 
     scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b""}
     await app(scope, receive, send)
-    return dict(sent[0]["headers"])[b"x-cache"].decode()
+    value: bytes = dict(sent[0]["headers"])[b"x-cache"]
+    return value.decode()
 
 
 def wsgi_get(app: Any, path: str) -> str:
@@ -80,21 +81,21 @@ def wsgi_get(app: Any, path: str) -> str:
     return got["x-cache"]
 
 
+KEY = "page:/p"
 #: A state of the cached entry, made by a step, and whether the rule calls it a fresh hit.
-STATES: list[tuple[str, Callable[[isr.ISR, FakeClock], None], bool]] = [
+STATES: list[tuple[str, Callable[[isr.ISR, FakeClock], object], bool]] = [
     ("fresh", lambda rt, clock: clock.advance(1), True),
     ("past its ttl", lambda rt, clock: clock.advance(TTL), False),
     ("a later generation", lambda rt, clock: rt.invalidate_all_sync("revalidate"), False),
-    ("invalidated", lambda rt, clock: rt.invalidate_sync(KEYS[0], "revalidate"), False),
-    ("purged", lambda rt, clock: rt.invalidate_sync(KEYS[0], "purge"), False),
+    ("invalidated", lambda rt, clock: rt.invalidate_sync(KEY, "revalidate"), False),
+    ("purged", lambda rt, clock: rt.invalidate_sync(KEY, "purge"), False),
 ]
-KEYS = ["page:/p"]
 
 
 @pytest.mark.parametrize(("state", "step", "fresh"), STATES, ids=[s for s, _, _ in STATES])
 @pytest.mark.parametrize("where", ["decorator", "asgi", "wsgi"])
 async def test_the_fast_path_serves_exactly_what_the_rule_calls_fresh(
-    where: str, state: str, step: Callable[[isr.ISR, FakeClock], None], fresh: bool
+    where: str, state: str, step: Callable[[isr.ISR, FakeClock], object], fresh: bool
 ) -> None:
     clock = FakeClock()
     rt = isr.ISR(clock=clock)
@@ -127,7 +128,7 @@ async def test_the_fast_path_serves_exactly_what_the_rule_calls_fresh(
     await visit()  # a miss: rendered, stored
     await visit()  # an answer from the store prepares what the quick paths send
     step(rt, clock)
-    entry = rt.adapter.peek(KEYS[0])
+    entry = rt.adapter.peek(KEY)
     assert rule(entry, rt.adapter, clock()) is fresh  # the table says what the rule says
     before = fast_hits(rt)
     await visit()
