@@ -45,7 +45,7 @@ writes its async operations once and generates the sync ones: see ``isr.adapters
 A shared store is also expected never to raise for being unreachable: it answers "missing"
 (and "acquired", so callers go to the origin), counts the failure in ``errors`` and logs it.
 Every store refuses a key or tag that is not valid Unicode text with `isr.ConfigError` at
-the call, and names what it keeps per namespace the one way `adapters.names` lays out.
+the call, and names what it keeps per namespace the one way `isr.adapters.names` lays out.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class Adapter(abc.ABC):
         caller's, False if it is held, None if the store could not be asked (a network
         store out of reach: the caller must not take that for either answer). A shared
         store answers for every process sharing it; the default keeps claims in this
-        process (`adapters.claims.LocalClaims`)."""
+        process (`isr.adapters.claims.LocalClaims`)."""
         return self._local_claims().claim(name, ttl)
 
     def unclaim(self, name: str) -> None:

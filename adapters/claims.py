@@ -3,7 +3,7 @@
 A claim is what the webhook's replay guard needs (a signed delivery accepted once within its
 window): set-if-absent with an expiry. A shared store keeps its claims in the store (Redis
 ``SET NX PX``, diskcache ``add``), so every process sharing it sees them; a store only one
-process uses keeps them here (`adapters.base.Adapter.claim`'s default).
+process uses keeps them here (`isr.adapters.base.Adapter.claim`'s default).
 """
 
 from __future__ import annotations

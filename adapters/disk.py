@@ -2,7 +2,7 @@
 
 ``disk:///var/cache/myapp`` (an absolute path; options ``?size_limit=BYTES`` and
 ``?shared_dir=true``, below). What lives where, under the namespace's prefix ``ns``
-(`adapters.names.prefix`: the namespace itself when it is a plain word, ``isr`` by default):
+(`isr.adapters.names.prefix`: the namespace itself when it is a plain word, ``isr`` by default):
 
 - entries: diskcache items ``ns:e:KEY`` holding the codec's record (JSON text by default),
   expiring when their stale-if-error window ends (never, with an unbounded ``swr``:
@@ -13,7 +13,7 @@
   ``add`` and an expiry, so a holder that dies blocks nobody past the lock's TTL; released by
   compare-and-delete in a transaction;
 - invalidation markers: items ``ns:i:key:KEY`` and ``ns:i:tag:TAG``, text ``"<time> <mode>"``
-  (`adapters.records`), expiring after the runtime's lock TTL;
+  (`isr.adapters.records`), expiring after the runtime's lock TTL;
 - claims (the webhook's replay guard): items ``ns:c:NAME``, taken with ``add`` and an expiry;
 - the tag index: diskcache keeps one tag per item, an entry has several, so (tag, key) pairs
   live in a small SQLite table beside the cache (``isr-tags.sqlite3``, WAL mode; the tag

@@ -111,7 +111,7 @@ class MemoryAdapter(Adapter):
     Values are kept as they are (no codec). ``namespace`` is accepted for symmetry with the
     shared stores and has no effect: a memory store belongs to the runtime that made it.
     Keys and tags that are not valid Unicode text are refused as every store refuses them
-    (`adapters.names.checked`), although a dict could hold them: a store swap changes
+    (`isr.adapters.names.checked`), although a dict could hold them: a store swap changes
     nothing.
     """
 

@@ -8,7 +8,7 @@ without a valid signature for that name is refused (treated as missing and logge
 anything is unpickled, so a writable store cannot make the application run code.
 
 A store passes the codec the record's name in the store (``key``: the namespace's prefix,
-the kind and the cache key, as in ``blog:e:post:hello``; see `adapters.names`), so a codec
+the kind and the cache key, as in ``blog:e:post:hello``; see `isr.adapters.names`), so a codec
 that signs can bind its signature to the namespace and the key without knowing the store's
 layout, and a codec that does not sign just names the record in its messages.
 

@@ -960,7 +960,7 @@ class Kept(Generic[P]):
 
 class Edge(Generic[P]):
     """What both middleware hold beside their I/O: the site (rules, matching), the
-    runtime and its store's hot path (`adapters.base`), and the pages kept ready to send
+    runtime and its store's hot path (`isr.adapters.base`), and the pages kept ready to send
     (`Kept`, made by the driver's ``_make_wire``), within ``budget`` bytes (and a bounded
     memory store's ``max_bytes``: the kept pages share its bodies). A driver gives each
     route its loader in ``_attach``."""

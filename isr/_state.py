@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from isr.adapters.names import checked_all
+
 from ._backoff import BackoffTable
 from ._context import FetchContext, current_fetch
 from ._decisions import (
@@ -33,7 +35,6 @@ from ._flight import Flight
 from ._ledger import Ledger
 from ._loader import ErrorHook, Loader
 from ._status import Status
-from .adapters.names import checked_all
 
 if TYPE_CHECKING:
     from isr.adapters.base import Adapter
