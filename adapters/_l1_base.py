@@ -4,6 +4,7 @@ sync code in ``isr/adapters/_sync/l1.py``."""
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from isr._entry import Entry, Generation
@@ -107,4 +108,8 @@ class L1Base(Adapter):
         }
 
     def ready(self, timeout: float) -> bool:
-        return self.bus.connected.wait(timeout)
+        """Whether Redis answers and the bus has subscribed, within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        return self.l2.ready(timeout) and self.bus.connected.wait(
+            max(0.0, deadline - time.monotonic())
+        )

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, cast
@@ -426,6 +427,23 @@ class RedisBase(Adapter):
 
             return cast("redis.Redis", RedisCluster.from_url(self.url, **kwargs))
         return redis.Redis.from_url(self.url, **kwargs)
+
+    def ready(self, timeout: float) -> bool:
+        """Whether Redis answers (a PING, tried until ``timeout`` seconds have passed):
+        what ``ISR.wait_ready`` reports. A probe: a failure is not counted as a store error,
+        and an answer puts the store back in use at once if its breaker was open."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._connect().ping():
+                    self.breaker.success()
+                    return True
+            except FAILURES:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.05, left))
 
     def fresh_generation(self) -> Generation:
         """The generation record read now, not from the poll cache."""

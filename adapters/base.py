@@ -143,8 +143,9 @@ class Adapter(abc.ABC):
         has anything to do."""
 
     def ready(self, timeout: float) -> bool:
-        """Block until the store can keep its promises (an L1's bus has subscribed), at
-        most ``timeout`` seconds; False if it could not in time."""
+        """Block until the store answers and can keep its promises (a network store's
+        server answers; an L1's bus has subscribed), at most ``timeout`` seconds; False if
+        it could not in time."""
         return True
 
     def counters(self) -> dict[str, int]:

@@ -152,9 +152,10 @@ class ISR:
         self.close()
 
     async def wait_ready(self, within: float = 5.0) -> bool:
-        """Wait until the store can keep its promises: with an L1, until its invalidation
-        bus has subscribed (so no invalidation published from then on is missed). Call it at
-        start-up before serving; False if it did not happen within ``within`` seconds."""
+        """Wait until the store answers and can keep its promises: Redis answers a PING;
+        with an L1, its invalidation bus has also subscribed (so no invalidation published
+        from then on is missed). Call it at start-up before serving; False if that did not
+        happen within ``within`` seconds (the store cannot be reached, say)."""
         return await anyio.to_thread.run_sync(self.adapter.ready, within)
 
     def wait_ready_sync(self, within: float = 5.0) -> bool:

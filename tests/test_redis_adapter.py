@@ -24,7 +24,7 @@ from isr import Status
 from isr._entry import Entry, Policy
 from isr.adapters.redis import RedisAdapter
 
-from .redis_server import Flavour, RedisServer
+from .redis_server import Flavour, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = b"0123456789abcdef-test-signing-key"
@@ -553,3 +553,15 @@ async def test_a_slow_redis_costs_a_caller_at_most_its_timeout(ns: str, flavour:
             finally:
                 pauser.client_unpause()
                 pauser.close()
+
+
+def test_wait_ready_tells_whether_redis_answers(server: RedisServer) -> None:
+    with isr.ISR(server.url, namespace=f"ready-{uuid.uuid4().hex[:8]}") as up:
+        assert up.wait_ready_sync(5) is True
+    for l1 in (False, True):
+        with isr.ISR(f"redis://127.0.0.1:{free_port()}/0", l1=l1) as down:
+            errors = down.stats().store_errors
+            started = time.monotonic()
+            assert down.wait_ready_sync(0.5) is False
+            assert time.monotonic() - started < 3  # bounded by what was asked, roughly
+            assert down.stats().store_errors == errors  # a probe, not a caller's failure
