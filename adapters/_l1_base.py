@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from isr._entry import Entry, Generation
+from isr._entry import Entry, Generation, Mode
 
 from .base import Adapter
 from .memory import MemoryAdapter
@@ -16,6 +16,10 @@ from .redis import RedisAdapter
 from .redis_bus import Message, RedisBus
 
 __all__ = ["L1Base"]
+
+#: The ``gen`` of an L1 whose bus is not subscribed: no entry carries it, so the hot path
+#: serves nothing from the L1 (see `L1Base._unsubscribed`).
+_UNCHECKED = -1
 
 
 class L1Base(Adapter):
@@ -34,12 +38,15 @@ class L1Base(Adapter):
         self.peek = self.l1.peek
         self.namespace = l2.namespace
         self._generation = l2.generation()
-        self.gen = self._generation.current
+        # Unchecked until the bus first subscribes (then a resync makes it coherent).
+        self.coherent = False
+        self.gen = _UNCHECKED
         self.bus = RedisBus(
             l2.subscriber_client,
             prefix(l2.namespace),
             on_message=self._received,
             on_resync=self._resync,
+            on_lost=self._unsubscribed,
             epoch_poll=epoch_poll,
         )
 
@@ -50,8 +57,17 @@ class L1Base(Adapter):
         # an equal but new int (above 256, Python caches no ints) would miss every time.
         if generation != self._generation and generation.current >= self._generation.current:
             self._generation = generation
-            self.gen = generation.current
+            if self.coherent:
+                self.gen = generation.current
         return self._generation
+
+    def _unsubscribed(self) -> None:
+        """The bus lost its subscription: whatever is published meanwhile is not heard, so
+        nothing is served from the L1 unchecked until it resubscribes and resyncs: the hot
+        path misses (no entry carries this ``gen``), and reads ask Redis (or, if Redis
+        cannot answer, fall back to the L1's copy, as during an outage)."""
+        self.coherent = False
+        self.gen = _UNCHECKED
 
     def _received(self, message: Message) -> None:
         """Another instance's invalidation: drop what it touched (Redis holds the mark)."""
@@ -66,6 +82,22 @@ class L1Base(Adapter):
     def _resync(self, why: str) -> None:
         self.l1.clear()
         self._set_generation(self.l2.fresh_generation())
+        self.coherent = True
+        self.gen = self._generation.current
+
+    def _forget_local(self, kind: str, name: str, mode: Mode) -> None:
+        """`isr.adapters.base.Adapter.forget_local`: the L1's copy alone obeys."""
+        if kind == "key":
+            self.l1.mark(name, mode)
+        elif kind == "tag":
+            for key in self.l1.tagged(name):
+                self.l1.mark(key, mode, name)
+        elif kind == "all":
+            self._set_generation(self.l2._generation.value)  # the Redis store applied it
+
+    @property
+    def losses(self) -> int:  # type: ignore[override]
+        return self.l2.losses
 
     @property
     def errors(self) -> int:  # type: ignore[override]

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 from isr._codec import Codec, CodecError, JsonCodec
 from isr._entry import Entry, Generation, Mode
-from isr._errors import ConfigError
+from isr._errors import ConfigError, StoreUnavailable
 from isr._redact import redact_url, split_url
 
 from .base import Adapter, GenerationCache, lifetime
@@ -84,10 +84,27 @@ _PASS_THROUGH = frozenset(
 )
 _FIELDS = ("current", "revalidate", "expire", "purge")
 
-#: Record an invalidate-all of one strength (ARGV[1]: its field) and return the record.
+#: Record an invalidate-all of one strength (ARGV[1]: its field; ARGV[2]: the highest
+#: ``current`` the caller has seen) and return the record. The new ``current`` is above the
+#: old one, above the caller's and up to Redis's own clock in milliseconds, so it never goes
+#: back, even after Redis lost the record (see `isr._entry.Generation.bumped`).
 _BUMP = """
-local n = redis.call('HINCRBY', KEYS[1], 'current', 1)
-redis.call('HSET', KEYS[1], ARGV[1], n)
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = tonumber(redis.call('HGET', KEYS[1], 'current') or '0')
+local n = string.format('%.0f', math.max(old + 1, now, tonumber(ARGV[2]) + 1))
+redis.call('HSET', KEYS[1], 'current', n, ARGV[1], n)
+return redis.call('HMGET', KEYS[1], 'current', 'revalidate', 'expire', 'purge')
+"""
+#: Give the record back what a process remembers of it (ARGV: current, revalidate, expire,
+#: purge), each field raised to at least that: after the record vanished or went back.
+_RESTORE = """
+local fields = {'current', 'revalidate', 'expire', 'purge'}
+for i, name in ipairs(fields) do
+    local have = tonumber(redis.call('HGET', KEYS[1], name) or '0')
+    if tonumber(ARGV[i]) > have then redis.call('HSET', KEYS[1], name, ARGV[i]) end
+end
 return redis.call('HMGET', KEYS[1], 'current', 'revalidate', 'expire', 'purge')
 """
 #: Record an invalidation of a key or tag (ARGV: its time, its mode, ms to keep it), keeping
@@ -256,10 +273,18 @@ class RedisBase(Adapter):
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         where = f"{parts.hostname or '127.0.0.1'}:{port or 6379}"
-        self.breaker = Breaker(
-            f"redis {where}", threshold=breaker_threshold, cooldown=breaker_cooldown
-        )
         self._generation = GenerationCache(generation_poll)
+        # After failures, Redis may come back having lost its state (a restart, a failover):
+        # the next read looks at the generation record at once, not within the poll.
+        self.breaker = Breaker(
+            f"redis {where}",
+            threshold=breaker_threshold,
+            cooldown=breaker_cooldown,
+            on_recovered=self._generation.expire,
+        )
+        #: The latest of every record seen or written (field by field), given back to Redis
+        #: should it lose the record.
+        self._known = Generation()
         self._refusals = Refusals("redis store")
         ns = prefix(namespace)
         self._c = f"{ns}:c:"
@@ -328,7 +353,9 @@ class RedisBase(Adapter):
 
     def _unreached(self, what: str) -> None:
         logger.error(
-            "%s could not reach %s; other processes will not see it", what, self.breaker.name
+            "%s could not reach %s; it waits in this process's outbox until Redis answers",
+            what,
+            self.breaker.name,
         )
 
     def _client_ready(self) -> redis.Redis | None:
@@ -382,14 +409,26 @@ class RedisBase(Adapter):
                 # No retries inside redis-py: the breaker decides when to try again, and a
                 # retry (redis-py's default is 10, with backoff) would keep callers waiting.
                 retry = Retry(NoBackoff(), 0)
+                kwargs = {**self._kwargs, "redis_connect_func": self._connected}
                 if self.cluster:
                     from redis.cluster import RedisCluster
 
-                    cluster = RedisCluster.from_url(self.url, retry=retry, **self._kwargs)
+                    cluster = RedisCluster.from_url(self.url, retry=retry, **kwargs)
                     self._client = cast("redis.Redis", cluster)  # the same commands
                 else:
-                    self._client = redis.Redis.from_url(self.url, retry=retry, **self._kwargs)
+                    self._client = redis.Redis.from_url(self.url, retry=retry, **kwargs)
             return self._client
+
+    def _connected(self, connection: Any) -> None:
+        """A new connection (redis-py reconnects silently, after a restart too): the next
+        read looks at the generation record at once, in case Redis lost its state."""
+        connection.on_connect()
+        self._generation.expire()
+
+    async def _aconnected(self, connection: Any) -> None:
+        """`_connected` for the asyncio client."""
+        await connection.on_connect()
+        self._generation.expire()
 
     def _aclient_here(self) -> aredis.Redis:
         """The asyncio client of the running loop, made on first use there."""
@@ -412,7 +451,11 @@ class RedisBase(Adapter):
                 self._aready, self._ainit = False, None  # slot map loaded on first use
             else:
                 client = aredis.Redis.from_url(
-                    self.url, retry=retry, max_connections=self.max_connections, **self._kwargs
+                    self.url,
+                    retry=retry,
+                    max_connections=self.max_connections,
+                    redis_connect_func=self._aconnected,
+                    **self._kwargs,
                 )
             self._aclient, self._aloop = client, loop
             self._agate = _Gate(self.max_connections)
@@ -511,11 +554,43 @@ class RedisBase(Adapter):
         return [self._i + "key:" + key, *(self._i + "tag:" + tag for tag in tags)]
 
     def _bumped(self, mode: Mode, fields: list[Any] | None) -> Generation:
-        cache = self._generation
+        """The record after a bump (``fields``, Redis's answer); None: Redis could not be
+        reached, so this process applies it to its own copy of the record and raises
+        `isr.StoreUnavailable` (the runtime keeps it in its outbox)."""
         if fields is None:
-            self._unreached(f"invalidate_all({mode.name.lower()})")
-            return cache.update(cache.value.bumped(mode))  # at least this process applies it
-        return cache.update(_generation(fields))
+            now = int(time.time() * 1000)
+            self._seen(self._generation.value.bumped(mode, now, self._known.current))
+            raise StoreUnavailable(
+                f"invalidate_all({mode.name.lower()}) could not reach {self.breaker.name}"
+            )
+        return self._seen(_generation(fields))
+
+    def _seen(self, value: Generation) -> Generation:
+        """Keep ``value`` as the record read or written now; remember the most seen."""
+        self._known = self._known.merged(value)
+        record = self._generation.update(value)
+        return record
+
+    def _lost(self, fields: list[Any]) -> bool:
+        """Whether the record Redis gave (``fields``) shows it lost its state: the record
+        vanished (a restart without persistence, a flush, an eviction) or went back (a
+        restart from an old dump, a failover) below what this process saw. Counted in
+        ``losses``; the caller gives Redis the record back (`_RESTORE`)."""
+        known = self._known
+        if not known.current or _generation(fields).current >= known.current:
+            return False
+        self.losses += 1
+        logger.warning(
+            "%s lost its invalidation record (it %s); giving it back what this process "
+            "saw, and re-applying this process's recent invalidations",
+            self.breaker.name,
+            "vanished" if fields[0] is None else "went back",
+        )
+        return True
+
+    def _unavailable(self, what: str) -> StoreUnavailable:
+        self._unreached(what)
+        return StoreUnavailable(f"{what} could not reach {self.breaker.name}")
 
     def close(self) -> None:
         """Close the sync client; an asyncio client is closed by `aclose` (in its loop)."""

@@ -42,8 +42,13 @@ writes its async operations once and generates the sync ones: see ``isr.adapters
   ``time.time``, which every process shares and a restart does not reset, rather than from
   ``time.monotonic`` (unless the runtime is given a clock).
 
-A shared store is also expected never to raise for being unreachable: it answers "missing"
-(and "acquired", so callers go to the origin), counts the failure in ``errors`` and logs it.
+A shared store is also expected never to raise for being unreachable when it is read or
+written for a caller: it answers "missing" (and "acquired", so callers go to the origin),
+counts the failure in ``errors`` and logs it. An invalidation is the exception: one that
+cannot reach the store (``mark``, ``tagged``, ``note_invalidation``, ``bump_generation``,
+``announce``) raises `isr.StoreUnavailable`, so that the runtime keeps it in its outbox
+instead of reporting it done (see ``isr._state``); ``forget_local`` then applies it to the
+process's own copy.
 Every store refuses a key or tag that is not valid Unicode text with `isr.ConfigError` at
 the call, and names what it keeps per namespace the one way `isr.adapters.names` lays out.
 """
@@ -95,6 +100,13 @@ class Adapter(abc.ABC):
     errors: int = 0
     #: Entries dropped to stay within the store's bounds (a bounded memory store).
     evictions: int = 0
+    #: Times the store was found to have lost its state (its generation record vanished or
+    #: went back: a restart, a failover, an eviction); the runtime then re-applies the
+    #: invalidations it made recently (its journal) before it serves from the store again.
+    losses: int = 0
+    #: False while this process's own copy may have missed invalidations (an L1 whose bus
+    #: is not subscribed): nothing is served from it without asking the store.
+    coherent: bool = True
 
     @abc.abstractmethod
     def get(self, key: str) -> Entry | None:
@@ -121,6 +133,30 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def bump_generation(self, mode: Mode) -> Generation:
         """Record an invalidate-all of strength ``mode``, atomically; return the new record."""
+
+    def mark(
+        self, key: str, mode: Mode, tag: str | None = None, before: float | None = None
+    ) -> bool:
+        """Apply an invalidation of strength ``mode`` to the entry under ``key`` (only if it
+        carries ``tag``, when given, and was produced before ``before``, when given: a
+        replay): a purge removes it, the others store a copy carrying the mark. True if an
+        entry was affected. A shared store that cannot be reached raises
+        `isr.StoreUnavailable`."""
+        entry = self.get(key)
+        if entry is None or (tag is not None and tag not in entry.tags):
+            return False
+        if before is not None and entry.created >= before:
+            return False
+        if mode is Mode.PURGE:
+            self.delete(key)
+        else:
+            self.set(key, entry.marked(mode))
+        return True
+
+    def forget_local(self, kind: str, name: str, mode: Mode) -> None:  # noqa: B027
+        """Apply an invalidation (``kind`` ``"key"``, ``"tag"`` or ``"all"``) to this
+        process's own copy only, when the shared store could not be reached: an L1 drops what
+        it holds for it. A store without a local copy has nothing to do."""
 
     def untag(self, tag: str, keys: list[str]) -> None:  # noqa: B027 - optional hook
         """Forget that ``keys`` carry ``tag`` (their entries are gone or were retagged); a
@@ -189,6 +225,14 @@ class Adapter(abc.ABC):
 
     async def aget(self, key: str) -> Entry | None:
         return self.get(key)
+
+    async def amark(
+        self, key: str, mode: Mode, tag: str | None = None, before: float | None = None
+    ) -> bool:
+        return self.mark(key, mode, tag, before)
+
+    async def aforget_local(self, kind: str, name: str, mode: Mode) -> None:
+        self.forget_local(kind, name, mode)
 
     async def aset(self, key: str, entry: Entry) -> None:
         self.set(key, entry)

@@ -3,7 +3,8 @@
 Closed: every call goes through. After ``threshold`` failures in a row it opens: calls are
 refused at once for ``cooldown`` seconds, so a dead store is not hammered and callers do not
 each wait for a timeout. Then one call is let through (half open): success closes the breaker
-again, failure opens it for another cooldown. No restart is ever needed.
+again, failure opens it for another cooldown. No restart is ever needed. ``on_recovered`` is
+called on the first success after failures (the store may have restarted meanwhile).
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ class Breaker:
         threshold: int = 3,
         cooldown: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        on_recovered: Callable[[], None] = lambda: None,
     ) -> None:
         self.name = name
         self.threshold = threshold
         self.cooldown = cooldown
         self.clock = clock
+        self.on_recovered = on_recovered
         self.failures = 0
         self._open_until = 0.0
         self._probing = False
@@ -59,6 +62,7 @@ class Breaker:
                     logger.warning("%s is reachable again; using it", self.name)
                 self.failures = 0
                 self._probing = False
+            self.on_recovered()
 
     def abandon(self) -> None:
         """The half-open probe ended without an outcome (cancelled): let a later call probe,

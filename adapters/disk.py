@@ -54,6 +54,7 @@ import re
 import sqlite3
 import stat
 import threading
+import time
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -354,6 +355,8 @@ class DiskAdapter(Adapter):
         disk = _SharedDisk if shared_dir else _Disk
         self._cache = diskcache.Cache(path, disk=disk, **settings)
         self._generation = GenerationCache(generation_poll)
+        #: The latest of every record seen or written, given back should the record vanish.
+        self._known = Generation()
         # A local read the decorator serves from directly, checking ``gen`` (kept current
         # by ``get``, at most ``generation_poll`` old) and the clock, as for the memory store.
         self.peek = self.get
@@ -516,17 +519,35 @@ class DiskAdapter(Adapter):
         cached = self._generation.current()
         if cached is not None:
             return cached
-        value = self._generation.update(self._stored_generation())
-        self.gen = value.current
-        return value
+        value = self._stored_generation()
+        known = self._known
+        if known.current and value.current < known.current:
+            # The record vanished (diskcache culled it, a hand deleted it) or went back (the
+            # directory restored from a copy): give it back what this process saw, and let
+            # the runtime re-apply its recent invalidations.
+            self.losses += 1
+            logger.warning(
+                "disk store %s lost its invalidation record; giving it back what this process saw",
+                self.directory,
+            )
+            with self._cache.transact():
+                value = self._stored_generation().merged(known)
+                self._cache.set(self._gen, generation_text(value))
+        return self._seen(value)
 
     def bump_generation(self, mode: Mode) -> Generation:
+        now = int(time.time() * 1000)
         with self._cache.transact():
-            bumped = self._stored_generation().bumped(mode)
+            bumped = self._stored_generation().bumped(mode, now, self._known.current)
             self._cache.set(self._gen, generation_text(bumped))
-        value = self._generation.update(bumped)
-        self.gen = value.current
-        return value
+        return self._seen(bumped)
+
+    def _seen(self, value: Generation) -> Generation:
+        """Keep ``value`` as the record read or written now; remember the most seen."""
+        self._known = self._known.merged(value)
+        record = self._generation.update(value)
+        self.gen = record.current
+        return record
 
     def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:
         marker = f"{self._i}{kind}:{checked(name, kind)}"

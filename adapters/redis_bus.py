@@ -2,12 +2,17 @@
 
 Pub/sub is fire-and-forget: a subscriber that is disconnected (a network blip, a Redis
 restart, ``CLIENT KILL TYPE pubsub``) simply misses what was published meanwhile. So every
-message is numbered: one Lua script increments ``{ns}:epoch`` and publishes the new number
-with the message, atomically. A subscriber that sees a number skip, reconnects after a drop,
-or finds on its periodic check (every ``epoch_poll`` seconds) that the counter moved past the
-last message it saw, knows it may have missed something and calls ``on_resync`` (the L1 then
-drops everything it holds). A lost invalidation is therefore noticed within ``epoch_poll``
-seconds, plus the time to notice a dropped connection (immediate for a killed one).
+message is numbered: one Lua script moves ``{ns}:epoch`` on and publishes the new number
+with the one before it, atomically (`_PUBLISH`; the numbers are Redis's clock in
+milliseconds, never going back, so a counter Redis lost starts again above every number
+seen). A subscriber that gets a message whose previous number is not the last it saw,
+reconnects after a drop, or finds on its periodic check (every ``epoch_poll`` seconds) the
+counter elsewhere than the last message left it, knows it may have missed something and
+calls ``on_resync`` (the L1 then drops everything it holds). While it is not subscribed it
+calls ``on_lost`` at once (the L1 then serves nothing unchecked), and it resubscribes after
+50 ms, doubling only while attempts fail in a row. So a value invalidated elsewhere is
+served by an instance for at most ``epoch_poll`` seconds after a lost message, and not at
+all while its subscription is down.
 
 The bus runs in one daemon thread with its own connections (redis-py's sync client), so it
 works the same under asyncio, trio and plain threads.
@@ -26,17 +31,32 @@ from typing import Any, cast
 import redis
 from redis.exceptions import RedisError
 
+from isr._errors import StoreUnavailable
+
 __all__ = ["Message", "RedisBus"]
 
 logger = logging.getLogger("isr")
 
+#: Number the message and publish it with the number before it: "<epoch> <prev> <payload>".
+#: An epoch is a time in milliseconds on Redis's clock that never goes back (above the one
+#: before it), so a counter Redis lost (a restart, an eviction, a DEL) starts again above
+#: every epoch a subscriber saw, and no new message is taken for an old one.
 _PUBLISH = """
-local epoch = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. ARGV[2])
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prev = redis.call('GET', KEYS[1]) or '0'
+local epoch = string.format('%.0f', math.max(tonumber(prev) + 1, now))
+redis.call('SET', KEYS[1], epoch)
+redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. prev .. ' ' .. ARGV[2])
 return epoch
 """
 
 _FAILURES = (RedisError, OSError, TimeoutError)
+#: The delay before resubscribing after a failure, doubling while failures follow each
+#: other; back to the first after a subscription that worked.
+_FIRST_DELAY = 0.05
+_LAST_DELAY = 2.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,7 @@ class Message:
     """One invalidation another instance made: ``kind`` is ``key``, ``tag`` or ``all``."""
 
     epoch: int
+    prev: int
     sender: str
     kind: str
     mode: str
@@ -60,6 +81,7 @@ class RedisBus:
         *,
         on_message: Callable[[Message], None],
         on_resync: Callable[[str], None],
+        on_lost: Callable[[], None] = lambda: None,
         epoch_poll: float = 1.0,
     ) -> None:
         self._factory = client_factory
@@ -67,6 +89,7 @@ class RedisBus:
         self._epoch_key = f"{namespace}:epoch"
         self._on_message = on_message
         self._on_resync = on_resync
+        self._on_lost = on_lost
         self.epoch_poll = epoch_poll
         self.sender = uuid.uuid4().hex[:16]
         self.last_epoch: int | None = None
@@ -85,24 +108,24 @@ class RedisBus:
         payload = f"{self.sender} {kind} {mode} {name}"
         return lambda client: client.eval(_PUBLISH, 1, self._epoch_key, self.channel, payload)
 
-    def unpublished(self, kind: str, name: str) -> None:
-        """Log that the store could not run `publishing`'s command (it logged why)."""
-        logger.error(
-            "could not publish the invalidation of %s %r (Redis failed or is out of use); "
-            "the other instances will notice within their epoch poll once Redis is back",
-            kind,
-            name,
+    def unpublished(self, kind: str, name: str) -> StoreUnavailable:
+        """The error for a `publishing` command the store could not run (it logged why)."""
+        return StoreUnavailable(
+            f"could not tell the other instances of the invalidation of {kind} {name!r} "
+            "(Redis failed or is out of use)"
         )
 
     # ------------------------------------------------------------------ subscribing
 
     def _run(self) -> None:
-        delay = 0.05
+        delay = _FIRST_DELAY
         while not self._stop.is_set():
             failure = self._session()
+            if self.connected.is_set():
+                delay = _FIRST_DELAY  # it had subscribed: try again promptly
             self.connected.clear()
+            self._on_lost()
             if failure is None or self._stop.is_set():
-                delay = 0.05
                 continue
             logger.warning(
                 "invalidation bus lost its subscription (%s: %s); resubscribing",
@@ -110,7 +133,7 @@ class RedisBus:
                 failure,
             )
             self._stop.wait(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, _LAST_DELAY)
 
     def _session(self) -> BaseException | None:
         """One subscription, until it fails (returned) or the bus stops (None)."""
@@ -152,10 +175,11 @@ class RedisBus:
         return int(client.get(self._epoch_key) or 0)
 
     def _check(self, client: redis.Redis, pubsub: Any) -> None:
-        """The counter moved past the last message seen, and no message is on its way?"""
+        """Is the counter where the last message seen left it? Else, once the messages on
+        their way are read, some were lost (or the counter was: a restart, an eviction)."""
         epoch = self._epoch(client)
-        while self.last_epoch is not None and epoch > self.last_epoch:
-            raw = pubsub.get_message(timeout=0.05)  # one may be in flight: read it first
+        while self.last_epoch is not None and epoch != self.last_epoch:
+            raw = pubsub.get_message(timeout=0.05) if epoch > self.last_epoch else None
             if raw is None:
                 self._resync("messages were lost", epoch)
                 break
@@ -167,8 +191,8 @@ class RedisBus:
         data = raw["data"]
         text = data.decode() if isinstance(data, bytes) else str(data)
         try:
-            epoch_text, sender, kind, mode, name = text.split(" ", 4)
-            epoch = int(epoch_text)
+            epoch_text, prev_text, sender, kind, mode, name = text.split(" ", 5)
+            epoch, prev = int(epoch_text), int(prev_text)
         except ValueError:
             logger.warning("invalidation bus: ignored a malformed message %r", text[:200])
             return
@@ -176,12 +200,12 @@ class RedisBus:
         if last is not None and epoch <= last:
             return  # already seen (or from before a resync)
         self.last_epoch = epoch
-        if last is not None and epoch > last + 1:
+        if last is not None and prev != last:
             self._resync("a message was skipped", epoch)
             return
         if sender != self.sender:
             self.received += 1
-            self._on_message(Message(epoch, sender, kind, mode, name))
+            self._on_message(Message(epoch, prev, sender, kind, mode, name))
 
     def _resync(self, why: str, epoch: int) -> None:
         self.resyncs += 1

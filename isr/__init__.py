@@ -25,7 +25,7 @@ from ._codec import Codec, CodecError, JsonCodec, PickleCodec
 from ._context import cache_life, cache_tag, no_store
 from ._decorator import AsyncCached, Revalidate, SyncCached
 from ._entry import Mode
-from ._errors import ConfigError, ISRError, TemplateError
+from ._errors import ConfigError, ISRError, StoreUnavailable, TemplateError
 from ._runtime import ISR
 from ._stats import Stats
 from ._status import Result, Status
@@ -44,6 +44,7 @@ __all__ = [
     "Revalidate",
     "Stats",
     "Status",
+    "StoreUnavailable",
     "SyncCached",
     "TemplateError",
     "cache_life",

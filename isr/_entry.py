@@ -148,9 +148,11 @@ class Entry:
 class Generation(NamedTuple):
     """The store-wide invalidation state that makes ``invalidate_all`` O(1).
 
-    ``current`` counts invalidate-all calls; the other three hold the value of ``current``
-    right after the latest invalidate-all of each strength. An entry fetched under
-    generation ``g`` is affected by the strongest mode whose number is greater than ``g``.
+    ``current`` moves on with each invalidate-all (a count on a store one process uses, a
+    time in milliseconds that never goes back on a shared one: `bumped`); the other three
+    hold the value of ``current`` right after the latest invalidate-all of each strength. An
+    entry fetched under generation ``g`` is affected by the strongest mode whose number is
+    greater than ``g``.
     """
 
     current: int = 0
@@ -158,14 +160,25 @@ class Generation(NamedTuple):
     expire: int = 0
     purge: int = 0
 
-    def bumped(self, mode: Mode) -> Generation:
-        nxt = self.current + 1
+    def bumped(self, mode: Mode, now: int = 0, floor: int = 0) -> Generation:
+        """This record after an invalidate-all of strength ``mode``: its number moves above
+        the old one, above ``floor`` (the highest this process has seen) and up to ``now``
+        (milliseconds on the store's clock; 0 for a store only one process uses, whose
+        numbers simply count). So a shared store's numbers are times that never go back:
+        after the store lost the record (a restart, a failover, an eviction) the next
+        invalidate-all still rises above every number an entry was stamped with."""
+        nxt = max(self.current + 1, now, floor + 1)
         return Generation(
             nxt,
             nxt if mode is Mode.REVALIDATE else self.revalidate,
             nxt if mode is Mode.EXPIRE else self.expire,
             nxt if mode is Mode.PURGE else self.purge,
         )
+
+    def merged(self, other: Generation) -> Generation:
+        """The later of two records, field by field: what a store that lost (or went back
+        from) its record is given back by a process that remembers more."""
+        return Generation(*(max(a, b) for a, b in zip(self, other, strict=True)))
 
     def mark_for(self, gen: int) -> Mode | None:
         """The invalidate-all strength that applies to an entry fetched under ``gen``."""

@@ -9,6 +9,10 @@
     │                            raised at decoration time where it can be
     ├── CodecError (ValueError)  a value a shared store's codec cannot encode (nothing was
     │                            stored), or a record it cannot read
+    ├── StoreUnavailable         an invalidation could not reach the shared store: it was
+    │                            applied in this process and waits in its outbox, to reach
+    │                            the store when it answers again (the caller may retry; the
+    │                            webhook answers 503)
     └── OriginError              (isr.asgi / isr.wsgi) the app answered 5xx while rendering a
                                  page for the cache
 
@@ -19,7 +23,7 @@ origin's own exception (or the stale value, when ``stale_if_error`` allows).
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ISRError", "TemplateError"]
+__all__ = ["ConfigError", "ISRError", "StoreUnavailable", "TemplateError"]
 
 
 class ISRError(Exception):
@@ -32,3 +36,13 @@ class ConfigError(ISRError, ValueError):
 
 class TemplateError(ConfigError):
     """A key or tag template that does not match the decorated function."""
+
+
+class StoreUnavailable(ISRError):
+    """An invalidation could not reach the shared store (Redis down, frozen, out of use).
+
+    It was applied in this process (its L1) and waits in the runtime's outbox
+    (``stats().outbox``): the runtime applies it to the store as soon as the store answers,
+    before it serves anything from the store again. The caller learns that the other
+    instances have not heard of it yet, and may retry (the webhook answers 503, so a CMS
+    that retries will)."""

@@ -175,12 +175,14 @@ class ISR:
 
     async def aclose(self) -> None:
         """Wait for running refreshes, stop the refresh threads, close the store."""
+        self._state.closing = True
         await self.drain()
         await anyio.to_thread.run_sync(self._sync.spawner.shutdown)
         await self.adapter.aclose()
 
     def close(self) -> None:
         """`aclose` for sync code: waits for running sync refreshes, then closes the store."""
+        self._state.closing = True
         self._sync.drain()
         self._sync.spawner.shutdown()
         self.adapter.close()
@@ -255,6 +257,7 @@ class ISR:
             evictions=self.adapter.evictions,
             entries=self.adapter.size(),
             refreshing=len(self._async.pending) + len(self._sync.pending),
+            outbox=len(self._state.outbox),
             store_errors=self.adapter.errors,
             gone=sum(loader.gone for loader in self._loaders if loader.runtime is self),
             store=self.adapter.counters(),
@@ -267,7 +270,9 @@ class ISR:
         kept only as the stale-if-error fallback), ``"revalidate"`` (next reads are served
         stale at once while one refresh runs) or ``"purge"`` (gone; never served again).
         A fetch of the key already under way stores its value with the same mark.
-        Returns True if an entry was there."""
+        Returns True if an entry was there. A shared store that cannot be reached raises
+        `isr.StoreUnavailable` (this process obeys at once; the store and the other
+        instances once it answers: see there)."""
         return await self._async.invalidate(key, _checked(key, "key", mode))
 
     def invalidate_sync(self, key: str, mode: ModeName | Mode = "expire") -> bool:
@@ -275,8 +280,9 @@ class ISR:
         return self._sync.invalidate(key, _checked(key, "key", mode))
 
     async def invalidate_tag(self, tag: str, mode: ModeName | Mode = "expire") -> int:
-        """Invalidate every entry carrying ``tag`` (modes as in `invalidate`); costs
-        O(entries with the tag). Returns how many entries were affected."""
+        """Invalidate every entry carrying ``tag`` (modes and `isr.StoreUnavailable` as in
+        `invalidate`); costs O(entries with the tag). Returns how many entries were
+        affected."""
         return await self._async.invalidate_tag(tag, _checked(tag, "tag", mode))
 
     def invalidate_tag_sync(self, tag: str, mode: ModeName | Mode = "expire") -> int:
@@ -285,7 +291,8 @@ class ISR:
 
     async def invalidate_all(self, mode: ModeName | Mode = "expire") -> None:
         """Invalidate every entry at once, in O(1): the store's generation moves on and each
-        entry is judged against it when next read."""
+        entry is judged against it when next read (`isr.StoreUnavailable` as in
+        `invalidate`)."""
         await self._async.invalidate_all(parse_mode(mode))
 
     def invalidate_all_sync(self, mode: ModeName | Mode = "expire") -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random as _random
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -39,7 +40,7 @@ from ._status import Status
 if TYPE_CHECKING:
     from isr.adapters.base import Adapter
 
-__all__ = ["COUNTERS", "Run", "RuntimeState"]
+__all__ = ["COUNTERS", "Invalidation", "Run", "RuntimeState"]
 
 logger = logging.getLogger("isr")
 
@@ -58,6 +59,16 @@ COUNTERS = (
     "refresh_failures",
     "invalidations",
 )
+
+
+class Invalidation(NamedTuple):
+    """One invalidation: of a ``"key"``, a ``"tag"`` or ``"all"`` (``name`` then empty), its
+    strength and when it was made (this process's clock)."""
+
+    kind: str
+    name: str
+    mode: Mode
+    at: float
 
 
 class Run(NamedTuple):
@@ -83,6 +94,7 @@ class RuntimeState:
         lock_ttl: float,
         on_error: ErrorHook | None,
         random: Callable[[], float] | None,
+        journal: int = 10_000,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -102,6 +114,19 @@ class RuntimeState:
         self.ledger = Ledger()
         self.backoffs = BackoffTable(backoff, max_backoff)
         self.counts = dict.fromkeys(COUNTERS, 0)
+        #: Invalidations the store could not take (it was out of reach), in order: applied
+        #: to it as soon as it answers, before anything is served from it again.
+        self.outbox: deque[Invalidation] = deque()
+        #: The latest invalidations this process made, re-applied should the store be found
+        #: to have lost its state (`isr.adapters.base.Adapter.losses`).
+        self.journal: deque[Invalidation] = deque(maxlen=journal)
+        #: The store's losses this process has recovered from.
+        self.losses = store.losses
+        self.recovering = False
+        #: A background task applies the outbox (see the driver's ``_keep_trying``).
+        self.flushing = False
+        #: The runtime is closing: background tries stop.
+        self.closing = False
         #: The generation record a read last saw from a store that is not quick.
         self.last_gen = Generation()
 
@@ -324,36 +349,43 @@ class RuntimeState:
 
     # ------------------------------------------------------------------ invalidation
 
-    def invalidating(self, kind: str, name: str, mode: Mode) -> None:
+    def invalidating(self, kind: str, name: str, mode: Mode) -> Invalidation:
         """Count an invalidation of ``kind`` (``"key"``, ``"tag"`` or ``"all"``) and tell the
         fetches in flight (the ledger; an invalidate-all reaches them through the
-        generation); the keys it concerns may try their origin again at once."""
+        generation); the keys it concerns may try their origin again at once. The
+        invalidation, to apply to the store."""
         self.count("invalidations")
         with self.lock:
             if kind == "all":
                 self.backoffs.clear()
             else:
                 self.ledger.record(kind, name, mode)
+                if kind == "key":
+                    self.backoffs.succeeded(name)
+        return Invalidation(kind, name, mode, self.clock())
 
-    def mark_inline(self, key: str, mode: Mode, tag: str | None) -> bool:
-        """Apply ``mode`` to the entry under ``key`` in an inline store (if it still carries
-        ``tag``, when one is given), under the lock, so that no fetch stores between the
-        read and the write. True if an entry was marked."""
-        store = self.store
+    def mark_inline(self, key: str, mode: Mode, tag: str | None, before: float | None) -> bool:
+        """`isr.adapters.base.Adapter.mark` on an inline store, under the lock, so that no
+        fetch stores between the read and the write; the key's backoff ends."""
         with self.lock:
             self.backoffs.succeeded(key)
-            entry = store.get(key)
-            if entry is None or (tag is not None and tag not in entry.tags):
-                return False
-            if mode is Mode.PURGE:
-                store.delete(key)
-            else:
-                store.set(key, entry.marked(mode))
-            return True
+            return self.store.mark(key, mode, tag, before)
 
-    def marks(self, key: str, entry: Entry | None, tag: str | None) -> bool:
-        """Whether an invalidation (of ``tag``, if given) applies to ``entry``, found under
-        ``key`` in a store that is not inline; the key's backoff ends either way."""
+    def forget_backoff(self, key: str) -> None:
+        """An invalidated key may try its origin again at once."""
         with self.lock:
             self.backoffs.succeeded(key)
-        return entry is not None and (tag is None or tag in entry.tags)
+
+    # ------------------------------------------------------------------ outbox, journal
+
+    def queue(self, invalidation: Invalidation) -> None:
+        """Keep an invalidation the store could not take, to apply when it answers."""
+        with self.lock:
+            self.outbox.append(invalidation)
+
+    def applied(self, invalidation: Invalidation, queued: bool = False) -> None:
+        """``invalidation`` reached the store (``queued``: from the outbox, its first)."""
+        with self.lock:
+            if queued and self.outbox and self.outbox[0] is invalidation:
+                self.outbox.popleft()
+            self.journal.append(invalidation)

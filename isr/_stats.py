@@ -37,6 +37,9 @@ class Stats:
     """Entries in the store, where the store can tell cheaply."""
     refreshing: int
     """Background refreshes running now."""
+    outbox: int
+    """Invalidations waiting for the shared store to answer again (`isr.StoreUnavailable`):
+    applied to it as soon as it does, before anything is served from it."""
     store_errors: int
     """Store failures absorbed (unreachable, timed out, unreadable record): the callers got
     answers regardless, from the origin if need be."""

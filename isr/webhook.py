@@ -119,7 +119,7 @@ import anyio
 from anyio.from_thread import BlockingPortal
 from typing_extensions import Self
 
-from isr import ISR, ConfigError, get_runtime
+from isr import ISR, ConfigError, StoreUnavailable, get_runtime
 from isr.adapters.base import Adapter
 
 from ._entry import _MODES, ModeName
@@ -754,9 +754,18 @@ class Webhook:
             return _error(500, message)
 
     def _store_failed(self, exc: Exception) -> WebhookResponse:
-        message = self._redact(f"local invalidation failed: {type(exc).__name__}: {exc}")[:300]
+        """503, so that a sender that retries will: the store could not be reached (the
+        runtime applied the invalidation in this process and keeps it in its outbox, see
+        `isr.StoreUnavailable`), or the invalidation failed otherwise."""
+        if isinstance(exc, StoreUnavailable):
+            what = "the cache store cannot be reached; retry (applied in this process only)"
+        else:
+            what = "local invalidation failed"
+        message = self._redact(f"{what}: {type(exc).__name__}: {exc}")[:300]
         logger.error("webhook: %s", message)
-        return _error(503, message)
+        response = _error(503, message)
+        response.headers["retry-after"] = "5"
+        return response
 
     def _answer(
         self,

@@ -11,6 +11,7 @@ message rather than being skipped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -126,6 +127,13 @@ class RedisServer(Started):
         proc, self._proc = self._proc, None
         if proc is not None:
             stop_process(proc, 5)
+
+    def restart_from_dump(self) -> None:
+        """Stop, then start again from the dump the last ``SAVE`` wrote: Redis goes back to
+        that moment (what a restore or a failover to a lagging replica does)."""
+        assert os.path.exists(os.path.join(self._dir.name, "dump.rdb")), "SAVE first"
+        self.stop()
+        self.start()
 
     def close(self) -> None:
         self.stop()

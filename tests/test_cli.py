@@ -108,7 +108,8 @@ def test_invalidate_a_store_directly(tmp_path: Path) -> None:
     assert post.lookup("b").status is Status.MISS  # the generation moved on
     code, out = run("stats", "--store", url, "--namespace", "blog")
     report = json.loads(out)
-    assert (report["adapter"], report["generation"]["expire"]) == ("DiskAdapter", 1)
+    assert report["adapter"] == "DiskAdapter"
+    assert report["generation"]["expire"] == report["generation"]["current"] > 0
     rt.close()
 
 

@@ -222,8 +222,10 @@ async def test_with_redis_down_an_instance_serves_from_its_l1(
         assert (result.value, result.status) == ("home v2", Status.STALE_IF_ERROR)
         origin.down = False
         origin.version = 3
-        await rt.invalidate("page:home")  # applies to this instance's L1 at least
-        assert (await get.lookup("home")).value == "home v3"
+        with pytest.raises(isr.StoreUnavailable):  # not reported as done: it is not
+            await rt.invalidate("page:home")
+        assert rt.stats().outbox == 1  # kept for Redis ...
+        assert (await get.lookup("home")).value == "home v3"  # ... and obeyed here at once
         assert rt.stats().store_errors > 0
         await rt.aclose()
 
@@ -255,15 +257,17 @@ def test_an_invalidation_while_redis_hangs_costs_the_stores_timeout_not_more(
     server: RedisServer, namespace: str
 ) -> None:
     """A Redis that accepts but does not answer (paused, overloaded) holds a sync
-    invalidation for the store's command timeout (0.25 s), announcement included, never
-    for the bus's long subscription timeout; it is logged, not raised."""
+    invalidation for the store's command timeout (0.25 s), never for the bus's long
+    subscription timeout; the caller hears it was not done (it waits in the outbox)."""
     rt = instance(server.url, namespace)
     admin = redis.Redis.from_url(server.url)
     admin.client_pause(2000, all=True)
     try:
         started = time.monotonic()
-        rt.invalidate_sync("s:x")
+        with pytest.raises(isr.StoreUnavailable):
+            rt.invalidate_sync("s:x")
         took = time.monotonic() - started
+        assert rt.stats().outbox == 1
     finally:
         admin.client_unpause()
         admin.close()

@@ -495,16 +495,18 @@ async def test_redis_down_then_back_async(
             assert rt.stats().store_errors > 0
             assert adapter.breaker.is_open
             errors = adapter.errors
-            with caplog.at_level(logging.ERROR, logger="isr"):
-                await rt.invalidate_all()  # cannot reach Redis: logged, applied here
-            assert "could not reach" in caplog.text
-            assert (await adapter.ageneration()).current == 1
+            before = adapter._generation.value
+            with pytest.raises(isr.StoreUnavailable, match="could not reach"):
+                await rt.invalidate_all()  # cannot reach Redis: applied here, not reported done
+            assert (await adapter.ageneration()).current > before.current  # applied here
+            assert rt.stats().outbox == 1
             assert await get("w") == "w v1"
             assert adapter.errors == errors  # breaker open: not even tried
 
             server.start()  # same port, empty (no persistence)
             await anyio.sleep(0.6)  # the breaker's cooldown
             assert (await get.lookup("x")).status is Status.MISS  # the probe: Redis is back
+            assert rt.stats().outbox == 0  # and it got the invalidate-all first
             assert (await get.lookup("x")).status is Status.HIT  # stored there again
             assert not adapter.breaker.is_open
 
@@ -524,12 +526,14 @@ def test_redis_down_then_back_sync(
             assert vs(get.lookup(name)) == (f"{name} v1", Status.MISS)
             assert time.monotonic() - started < 0.5
         assert adapter.breaker.is_open
-        with caplog.at_level(logging.ERROR, logger="isr"):
-            assert rt.invalidate_tag_sync("posts") == 0
+        with caplog.at_level(logging.ERROR, logger="isr"), pytest.raises(isr.StoreUnavailable):
+            rt.invalidate_tag_sync("posts")
         assert "invalidation of tag 'posts' could not reach redis" in caplog.text
+        assert rt.stats().outbox == 1
         server.start()
         time.sleep(0.6)
         assert get.lookup("x").status is Status.MISS
+        assert rt.stats().outbox == 0
         assert get.lookup("x").status is Status.HIT
         rt.close()
 

@@ -72,6 +72,8 @@ RENAMES: dict[str, str] = {
     "aacquire": "acquire",
     "arelease": "release",
     "aclaim": "claim",
+    "amark": "mark",
+    "aforget_local": "forget_local",
     "aunclaim": "unclaim",
     # the stores' own plumbing
     "aread": "read",
@@ -81,6 +83,7 @@ RENAMES: dict[str, str] = {
     "_aclient_ready": "_client_ready",
     "_adone": "_done",
     "_apublish": "_publish",
+    "_awrite": "_write",
     "aclose": "close",
 }
 

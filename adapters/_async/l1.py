@@ -34,8 +34,17 @@ class AsyncL1Ops(L1Base):
         self.l1.set(key, entry)
 
     async def adelete(self, key: str) -> None:
+        self.l1.delete(key)  # first: this process forgets it even if Redis cannot be reached
         await self.l2.adelete(key)
-        self.l1.delete(key)
+
+    async def amark(
+        self, key: str, mode: Mode, tag: str | None = None, before: float | None = None
+    ) -> bool:
+        self.l1.mark(key, mode, tag, before)  # first, as `adelete`
+        return await self.l2.amark(key, mode, tag, before)
+
+    async def aforget_local(self, kind: str, name: str, mode: Mode) -> None:
+        self._forget_local(kind, name, mode)
 
     async def auntag(self, tag: str, keys: list[str]) -> None:
         await self.l2.auntag(tag, keys)
@@ -55,10 +64,11 @@ class AsyncL1Ops(L1Base):
 
     async def _apublish(self, kind: str, mode: str, name: str) -> None:
         """Tell the other instances, through the store's own clients, breaker and
-        timeouts: a Redis that hangs costs it a command's timeout, one out of use nothing."""
+        timeouts: a Redis that hangs costs it a command's timeout, one out of use nothing;
+        either way `isr.StoreUnavailable` (the runtime's outbox tells them later)."""
         _, ok = await self.l2.acommand(self.bus.publishing(kind, mode, name), None)
         if not ok:
-            self.bus.unpublished(kind, name)
+            raise self.bus.unpublished(kind, name)
 
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:
         return await self.l2.aacquire(key, token, ttl)

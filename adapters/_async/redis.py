@@ -23,6 +23,7 @@ from .._redis_base import (
     _FIELDS,
     _NOTE,
     _RELEASE,
+    _RESTORE,
     FAILURES,
     RedisBase,
     _expiry_ms,
@@ -89,6 +90,10 @@ class AsyncRedisOps(RedisBase):
         return self._reading(key, cast("bytes | None", data), reached)
 
     async def aset(self, key: str, entry: Entry) -> None:
+        await self._awrite(key, entry)
+
+    async def _awrite(self, key: str, entry: Entry) -> bool:
+        """Store ``entry`` (and index its tags); whether Redis took it."""
         checked_all(entry.tags)
         data = self.codec.dumps(self._e + checked(key), entry)  # a CodecError: nothing written
         px = _expiry_ms(entry)
@@ -105,13 +110,36 @@ class AsyncRedisOps(RedisBase):
                 pipe.sadd(self._t + tag, key)
             return await pipe.execute()
 
-        await self._arun(write, None)
+        _, ok = await self._arun(write, None)
+        return ok
+
+    async def amark(
+        self, key: str, mode: Mode, tag: str | None = None, before: float | None = None
+    ) -> bool:
+        """`isr.adapters.base.Adapter.mark` on Redis: `isr.StoreUnavailable` when it cannot be
+        reached (the runtime's outbox keeps the invalidation)."""
+        name = self._e + checked(key)
+        data, ok = await self._arun(lambda c: c.get(name), None)
+        if not ok:
+            raise self._unavailable(f"invalidation of {key!r}")
+        entry = self._decode(key, cast("bytes | None", data))
+        if entry is None or (tag is not None and tag not in entry.tags):
+            return False
+        if before is not None and entry.created >= before:
+            return False
+        if mode is Mode.PURGE:
+            _, ok = await self._arun(lambda c: c.delete(name), 0)
+        else:
+            ok = await self._awrite(key, entry.marked(mode))
+        if not ok:
+            raise self._unavailable(f"invalidation of {key!r}")
+        return True
 
     async def adelete(self, key: str) -> None:
         name = self._e + checked(key)
         _, ok = await self._arun(lambda c: c.delete(name), 0)
         if not ok:
-            self._unreached(f"invalidation of {key!r}")
+            raise self._unavailable(f"the removal of {key!r}")
 
     async def atagged(self, tag: str) -> list[str]:
         name = self._t + checked(tag, "tag")
@@ -121,7 +149,7 @@ class AsyncRedisOps(RedisBase):
 
         keys, ok = await self._arun(members, cast("list[str]", []))
         if not ok:
-            self._unreached(f"invalidation of tag {tag!r}")
+            raise self._unavailable(f"invalidation of tag {tag!r}")
         return keys
 
     async def auntag(self, tag: str, keys: list[str]) -> None:
@@ -148,7 +176,7 @@ class AsyncRedisOps(RedisBase):
         ms = max(1, math.ceil(ttl * 1000))
         _, ok = await self._arun(lambda c: c.eval(_NOTE, 1, marker, repr(at), int(mode), ms), None)
         if not ok:
-            self._unreached(f"invalidation of {kind} {name!r}")
+            raise self._unavailable(f"invalidation of {kind} {name!r}")
 
     async def ainvalidated_since(
         self, key: str, tags: tuple[str, ...], since: float
@@ -174,11 +202,17 @@ class AsyncRedisOps(RedisBase):
         if value is not None:
             return value
         fields, _ = await self._arun(lambda c: c.hmget(self._g, _FIELDS), None)
-        return cache.value if fields is None else cache.update(_generation(fields))
+        if fields is None:
+            return cache.value
+        if self._lost(fields):
+            known = [str(v) for v in self._known]
+            given, _ = await self._arun(lambda c: c.eval(_RESTORE, 1, self._g, *known), None)
+            fields = fields if given is None else given
+        return self._seen(_generation(fields))
 
     async def abump_generation(self, mode: Mode) -> Generation:
-        field = _FIELDS[mode]
-        fields, _ = await self._arun(lambda c: c.eval(_BUMP, 1, self._g, field), None)
+        field, floor = _FIELDS[mode], self._known.current
+        fields, _ = await self._arun(lambda c: c.eval(_BUMP, 1, self._g, field, floor), None)
         return self._bumped(mode, fields)
 
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:

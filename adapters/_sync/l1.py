@@ -34,8 +34,17 @@ class SyncL1Ops(L1Base):
         self.l1.set(key, entry)
 
     def delete(self, key: str) -> None:
+        self.l1.delete(key)  # first: this process forgets it even if Redis cannot be reached
         self.l2.delete(key)
-        self.l1.delete(key)
+
+    def mark(
+        self, key: str, mode: Mode, tag: str | None = None, before: float | None = None
+    ) -> bool:
+        self.l1.mark(key, mode, tag, before)  # first, as `delete`
+        return self.l2.mark(key, mode, tag, before)
+
+    def forget_local(self, kind: str, name: str, mode: Mode) -> None:
+        self._forget_local(kind, name, mode)
 
     def untag(self, tag: str, keys: list[str]) -> None:
         self.l2.untag(tag, keys)
@@ -53,10 +62,11 @@ class SyncL1Ops(L1Base):
 
     def _publish(self, kind: str, mode: str, name: str) -> None:
         """Tell the other instances, through the store's own clients, breaker and
-        timeouts: a Redis that hangs costs it a command's timeout, one out of use nothing."""
+        timeouts: a Redis that hangs costs it a command's timeout, one out of use nothing;
+        either way `isr.StoreUnavailable` (the runtime's outbox tells them later)."""
         _, ok = self.l2.command(self.bus.publishing(kind, mode, name), None)
         if not ok:
-            self.bus.unpublished(kind, name)
+            raise self.bus.unpublished(kind, name)
 
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         return self.l2.acquire(key, token, ttl)

@@ -25,6 +25,7 @@ from .._redis_base import (
     _FIELDS,
     _NOTE,
     _RELEASE,
+    _RESTORE,
     FAILURES,
     RedisBase,
     _expiry_ms,
@@ -89,6 +90,10 @@ class SyncRedisOps(RedisBase):
         return self._reading(key, cast("bytes | None", data), reached)
 
     def set(self, key: str, entry: Entry) -> None:
+        self._write(key, entry)
+
+    def _write(self, key: str, entry: Entry) -> bool:
+        """Store ``entry`` (and index its tags); whether Redis took it."""
         checked_all(entry.tags)
         data = self.codec.dumps(self._e + checked(key), entry)  # a CodecError: nothing written
         px = _expiry_ms(entry)
@@ -105,13 +110,36 @@ class SyncRedisOps(RedisBase):
                 pipe.sadd(self._t + tag, key)
             return pipe.execute()
 
-        self._run(write, None)
+        _, ok = self._run(write, None)
+        return ok
+
+    def mark(
+        self, key: str, mode: Mode, tag: str | None = None, before: float | None = None
+    ) -> bool:
+        """`isr.adapters.base.Adapter.mark` on Redis: `isr.StoreUnavailable` when it cannot be
+        reached (the runtime's outbox keeps the invalidation)."""
+        name = self._e + checked(key)
+        data, ok = self._run(lambda c: c.get(name), None)
+        if not ok:
+            raise self._unavailable(f"invalidation of {key!r}")
+        entry = self._decode(key, cast("bytes | None", data))
+        if entry is None or (tag is not None and tag not in entry.tags):
+            return False
+        if before is not None and entry.created >= before:
+            return False
+        if mode is Mode.PURGE:
+            _, ok = self._run(lambda c: c.delete(name), 0)
+        else:
+            ok = self._write(key, entry.marked(mode))
+        if not ok:
+            raise self._unavailable(f"invalidation of {key!r}")
+        return True
 
     def delete(self, key: str) -> None:
         name = self._e + checked(key)
         _, ok = self._run(lambda c: c.delete(name), 0)
         if not ok:
-            self._unreached(f"invalidation of {key!r}")
+            raise self._unavailable(f"the removal of {key!r}")
 
     def tagged(self, tag: str) -> list[str]:
         name = self._t + checked(tag, "tag")
@@ -121,7 +149,7 @@ class SyncRedisOps(RedisBase):
 
         keys, ok = self._run(members, cast("list[str]", []))
         if not ok:
-            self._unreached(f"invalidation of tag {tag!r}")
+            raise self._unavailable(f"invalidation of tag {tag!r}")
         return keys
 
     def untag(self, tag: str, keys: list[str]) -> None:
@@ -146,7 +174,7 @@ class SyncRedisOps(RedisBase):
         ms = max(1, math.ceil(ttl * 1000))
         _, ok = self._run(lambda c: c.eval(_NOTE, 1, marker, repr(at), int(mode), ms), None)
         if not ok:
-            self._unreached(f"invalidation of {kind} {name!r}")
+            raise self._unavailable(f"invalidation of {kind} {name!r}")
 
     def invalidated_since(self, key: str, tags: tuple[str, ...], since: float) -> Mode | None:
         checked(key)
@@ -170,11 +198,17 @@ class SyncRedisOps(RedisBase):
         if value is not None:
             return value
         fields, _ = self._run(lambda c: c.hmget(self._g, _FIELDS), None)
-        return cache.value if fields is None else cache.update(_generation(fields))
+        if fields is None:
+            return cache.value
+        if self._lost(fields):
+            known = [str(v) for v in self._known]
+            given, _ = self._run(lambda c: c.eval(_RESTORE, 1, self._g, *known), None)
+            fields = fields if given is None else given
+        return self._seen(_generation(fields))
 
     def bump_generation(self, mode: Mode) -> Generation:
-        field = _FIELDS[mode]
-        fields, _ = self._run(lambda c: c.eval(_BUMP, 1, self._g, field), None)
+        field, floor = _FIELDS[mode], self._known.current
+        fields, _ = self._run(lambda c: c.eval(_BUMP, 1, self._g, field, floor), None)
         return self._bumped(mode, fields)
 
     def acquire(self, key: str, token: str, ttl: float) -> bool:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from isr._decisions import Answer, remark
 from isr._entry import Entry, Mode, classify
+from isr._errors import StoreUnavailable
 from isr._flight import Flight
 from isr._loader import Loader
 from isr._status import Result
@@ -41,9 +42,13 @@ from isr._synchronization import (
 from isr.adapters.names import checked
 
 if TYPE_CHECKING:
-    from isr._state import RuntimeState
+    from isr._state import Invalidation, RuntimeState
+    from isr.adapters.base import Adapter
 
-__all__ = ["SyncDriver"]
+__all__ = ["OUTBOX_RETRY", "SyncDriver"]
+
+#: Seconds between two tries at applying the outbox while the store is out of reach.
+OUTBOX_RETRY = 0.5
 
 
 class SyncDriver:
@@ -106,8 +111,15 @@ class SyncDriver:
                 entry, generation = store.get(key), store.generation()
             else:
                 store = usable(self.store)
-                entry = store.get(key)
-                generation = state.last_gen = store.generation()
+                if (state.outbox or store.losses != state.losses) and not (self._recover(store)):
+                    # Nothing from the store before it has what this process owes it: what
+                    # this process holds of its own (an L1's copy), else the origin.
+                    entry, generation = store.peek(key), state.known_generation()
+                else:
+                    entry = store.get(key)
+                    generation = state.last_gen = store.generation()
+                    if store.losses != state.losses:
+                        continue  # it lost its state: recover, then read again
             now = state.clock()
             decision = state.read(loader, key, entry, classify(entry, now, generation), now)
             if decision.refresh:
@@ -187,15 +199,18 @@ class SyncDriver:
         state, store = self.state, usable(self.store)
         with state.fetching(loader, key, flight, self.flights, self.pending, background) as run:
             token = None
+            deadline = None if loader.timeout is None else time.monotonic() + loader.timeout
             if state.shared:
                 token = secrets.token_hex(16)
-                landed = self._lock(key, token, state.lock_ttl_for(loader), flight.seen)
+                ttl = state.lock_ttl_for(loader)
+                landed = self._lock(loader, key, token, ttl, flight.seen, deadline)
                 if landed is not None:
                     state.landed(flight, key, landed.value, landed)
                     return
             try:
                 state.count("loader_calls")
-                with fail_after(loader.timeout):
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                with fail_after(left):
                     value = loader.fn(*args, **kwargs)
                 entry = state.stored(run, loader, key, args, kwargs, value)
                 if entry is not None and not state.inline:
@@ -211,10 +226,20 @@ class SyncDriver:
                         store.release(key, token)
             state.landed(flight, key, value, entry)
 
-    def _lock(self, key: str, token: str, ttl: float, seen: Entry | None) -> Entry | None:
+    def _lock(
+        self,
+        loader: Loader[Any],
+        key: str,
+        token: str,
+        ttl: float,
+        seen: Entry | None,
+        deadline: float | None,
+    ) -> Entry | None:
         """Take ``key``'s fetch lock in the shared store (None), or wait for the value the
         process holding it is fetching and return it once it lands. A holder that dies
-        blocks nobody past ``ttl``: its lock expires and the next try takes it."""
+        blocks nobody past ``ttl``: its lock expires and the next try takes it. With a
+        ``deadline`` (the loader's timeout), nobody waits past it either: TimeoutError, as
+        for a fetch that took too long."""
         state, store = self.state, usable(self.store)
         delay = 0.002
         while True:
@@ -224,6 +249,14 @@ class SyncDriver:
                     store.release(key, token)
                     return landed
                 return None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{loader.name}() took longer than {loader.timeout} s for {key!r} "
+                        "(another process holds its fetch)"
+                    )
+                delay = min(delay, left)
             sleep(delay)
             delay = min(delay * 1.5, 0.05)
             landed = store.get(key)
@@ -240,43 +273,112 @@ class SyncDriver:
 
     def invalidate(self, key: str, mode: Mode) -> bool:
         """Mark (or purge) the entry under ``key``; True if one was there."""
-        state, store = self.state, usable(self.store)
-        state.invalidating("key", key, mode)
-        if state.shared:
-            store.note_invalidation("key", key, mode, state.clock(), state.lock_ttl)
-        marked = self._mark(key, mode)
-        store.announce("key", key, mode)
-        return marked
+        return bool(self._invalidate(self.state.invalidating("key", key, mode)))
 
     def invalidate_tag(self, tag: str, mode: Mode) -> int:
         """Mark (or purge) every entry carrying ``tag``; how many there were."""
-        state, store = self.state, usable(self.store)
-        state.invalidating("tag", tag, mode)
-        if state.shared:
-            store.note_invalidation("tag", tag, mode, state.clock(), state.lock_ttl)
-        keys = store.tagged(tag)
-        done = [self._mark(key, mode, tag) for key in keys]
-        store.untag(tag, [k for k, ok in zip(keys, done, strict=True) if not ok])
-        store.announce("tag", tag, mode)
-        return sum(done)
+        return self._invalidate(self.state.invalidating("tag", tag, mode))
 
     def invalidate_all(self, mode: Mode) -> None:
         """Move the store's generation on: every entry is judged against it when next read."""
-        self.state.invalidating("all", "", mode)
-        usable(self.store).bump_generation(mode)
+        self._invalidate(self.state.invalidating("all", "", mode))
 
-    def _mark(self, key: str, mode: Mode, tag: str | None = None) -> bool:
-        """Apply ``mode`` to the entry under ``key`` (if it still carries ``tag``, when
-        one is given); True if there was one."""
+    def _invalidate(self, invalidation: Invalidation) -> int:
+        """Apply ``invalidation`` to the store, after any the outbox holds. A store out of
+        reach: this process's own copy obeys at once, the outbox keeps the invalidation for
+        the store, and the caller hears `isr.StoreUnavailable`."""
         state, store = self.state, usable(self.store)
-        if state.inline:
-            return state.mark_inline(key, mode, tag)
-        entry = store.get(key)
-        if not state.marks(key, entry, tag):
-            return False
-        assert entry is not None
-        if mode is Mode.PURGE:
-            store.delete(key)
+        try:
+            self._flush(store)
+            done = self._perform(store, invalidation, None)
+        except StoreUnavailable:
+            state.queue(invalidation)
+            kind, name, mode = invalidation.kind, invalidation.name, invalidation.mode
+            store.forget_local(kind, name, mode)
+            self._keep_trying()
+            raise
+        state.applied(invalidation)
+        return done
+
+    def _perform(self, store: Adapter, invalidation: Invalidation, before: float | None) -> int:
+        """The store's part of ``invalidation`` (only on entries produced before ``before``,
+        when given: a replay); how many entries it affected."""
+        state = self.state
+        kind, name, mode = invalidation.kind, invalidation.name, invalidation.mode
+        if kind == "all":
+            store.bump_generation(mode)
+            return 0
+        if state.shared:
+            store.note_invalidation(kind, name, mode, invalidation.at, state.lock_ttl)
+        if kind == "key":
+            done = int(self._mark(store, name, mode, None, before))
         else:
-            store.set(key, entry.marked(mode))
+            keys = store.tagged(name)
+            marked = [self._mark(store, key, mode, name, before) for key in keys]
+            store.untag(name, [k for k, ok in zip(keys, marked, strict=True) if not ok])
+            done = sum(marked)
+        store.announce(kind, name, mode)
+        return done
+
+    def _mark(
+        self, store: Adapter, key: str, mode: Mode, tag: str | None, before: float | None
+    ) -> bool:
+        """Apply ``mode`` to the entry under ``key`` (see `isr.adapters.base.Adapter.mark`)."""
+        state = self.state
+        if state.inline:
+            return state.mark_inline(key, mode, tag, before)
+        state.forget_backoff(key)
+        return store.mark(key, mode, tag, before)
+
+    def _flush(self, store: Adapter) -> None:
+        """Apply the outbox to the store, in order; `isr.StoreUnavailable` (what is left
+        stays) when it is still out of reach."""
+        state = self.state
+        while state.outbox:
+            invalidation = state.outbox[0]
+            self._perform(store, invalidation, None)
+            state.applied(invalidation, queued=True)
+
+    def _keep_trying(self) -> None:
+        """Apply the outbox in the background as soon as the store answers (tried every
+        `OUTBOX_RETRY` seconds), not only when a read or an invalidation comes by: an L1
+        may serve every read meanwhile."""
+        state = self.state
+        with state.lock:
+            if state.flushing:
+                return
+            state.flushing = True
+        self.spawner.start(self._retry_outbox)
+
+    def _retry_outbox(self) -> None:
+        state = self.state
+        try:
+            while state.outbox and not state.closing:
+                if self._recover(usable(self.store)):
+                    break
+                sleep(OUTBOX_RETRY)
+        finally:
+            state.flushing = False
+
+    def _recover(self, store: Adapter) -> bool:
+        """Before anything is served from the store: apply the outbox, and, should the
+        store have lost its state since this process last looked (a restart, a failover,
+        an eviction of its records), re-apply this process's recent invalidations (its
+        journal) to what the store holds now. False: the store is still out of reach (or
+        another caller is at it), so nothing is read from it yet."""
+        state = self.state
+        if state.recovering:
+            return False
+        state.recovering = True
+        try:
+            losses = store.losses
+            if losses != state.losses:
+                for invalidation in list(state.journal):
+                    self._perform(store, invalidation, invalidation.at)
+                state.losses = losses
+            self._flush(store)
+        except StoreUnavailable:
+            return False
+        finally:
+            state.recovering = False
         return True
