@@ -1,1 +1,1 @@
-"""Runnable examples: ``demo.py``, ``blog/`` (the README's main demo), ``replicas/``."""
+"""Runnable examples: ``demo.py``, ``blog/`` (the main demo), ``replicas/``."""

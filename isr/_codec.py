@@ -141,8 +141,8 @@ class PickleCodec:
     write the store can put back a record it held earlier (and the generation record and
     markers of that time with it), so a value purged since can be served again until its
     windows end. Only state out of the writer's reach could tell, and the store is the only
-    state processes share: keep the store writable by the application alone (see the
-    README's security section). A signature also hides nothing: records are signed, not
+    state processes share: keep the store writable by the application alone (see
+    ``docs/pages/security.md``). A signature also hides nothing: records are signed, not
     encrypted.
     """
 

@@ -71,9 +71,13 @@ __all__ = [
     "Send",
 ]
 
+#: An ASGI connection scope (the ASGI 3 spec's ``scope`` dict).
 Scope = MutableMapping[str, Any]
+#: An ASGI event, sent or received.
 Message = MutableMapping[str, Any]
+#: The ASGI ``receive`` callable: awaits the next event.
 Receive = Callable[[], Awaitable[Message]]
+#: The ASGI ``send`` callable: sends one event.
 Send = Callable[[Message], Awaitable[None]]
 #: Any ASGI 3 app. Its arguments are ``Any`` at this boundary (and in the middleware's own
 #: ``__call__``) because frameworks type them their own way: Litestar's TypedDict scopes and

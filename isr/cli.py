@@ -7,13 +7,34 @@
     isr invalidate --webhook http://127.0.0.1:8000/hooks/isr --tag posts   # ISR_WEBHOOK_SECRET
     isr invalidate --webhook http://127.0.0.1:8000/hooks/isr --secret-file /run/secrets/isr ...
     isr stats --store disk:///var/cache/blog
+    isr --version
 
 ``warm`` requests each page once, as a visitor would, so the site's own cache fills (the
 build-time warm-up of static sites, at run time); it reports what each answer's ``X-Cache``
-said. ``invalidate`` acts on a store directly (``--store``, else ``ISR_CACHE_URL``, with
-``--namespace`` or ``ISR_NAMESPACE``) or asks a running webhook to (``--webhook``), which
-also purges the CDNs it knows of. Exit status: 0 on success, 1 when something failed, 2 on
-bad usage.
+said. Paths need ``--base-url``; full URLs do not. ``invalidate`` acts on a store directly
+or asks a running webhook to (``--webhook``), which also purges the CDNs it knows of.
+``stats`` shows a store's generation record and how many entries its namespace holds.
+
+**The store** is the one ``--store`` names, else ``ISR_CACHE_URL``, else the one
+``ISR_TARGET=single-host`` puts on disk (`isr.ISR.from_env`); with none of them the command
+refuses to run (exit 2) rather than act on a memory store of its own, which no application
+sees. For the same reason ``invalidate`` refuses a ``memory://`` store even when named, and
+``stats`` on one says it is the command's own, empty store. The namespace is ``--namespace``,
+else ``ISR_NAMESPACE``, else the default; the commands that act on a store name it, with
+the store's URL (password redacted), on standard error. Before acting, the command waits
+(``--wait``, 5 s by default) for the store to answer (`isr.ISR.wait_ready_sync`: a Redis
+PING): a store it cannot reach (stopped, unreachable, a wrong password) is an error, exit 1,
+not a report of zeros.
+
+**Counting entries.** Memory: exact. Disk: exact, one indexed SQL count of the namespace's
+unexpired entries. Redis: exact when the database holds at most ``--scan-limit`` keys (100,000
+by default), by SCANning it for the namespace's entries; past that, estimated from 1,000
+random keys (RANDOMKEY), with its 95 % interval, since a SCAN of millions of keys is costly
+for a busy server. The output says which (``entries_counted``).
+
+Exit status: 0 on success, 1 when something failed (a store or page that did not answer, an
+invalidation that may be incomplete), 2 on bad usage (a missing store or base URL, an
+unknown option, an extra that is not installed: the message says what to install).
 
 **Secrets.** The webhook's secret comes from ``ISR_WEBHOOK_SECRET`` or ``--secret-file``
 (its one trailing newline dropped; ``-`` reads standard input), the store's URL, password
@@ -28,8 +49,12 @@ errors, a webhook's answer) shows the secret or a URL's password: they are repla
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
+import math
 import os
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -37,13 +62,18 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
 import anyio
 import httpx
 
+from ._config import url_from_env
 from ._errors import ConfigError
-from ._redact import Redactor, check_header_value, url_password
+from ._redact import Redactor, check_header_value, redact_url, url_password
 from ._runtime import ISR
+from .adapters.base import Adapter
+from .adapters.memory import MemoryAdapter
+from .adapters.names import DEFAULT_NAMESPACE, prefix
 
 __all__ = ["main"]
 
@@ -79,6 +109,13 @@ def _paths(args: argparse.Namespace) -> list[str]:
         paths += [line.strip() for line in text.splitlines() if line.strip()]
     if not paths:
         raise ConfigError("nothing to warm: give paths (or URLs), or --file with one a line")
+    if not args.base_url:
+        relative = [path for path in paths if not path.startswith(("http://", "https://"))]
+        if relative:
+            raise ConfigError(
+                f"{relative[0]!r} is a path, not a URL: give the site's address with --base-url "
+                "(e.g. --base-url http://127.0.0.1:8000), or full URLs"
+            )
     return paths
 
 
@@ -117,13 +154,60 @@ async def _warm(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Reda
     return 1 if failures else 0
 
 
-def _store(args: argparse.Namespace) -> ISR:
-    """The store ``--store`` names (whatever ``ISR_TARGET`` says: an explicit flag wins),
-    else the environment's, as `ISR.from_env` reads it; ``--namespace``, else
-    ``ISR_NAMESPACE``."""
-    if not args.store:
-        return ISR.from_env(**({"namespace": args.namespace} if args.namespace else {}))
-    return ISR(args.store, namespace=args.namespace or os.environ.get("ISR_NAMESPACE") or None)
+NO_STORE = (
+    "no store named: give --store URL (disk:///var/cache/app, redis://host:6379/0), or set "
+    "ISR_CACHE_URL (the place for a URL with a password), or ISR_TARGET=single-host for "
+    "the per-user disk store. The isr command does not act on a memory store of its own: "
+    "no application would see it"
+)
+
+
+class Unreachable(Exception):
+    """The store did not answer within ``--wait`` seconds."""
+
+
+def _store(args: argparse.Namespace, err: TextIO) -> ISR:
+    """The runtime on the store the command acts on (see the module docstring), once it
+    answers: `ConfigError` when none is named, `Unreachable` when it does not answer."""
+    if args.store:
+        url = args.store  # an explicit flag wins over ISR_TARGET
+    else:
+        url = url_from_env(os.environ)
+        if url == "memory://" and not os.environ.get("ISR_CACHE_URL", "").strip():
+            raise ConfigError(NO_STORE)
+    if args.command == "invalidate" and url.startswith("memory:"):
+        raise ConfigError(
+            "memory:// lives inside one process: invalidating the isr command's own, empty "
+            "store changes nothing an application serves; name its disk or Redis store, or "
+            "ask its webhook (--webhook)"
+        )
+    namespace = args.namespace or os.environ.get("ISR_NAMESPACE") or None
+    runtime = ISR(url, namespace=namespace)
+    shown = repr(namespace) if namespace else f"{DEFAULT_NAMESPACE!r} (the default)"
+    err.write(f"isr: store {redact_url(url)}, namespace {shown}\n")
+    if isinstance(runtime.adapter, MemoryAdapter):
+        err.write("isr: note: memory:// is this command's own store: it starts empty\n")
+    if not runtime.wait_ready_sync(args.wait):
+        why = _why_unreachable(runtime.adapter)
+        runtime.close()
+        raise Unreachable(
+            f"the store {redact_url(url)} did not answer within {args.wait:g} s{why}; is it "
+            "running and reachable, and are its credentials right?"
+        )
+    return runtime
+
+
+def _why_unreachable(adapter: Adapter) -> str:
+    """What the server said to one more try (``: AuthenticationError: ...``), for a Redis
+    store; nothing for another (`ISR.wait_ready_sync` tells only whether it answered)."""
+    connect = getattr(adapter, "_connect", None)  # RedisAdapter's sync client
+    if connect is None:
+        return ""
+    try:
+        connect().ping()
+    except Exception as exc:  # whatever redis-py raised: shown, never raised
+        return f" ({type(exc).__name__}: {exc})"
+    return ""
 
 
 def _invalidate_webhook(args: argparse.Namespace, out: TextIO, redact: Redactor) -> int:
@@ -139,14 +223,14 @@ def _invalidate_webhook(args: argparse.Namespace, out: TextIO, redact: Redactor)
     return 0 if response.is_success else 1
 
 
-def _invalidate(args: argparse.Namespace, out: TextIO, redact: Redactor) -> int:
+def _invalidate(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Redactor) -> int:
     if not args.tag and not args.key and not args.all:
         raise ConfigError("say what to invalidate: --key, --tag (both repeatable) or --all")
     if args.webhook:
         if args.all:
             raise ConfigError("--all is not something a webhook is asked for; use --store")
         return _invalidate_webhook(args, out, redact)
-    runtime = _store(args)
+    runtime = _store(args, err)
     try:
         for key in args.key:
             found = runtime.invalidate_sync(key, args.mode)
@@ -166,20 +250,110 @@ def _invalidate(args: argparse.Namespace, out: TextIO, redact: Redactor) -> int:
     return 0
 
 
-def _stats(args: argparse.Namespace, out: TextIO) -> int:
-    runtime = _store(args)
+def _stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    runtime = _store(args, err)
     try:
+        namespace = args.namespace or os.environ.get("ISR_NAMESPACE") or None
+        entries, counted = _count(runtime.adapter, namespace, args.scan_limit)
         stats = runtime.stats()
         report: dict[str, Any] = {
             "adapter": type(runtime.adapter).__name__,
+            "namespace": namespace or DEFAULT_NAMESPACE,
             "generation": runtime.adapter.generation()._asdict(),
-            "entries": stats.entries,
+            "entries": entries,
+            "entries_counted": counted,
             "store": stats.store,
         }
+        errors = stats.store_errors
     finally:
         runtime.close()
     out.write(json.dumps(report, indent=2) + "\n")
+    if errors:
+        err.write(f"isr stats: {errors} store error(s) while reading: see the log\n")
+        return 1
     return 0
+
+
+#: RANDOMKEY samples behind a Redis estimate: a 95 % interval of about ±3 % of the database.
+SAMPLES = 1000
+
+
+def _count(adapter: Adapter, namespace: str | None, scan_limit: int) -> tuple[int | None, str]:
+    """How many entries ``namespace`` holds in ``adapter``, and how that was found."""
+    from .adapters.disk import DiskAdapter
+
+    if isinstance(adapter, DiskAdapter):
+        return _count_disk(adapter.directory, f"{prefix(namespace)}:e:"), "exact"
+    if type(adapter).__name__ == "RedisAdapter":  # not imported: it needs the redis extra
+        return _count_redis(adapter, f"{prefix(namespace)}:e:", scan_limit)
+    size = adapter.size()
+    if size is None:
+        return None, "not known: this store does not say"
+    return size, "exact"
+
+
+def _count_disk(directory: str, start: str) -> int:
+    """The unexpired entries named ``start...``: one count over diskcache's key index, on a
+    read-only connection of our own (diskcache itself would count every namespace)."""
+    from diskcache.core import DBNAME
+
+    end = start[:-1] + chr(ord(start[-1]) + 1)  # the first name after every "ns:e:..."
+    uri = f"file:{quote(os.path.join(directory, DBNAME))}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            ((count,),) = db.execute(
+                "SELECT COUNT(*) FROM Cache WHERE key >= ? AND key < ?"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (start, end, time.time()),
+            ).fetchall()
+    except sqlite3.Error as exc:
+        raise Unreachable(f"the disk store could not be counted: {exc}") from None
+    return int(count)
+
+
+def _count_redis(adapter: Adapter, start: str, scan_limit: int) -> tuple[int, str]:
+    """Exact by SCAN up to ``scan_limit`` keys in the database; estimated by sampling past
+    it (see the module docstring)."""
+    from redis.exceptions import RedisError
+
+    try:
+        return _sample_redis(adapter, start, scan_limit)
+    except (RedisError, OSError) as exc:
+        raise Unreachable(
+            f"the Redis store stopped answering while counting: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _sample_redis(adapter: Adapter, start: str, scan_limit: int) -> tuple[int, str]:
+    client: Any = adapter._connect()  # type: ignore[attr-defined]  # RedisAdapter's client
+    size = int(client.dbsize())
+    name = start.encode()
+    if size <= scan_limit:
+        pattern = b"".join(b"\\" + bytes([c]) if c in b"\\*?[]" else bytes([c]) for c in name)
+        count = sum(1 for _ in client.scan_iter(match=pattern + b"*", count=1000))
+        return count, f"exact: a SCAN of the database's {size} keys"
+    if adapter.cluster:  # type: ignore[attr-defined]
+        keys = [client.randomkey() for _ in range(SAMPLES)]
+    else:
+        pipe = client.pipeline(transaction=False)
+        for _ in range(SAMPLES):
+            pipe.randomkey()
+        keys = pipe.execute()
+    hits = sum(1 for key in keys if key is not None and bytes(key).startswith(name))
+    low, high = _wilson(hits, SAMPLES)
+    return round(size * hits / SAMPLES), (
+        f"estimated: {hits} of {SAMPLES} random keys of the database's {size} are this "
+        f"namespace's entries (95 % interval {math.floor(low * size)} to "
+        f"{math.ceil(high * size)}); more than --scan-limit {scan_limit} keys to SCAN"
+    )
+
+
+def _wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``hits / n`` (sound at 0 and at n too)."""
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -188,13 +362,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Warm an isr-runtime cache, invalidate it, look at it.",
         epilog="Secrets come from the environment: ISR_CACHE_URL (the store, password "
         "included), ISR_NAMESPACE, ISR_WEBHOOK_SECRET (or --secret-file). Given on the "
-        "command line they work, with a warning: other local users can read it (ps).",
+        "command line they work, with a warning: other local users can read it (ps). "
+        "Exit status: 0 done, 1 failed (a store or page that did not answer), 2 bad usage.",
     )
+    parser.add_argument("--version", action="version", version=f"isr-runtime {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     warm = commands.add_parser("warm", help="request pages so the site's cache fills")
     warm.add_argument("paths", nargs="*", help="paths (with --base-url) or full URLs")
-    warm.add_argument("--base-url", help="e.g. http://127.0.0.1:8000")
+    warm.add_argument(
+        "--base-url", help="the site's address, e.g. http://127.0.0.1:8000 (needed for paths)"
+    )
     warm.add_argument("--file", help="a file of paths or URLs, one a line")
     warm.add_argument("--concurrency", type=int, default=8)
     warm.add_argument("--timeout", type=float, default=30.0)
@@ -202,10 +380,18 @@ def _parser() -> argparse.ArgumentParser:
     def store_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "--store",
-            help="a cache URL (default: ISR_CACHE_URL, the place for one with a password: a "
-            "command line is visible to every local user)",
+            help="a cache URL: disk:///path, redis://host:port/db (default: ISR_CACHE_URL, the "
+            "place for one with a password: a command line is visible to every local user; "
+            "else ISR_TARGET=single-host's disk store; with none of them, an error)",
         )
-        command.add_argument("--namespace", help="default: ISR_NAMESPACE")
+        command.add_argument("--namespace", help="default: ISR_NAMESPACE, else isr")
+        command.add_argument(
+            "--wait",
+            type=float,
+            default=5.0,
+            metavar="SECONDS",
+            help="how long the store may take to answer before the command fails (default 5)",
+        )
 
     invalidate = commands.add_parser("invalidate", help="invalidate keys, tags or everything")
     invalidate.add_argument("--key", action="append", default=[])
@@ -227,9 +413,27 @@ def _parser() -> argparse.ArgumentParser:
     invalidate.add_argument("--timeout", type=float, default=30.0)
     store_options(invalidate)
 
-    stats = commands.add_parser("stats", help="a store's generation record and size")
+    stats = commands.add_parser("stats", help="a store's generation record and entry count")
     store_options(stats)
+    stats.add_argument(
+        "--scan-limit",
+        type=int,
+        default=100_000,
+        metavar="KEYS",
+        help="Redis: count exactly (SCAN) when the database holds at most this many keys, "
+        "else estimate from a sample (default 100000)",
+    )
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (``isr.__version__`` in a bare checkout)."""
+    try:
+        return importlib.metadata.version("isr-runtime")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        from . import __version__
+
+        return __version__
 
 
 def _secret(args: argparse.Namespace, err: TextIO) -> str | None:
@@ -268,6 +472,9 @@ def _credentials(args: argparse.Namespace) -> list[str | None]:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    """Run the ``isr`` command with ``argv`` (default: the process's arguments), writing its
+    report to ``out`` and its messages to standard error; returns the exit status (see the
+    module docstring). Bad arguments exit through argparse, with status 2."""
     args = _parser().parse_args(argv)
     err = sys.stderr
     redact = Redactor(_credentials(args))
@@ -285,8 +492,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                 redact = Redactor([*_credentials(args), args.secret])
             elif args.secret is not None or args.secret_file is not None:
                 raise ConfigError("--secret and --secret-file go with --webhook")
-            return _invalidate(args, out, redact)
-        return _stats(args, out)
+            return _invalidate(args, out, err, redact)
+        return _stats(args, out, err)
+    except Unreachable as exc:
+        err.write(redact(f"isr {args.command}: {exc}") + "\n")
+        return 1
+    except ImportError as exc:
+        if "pip install" not in str(exc):  # not a missing extra: a bug, shown in full
+            raise
+        err.write(f"isr {args.command}: {exc}\n")
+        return 2
     except (ConfigError, OSError, ValueError) as exc:
         message = str(exc)
         if not isinstance(exc, ConfigError) and any(_credentials(args)):

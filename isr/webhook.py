@@ -176,6 +176,9 @@ class StrapiEvent:
 
 
 Role = Literal["own", "collection"]
+#: How a model's entries become tags: a template, a list of templates, a mapping of
+#: ``"own"`` / ``"collection"`` templates, a callable taking the `StrapiEvent`, or None to
+#: ignore the model (see the module docstring).
 TagRule: TypeAlias = (
     str
     | Sequence[str]
@@ -184,11 +187,15 @@ TagRule: TypeAlias = (
     | None
 )
 
+#: The tags of every model (``"*"``) and of media unless ``tag_map`` says otherwise: the
+#: model tag is the collection's, the entry's slug and ``documentId`` tags its own.
 DEFAULT_TAG_MAP: Mapping[str, TagRule] = {
     "*": ("{model}", "{model}:{slug}", "{model}:{documentId}"),
     "media": ("media", "media:{id}"),
 }
 
+#: The strength each Strapi event invalidates with unless ``modes`` says otherwise (the
+#: collection's tags never stronger than ``"expire"``).
 DEFAULT_MODES: Mapping[str, ModeName] = {
     "entry.create": "expire",
     "entry.update": "expire",

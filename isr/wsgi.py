@@ -63,8 +63,10 @@ __all__ = [
     "WebhookApp",
 ]
 
+#: A WSGI environ (PEP 3333).
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+#: The WSGI ``start_response`` callable (PEP 3333).
 StartResponse = Callable[..., Callable[[bytes], object]]
 #: Any WSGI app (PEP 3333).
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]

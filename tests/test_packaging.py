@@ -1,12 +1,15 @@
-"""The installed distribution: one import name (``isr``), coexisting with any ``adapters``,
-and a module graph without cycles."""
+"""The distribution: an sdist carrying the sources, the licence and nothing of CI's, a wheel
+built from it with one import name (``isr``), coexisting with any ``adapters``, and a module
+graph without cycles."""
 
 from __future__ import annotations
 
 import ast
+import email
 import os
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +22,74 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist, and the wheel built from it (as ``pip install`` of the sdist builds it)."""
+    out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "-q", "--outdir", str(out), str(ROOT)],
         check=True,
         capture_output=True,
     )
-    (found,) = out.glob("isr_runtime-*.whl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(dists: Path) -> Path:
+    (found,) = dists.glob("isr_runtime-*.whl")
     return found
+
+
+@pytest.fixture(scope="module")
+def sdist(dists: Path) -> list[str]:
+    """The sdist's member names, without the leading ``isr_runtime-<version>/``."""
+    (found,) = dists.glob("isr_runtime-*.tar.gz")
+    with tarfile.open(found) as archive:
+        return [name.partition("/")[2] for name in archive.getnames()]
+
+
+def _metadata(wheel: Path) -> email.message.Message:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return email.message_from_bytes(archive.read(name))
+
+
+def test_the_licence_is_in_the_repository_the_sdist_and_the_wheel(
+    dists: Path, sdist: list[str], wheel: Path
+) -> None:
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License\n\nCopyright (c) isr-runtime contributors\n")
+    assert "LICENSE" in sdist
+    (archive,) = dists.glob("isr_runtime-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(f"{archive.name.removesuffix('.tar.gz')}/LICENSE")
+        assert member is not None
+        assert member.read().decode() == licence
+    with zipfile.ZipFile(wheel) as archive_:
+        (name,) = [n for n in archive_.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+        assert archive_.read(name).decode() == licence
+    metadata = _metadata(wheel)
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+
+
+def test_the_sdist_carries_the_sources_and_nothing_of_ci_venv_or_caches(sdist: list[str]) -> None:
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "isr/__init__.py",
+                   "isr/adapters/base.py", "adapters/redis.py", "tests/conftest.py",
+                   "docs/mkdocs.yml"):  # fmt: skip
+        assert needed in sdist
+    unwanted = {".ci", ".venv", "venv", ".git", "__pycache__", ".mypy_cache", ".ruff_cache",
+                ".pytest_cache", "build", "dist", "site"}  # fmt: skip
+    for name in sdist:
+        assert not unwanted & set(name.split("/")), name
+        assert not name.endswith((".pyc", ".pyo", ".whl", ".tar.gz")), name
+
+
+def test_the_project_urls(wheel: Path) -> None:
+    urls = dict(u.split(", ", 1) for u in _metadata(wheel).get_all("Project-URL") or [])
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Issues"}
+    for url in urls.values():
+        assert "isr-runtime/isr-runtime" in url or "isr-runtime.github.io/isr-runtime" in url
+    assert urls["Issues"].endswith("/issues")
 
 
 def test_the_wheel_claims_only_the_isr_name(wheel: Path) -> None:

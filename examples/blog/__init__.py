@@ -1,4 +1,4 @@
-"""A blog on a headless CMS, its pages cached by isr-runtime: the README's main demo.
+"""A blog on a headless CMS, its pages cached by isr-runtime: the main demo.
 
 ``cms.py`` is the origin (a tiny Strapi stand-in), ``app.py`` the blog (Starlette, with
 `isr.asgi.ISRMiddleware` and `isr.webhook.WebhookApp`), ``walkthrough.py`` runs both and
