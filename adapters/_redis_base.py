@@ -39,7 +39,7 @@ from .breaker import Breaker
 from .names import prefix
 from .records import Refusals
 
-__all__ = ["FAILURES", "RedisBase"]
+__all__ = ["FAILURES", "Busy", "RedisBase"]
 
 logger = logging.getLogger("isr")
 
@@ -184,41 +184,60 @@ def _expiry_ms(entry: Entry) -> int | None:
     return None if life is None else max(1000, math.ceil(life * 1000))
 
 
-class _Gate:
-    """At most ``free`` commands at once on one event loop's client; the others wait (each
-    at most a timeout) and are let in in order as commands end.
+class Busy(Exception):
+    """Every connection slot stayed taken past the wait allowed (the process is swamped):
+    the call is not made, and not counted against Redis (it did not fail)."""
 
-    redis-py's asyncio pool would fail at once (``MaxConnectionsError``), and its blocking
-    pool costs every command a timer, a tenth of a loopback GET; this costs a counter until
-    every connection is in use.
+
+class _Gate:
+    """At most ``capacity`` commands at once on one event loop's client; the others wait
+    and are let in in order as commands end.
+
+    ``capacity`` starts small and grows by one with each command that ends, up to ``size``
+    (a slow start): a burst on a cold process opens a few connections and reuses them, where
+    opening ``size`` at once (each a TCP connect and a handshake, on a loaded machine) would
+    pass the connect timeout and trip the breaker. redis-py's asyncio pool would fail at once
+    (``MaxConnectionsError``), and its blocking pool costs every command a timer, a tenth of
+    a loopback GET; this costs a counter until every slot is in use.
     """
 
-    __slots__ = ("free", "waiters")
+    __slots__ = ("capacity", "free", "size", "waiters")
+
+    #: The slots a new client starts with.
+    START = 4
 
     def __init__(self, size: int) -> None:
-        self.free = size
+        self.size = size
+        self.capacity = self.free = min(size, self.START)
         self.waiters: deque[asyncio.Future[None]] = deque()
 
     async def wait(self, timeout: float) -> None:
-        """Wait for a slot (``free`` is 0); raise TimeoutError after ``timeout``."""
+        """Wait for a slot (``free`` is 0); raise `Busy` after ``timeout``."""
         slot = asyncio.get_running_loop().create_future()
         self.waiters.append(slot)
         try:
             await asyncio.wait_for(slot, timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise Busy(f"no connection slot within {timeout:g} s") from None
         except BaseException:
             if slot.done() and not slot.cancelled():
                 self.leave()  # handed a slot just as we gave up: pass it on
             raise
 
     def leave(self) -> None:
-        """A command ended: hand its slot to the first waiter still waiting, or free it."""
+        """A command ended: its slot (and, while the capacity grows, a new one) goes to the
+        first waiters still waiting, or is freed."""
+        slots = 1
+        if self.capacity < self.size:
+            self.capacity += 1
+            slots = 2
         waiters = self.waiters
-        while waiters:
+        while slots and waiters:
             slot = waiters.popleft()
             if not slot.done():
                 slot.set_result(None)
-                return
-        self.free += 1
+                slots -= 1
+        self.free += slots
 
 
 class RedisBase(Adapter):
@@ -272,6 +291,9 @@ class RedisBase(Adapter):
         self.cluster = cluster
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        #: How long a command waits for a connection slot (the process is busy, Redis is
+        #: not failing: a burst's commands queue there, each then bounded by ``timeout``).
+        self.slot_wait = max(1.0, 4 * timeout)
         where = f"{parts.hostname or '127.0.0.1'}:{port or 6379}"
         self._generation = GenerationCache(generation_poll)
         # After failures, Redis may come back having lost its state (a restart, a failover):
@@ -386,8 +408,8 @@ class RedisBase(Adapter):
 
     async def _aconnect(self) -> aredis.Redis:
         """The running loop's asyncio client, for one command (`_arun`): its Cluster slot
-        map loaded, and one of its ``max_connections`` slots taken (wait for one, at most a
-        command's timeout); `_adone` gives the slot back."""
+        map loaded, and one of its ``max_connections`` slots taken (wait for one, at most
+        ``slot_wait``: `Busy`); `_adone` gives the slot back."""
         client = self._aclient_here()
         if not self._aready:
             await self._aready_wait(client)
@@ -395,7 +417,7 @@ class RedisBase(Adapter):
         if gate.free:
             gate.free -= 1
         else:
-            await gate.wait(self.timeout)
+            await gate.wait(self.slot_wait)
         return client
 
     def _adone(self) -> None:

@@ -6,7 +6,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ._entry import Entry
 
-__all__ = ["Flight", "Waitable"]
+__all__ = ["Flight", "Reading", "Waitable"]
 
 
 class Waitable(Protocol):
@@ -40,3 +40,17 @@ class Flight(Generic[E]):
         self.reported = False  # a stale-if-error answer from it has been logged
         self.done = False
         self.age_base: float | None = None
+
+
+class Reading(Generic[E]):
+    """One read of one key from a shared store, shared by every caller that reads the key
+    meanwhile: one round trip however many ask. ``event`` is made only when a second caller
+    comes (most reads have none), and set when ``done`` (the read gave ``entry``) or when the
+    reader was cancelled (``done`` False: the others read for themselves)."""
+
+    __slots__ = ("done", "entry", "event")
+
+    def __init__(self) -> None:
+        self.entry: Entry | None = None
+        self.done = False
+        self.event: E | None = None

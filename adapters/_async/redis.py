@@ -25,6 +25,7 @@ from .._redis_base import (
     _RELEASE,
     _RESTORE,
     FAILURES,
+    Busy,
     RedisBase,
     _expiry_ms,
     _generation,
@@ -61,6 +62,9 @@ class AsyncRedisOps(RedisBase):
                 self._adone()
         except FAILURES as exc:
             self._failed(exc)
+            return default, False
+        except Busy:  # swamped, not failing: the caller acts as if unreached, uncounted
+            self._abandoned(probe)
             return default, False
         except BaseException:
             self._abandoned(probe)

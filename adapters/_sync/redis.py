@@ -27,6 +27,7 @@ from .._redis_base import (
     _RELEASE,
     _RESTORE,
     FAILURES,
+    Busy,
     RedisBase,
     _expiry_ms,
     _generation,
@@ -63,6 +64,9 @@ class SyncRedisOps(RedisBase):
                 self._done()
         except FAILURES as exc:
             self._failed(exc)
+            return default, False
+        except Busy:  # swamped, not failing: the caller acts as if unreached, uncounted
+            self._abandoned(probe)
             return default, False
         except BaseException:
             self._abandoned(probe)

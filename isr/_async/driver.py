@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from isr._decisions import Answer, remark
 from isr._entry import Entry, Mode, classify
 from isr._errors import StoreUnavailable
-from isr._flight import Flight
+from isr._flight import Flight, Reading
 from isr._loader import Loader
 from isr._status import Result
 from isr._synchronization import (
@@ -60,6 +60,8 @@ class AsyncDriver:
         self.flights: dict[str, Flight[AsyncEvent]] = {}
         #: Fetches running in the background (refreshes, fetches past a soft timeout).
         self.pending: set[Flight[AsyncEvent]] = set()
+        #: The store read in flight per key (a store that is not inline), shared likewise.
+        self.reads: dict[str, Reading[AsyncEvent]] = {}
         self.spawner = AsyncSpawner(workers)
 
     # ------------------------------------------------------------------ reads
@@ -116,7 +118,7 @@ class AsyncDriver:
                     # this process holds of its own (an L1's copy), else the origin.
                     entry, generation = store.peek(key), state.known_generation()
                 else:
-                    entry = await store.aget(key)
+                    entry = await self._read(store, key)
                     generation = state.last_gen = await store.ageneration()
                     if store.losses != state.losses:
                         continue  # it lost its state: recover, then read again
@@ -158,6 +160,35 @@ class AsyncDriver:
             if flight.cancelled:
                 continue  # the caller that was fetching was cancelled: try again
             return state.answer(flight, fallback, key)
+
+    async def _read(self, store: Adapter, key: str) -> Entry | None:
+        """``store.aget(key)``, one round trip for every caller reading ``key`` at once: a
+        burst of readers is one read per key, not one each (nor a connection each)."""
+        state = self.state
+        event = None
+        with state.lock:
+            reading = self.reads.get(key)
+            if reading is None:
+                reading = self.reads[key] = Reading()
+            else:
+                event = reading.event
+                if event is None:
+                    event = reading.event = AsyncEvent()
+        if event is not None:  # another caller is reading it: its answer is ours
+            await event.wait()
+            if reading.done:
+                return reading.entry
+            return await store.aget(key)  # its reader was cancelled: read for ourselves
+        try:
+            reading.entry = await store.aget(key)
+            reading.done = True
+        finally:
+            with state.lock:
+                del self.reads[key]
+                waiting = reading.event
+            if waiting is not None:
+                waiting.set()
+        return reading.entry
 
     # ------------------------------------------------------------------ fetching
 

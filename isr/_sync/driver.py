@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from isr._decisions import Answer, remark
 from isr._entry import Entry, Mode, classify
 from isr._errors import StoreUnavailable
-from isr._flight import Flight
+from isr._flight import Flight, Reading
 from isr._loader import Loader
 from isr._status import Result
 from isr._synchronization import (
@@ -62,6 +62,8 @@ class SyncDriver:
         self.flights: dict[str, Flight[Event]] = {}
         #: Fetches running in the background (refreshes, fetches past a soft timeout).
         self.pending: set[Flight[Event]] = set()
+        #: The store read in flight per key (a store that is not inline), shared likewise.
+        self.reads: dict[str, Reading[Event]] = {}
         self.spawner = Spawner(workers)
 
     # ------------------------------------------------------------------ reads
@@ -116,7 +118,7 @@ class SyncDriver:
                     # this process holds of its own (an L1's copy), else the origin.
                     entry, generation = store.peek(key), state.known_generation()
                 else:
-                    entry = store.get(key)
+                    entry = self._read(store, key)
                     generation = state.last_gen = store.generation()
                     if store.losses != state.losses:
                         continue  # it lost its state: recover, then read again
@@ -158,6 +160,35 @@ class SyncDriver:
             if flight.cancelled:
                 continue  # the caller that was fetching was cancelled: try again
             return state.answer(flight, fallback, key)
+
+    def _read(self, store: Adapter, key: str) -> Entry | None:
+        """``store.get(key)``, one round trip for every caller reading ``key`` at once: a
+        burst of readers is one read per key, not one each (nor a connection each)."""
+        state = self.state
+        event = None
+        with state.lock:
+            reading = self.reads.get(key)
+            if reading is None:
+                reading = self.reads[key] = Reading()
+            else:
+                event = reading.event
+                if event is None:
+                    event = reading.event = Event()
+        if event is not None:  # another caller is reading it: its answer is ours
+            event.wait()
+            if reading.done:
+                return reading.entry
+            return store.get(key)  # its reader was cancelled: read for ourselves
+        try:
+            reading.entry = store.get(key)
+            reading.done = True
+        finally:
+            with state.lock:
+                del self.reads[key]
+                waiting = reading.event
+            if waiting is not None:
+                waiting.set()
+        return reading.entry
 
     # ------------------------------------------------------------------ fetching
 
