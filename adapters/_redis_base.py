@@ -99,6 +99,29 @@ return redis.call('HMGET', KEYS[1], 'current', 'revalidate', 'expire', 'purge')
 """
 #: Give the record back what a process remembers of it (ARGV: current, revalidate, expire,
 #: purge), each field raised to at least that: after the record vanished or went back.
+#: Move a tag's invalidation record on (KEYS[1]; ARGV[1]: the field of the strength, 2 to
+#: 4), as `_BUMP` moves the store's: its numbers are times on Redis's clock that never go
+#: back, so a record Redis lost starts again above every number an entry was stamped with.
+_TAG = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = {0, 0, 0, 0}
+local old = redis.call('GET', KEYS[1])
+if old then
+    local i = 1
+    for v in string.gmatch(old, '%d+') do
+        if i <= 4 then f[i] = tonumber(v) end
+        i = i + 1
+    end
+end
+local n = math.max(f[1] + 1, now)
+f[1] = n
+f[tonumber(ARGV[1])] = n
+local text = string.format('%.0f %.0f %.0f %.0f', f[1], f[2], f[3], f[4])
+redis.call('SET', KEYS[1], text)
+return text
+"""
 _RESTORE = """
 local fields = {'current', 'revalidate', 'expire', 'purge'}
 for i, name in ipairs(fields) do
@@ -159,6 +182,10 @@ def _checked_url(url: str) -> tuple[SplitResult, int]:
             "redis://host:6379/0"
         )
     return parts, port
+
+
+#: Keys whose tags a store remembers (`RedisBase._tag_hints`); past this it starts over.
+_HINTS_KEPT = 100_000
 
 
 def _generation(fields: list[Any]) -> Generation:
@@ -315,6 +342,11 @@ class RedisBase(Adapter):
         self._l = f"{ns}:l:"
         self._g = f"{ns}:gen"
         self._i = f"{ns}:i:"
+        self._v = f"{ns}:v:"
+        #: The tags each key's entry had when last read or written here: a read of a key
+        #: fetches its tags' records in the same round trip (MGET), so a tag's invalidation
+        #: is seen at once without a second one.
+        self._tag_hints: dict[str, tuple[str, ...]] = {}
         self.max_connections = max_connections
         kwargs: dict[str, Any] = {
             "socket_timeout": timeout,
@@ -571,6 +603,18 @@ class RedisBase(Adapter):
                 if tag in entry.tags:
                     back.append(k)
         return back
+
+    def _mget(self, client: Any, names: list[str]) -> Any:
+        """MGET ``names`` (a Cluster's keys lie on several nodes: its own non-atomic MGET)."""
+        if self.cluster:
+            return client.mget_nonatomic(names)
+        return client.mget(names)
+
+    def _hint(self, key: str, tags: tuple[str, ...]) -> None:
+        hints = self._tag_hints
+        if len(hints) >= _HINTS_KEPT:
+            hints.clear()
+        hints[key] = tags
 
     def _markers(self, key: str, tags: tuple[str, ...]) -> list[str]:
         return [self._i + "key:" + key, *(self._i + "tag:" + tag for tag in tags)]

@@ -153,6 +153,28 @@ class Adapter(abc.ABC):
             self.set(key, entry.marked(mode))
         return True
 
+    def store(self, key: str, entry: Entry, since: float) -> Entry | None:
+        """Store a value fetched since ``since``: marked by any invalidation of its key or
+        its tags recorded since then (`invalidated_since`; a purge: nothing stored), and
+        return what was stored. A store with per-tag records stamps the entry with their
+        numbers here."""
+        mode = self.invalidated_since(key, entry.tags, since)
+        if mode is Mode.PURGE:
+            return None
+        if mode is not None:
+            entry = entry.marked(mode)
+        self.set(key, entry)
+        return entry
+
+    def invalidate_tag(self, tag: str, mode: Mode, before: float | None = None) -> int | None:
+        """Invalidate every entry carrying ``tag`` (produced before ``before``, when given:
+        a replay) in one step whatever their number (a per-tag record checked on read, or a
+        bulk mark), and return how many entries it reached, as far as the store can tell
+        cheaply; None: the store has no such step, so the runtime marks each entry `tagged`
+        lists (``mark``). A shared store that cannot be reached raises
+        `isr.StoreUnavailable`."""
+        return None
+
     def forget_local(self, kind: str, name: str, mode: Mode) -> None:  # noqa: B027
         """Apply an invalidation (``kind`` ``"key"``, ``"tag"`` or ``"all"``) to this
         process's own copy only, when the shared store could not be reached: an L1 drops what
@@ -233,6 +255,14 @@ class Adapter(abc.ABC):
 
     async def aforget_local(self, kind: str, name: str, mode: Mode) -> None:
         self.forget_local(kind, name, mode)
+
+    async def astore(self, key: str, entry: Entry, since: float) -> Entry | None:
+        return self.store(key, entry, since)
+
+    async def ainvalidate_tag(
+        self, tag: str, mode: Mode, before: float | None = None
+    ) -> int | None:
+        return self.invalidate_tag(tag, mode, before)
 
     async def aset(self, key: str, entry: Entry) -> None:
         self.set(key, entry)

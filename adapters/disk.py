@@ -75,6 +75,8 @@ from .records import (
     marker_text,
     parse_generation,
     strongest,
+    tag_mark,
+    tag_numbers,
 )
 
 __all__ = ["DiskAdapter"]
@@ -345,6 +347,7 @@ class DiskAdapter(Adapter):
             f"{ns}:gen",
         )
         self._tag_prefix = f"{ns}:"
+        self._v = f"{ns}:v:"
         self.codec: Codec = codec or JsonCodec()
         self._refusals = Refusals("disk store")
         self._tags_path = os.path.join(path, _TAGS_DB)
@@ -459,7 +462,40 @@ class DiskAdapter(Adapter):
             return None
         if entry.gen == self.gen:
             entry.gen = self.gen  # the very object the hot path compares with ``is``
+        if entry.tags:  # marked by any invalidation of its tags since it was stored
+            return tag_mark(entry, [self._read(self._v + tag) for tag in entry.tags])
         return entry
+
+    def store(self, key: str, entry: Entry, since: float) -> Entry | None:
+        """Store a fetched value: marked by an invalidation since ``since`` (markers), and
+        stamped with its tags' record numbers (see `isr.adapters.records.tag_mark`)."""
+        mode = self.invalidated_since(key, entry.tags, since)
+        if mode is Mode.PURGE:
+            return None
+        if mode is not None:
+            entry = entry.marked(mode)
+        if entry.tags:
+            entry.tagv = tag_numbers([self._read(self._v + tag) for tag in entry.tags])
+        self.set(key, entry)
+        return entry
+
+    def invalidate_tag(self, tag: str, mode: Mode, before: float | None = None) -> int:
+        """A tag's invalidation: its record moves on (one write, whatever the number of
+        entries: each sees it when next read), its rows in the tag table go (their count is
+        the answer)."""
+        name = self._v + checked(tag, "tag")
+        now = int(time.time() * 1000)
+        with self._cache.transact():
+            old = parse_generation(self._read(name)) or Generation()
+            self._cache.set(name, generation_text(old.bumped(mode, now)))
+        row = (self._tag_prefix + tag,)
+        with self._db() as db:
+            # Counted: our rows (text keys), not one planted by whoever writes the directory.
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM isr_tags WHERE tag = ? AND typeof(key) = 'text'", row
+            ).fetchone()
+            db.execute("DELETE FROM isr_tags WHERE tag = ?", row)
+        return int(count)
 
     def set(self, key: str, entry: Entry) -> None:
         name = self._e + checked(key)
@@ -470,9 +506,17 @@ class DiskAdapter(Adapter):
         # JSON is kept as text: diskcache stores and returns str as is, no bytes round trip.
         record: bytes | str = data.decode() if self.codec.text else data
         self._cache.set(name, record, expire=expire)
-        if entry.tags:
-            ns = self._tag_prefix
-            with self._db() as db:
+        ns = self._tag_prefix
+        with self._db() as db:
+            # Rows of tags an earlier entry under the key had and this one has not go (the
+            # namespace's rows: the table is shared by every namespace of the directory).
+            kept = ",".join("?" * len(entry.tags))
+            db.execute(
+                "DELETE FROM isr_tags WHERE key = ? AND substr(tag, 1, ?) = ?"
+                f" AND tag NOT IN ({kept})",
+                [key, len(ns), ns, *(ns + tag for tag in entry.tags)],
+            )
+            if entry.tags:
                 db.executemany(
                     "INSERT OR IGNORE INTO isr_tags (tag, key) VALUES (?, ?)",
                     [(ns + tag, key) for tag in entry.tags],

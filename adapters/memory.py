@@ -23,13 +23,15 @@ from typing import Any, ClassVar
 
 import cachetools
 
-from isr._entry import Entry, Generation, Mode
+from isr._entry import INF, Entry, Generation, Mode, Policy
 from isr._errors import ConfigError
 
 from .base import Adapter
 from .names import checked, checked_all
 
 __all__ = ["MemoryAdapter", "weigh"]
+
+_PURGE = Mode.PURGE
 
 
 def weigh(value: Any, depth: int = 3) -> int:
@@ -176,6 +178,34 @@ class MemoryAdapter(Adapter):
             old = self._cache.pop(key, None)
             if old is not None:
                 self._unindex(key, old.tags)
+
+    def invalidate_tag(self, tag: str, mode: Mode, before: float | None = None) -> int:
+        """Every entry of ``tag`` (produced before ``before``, when given) marked in place,
+        in one pass under the lock: a few tenths of a microsecond an entry. A purged one
+        carries the purge mark, so it is never served again, and goes when evicted or
+        stored anew (removing each at once would cost several times more)."""
+        checked(tag, "tag")
+        done = 0
+        marked: dict[int, Policy] = {}  # entries of one decorator share one Policy
+        unfresh = -INF
+        with self._lock:
+            peek = self._cache.peek
+            for key in self._tags.get(tag, ()):
+                entry = peek(key)
+                if entry is None or tag not in entry.tags:
+                    continue
+                policy = entry.policy
+                if policy.mark is _PURGE:  # gone already (and counted then)
+                    continue
+                if before is not None and entry.created >= before:
+                    continue
+                new = marked.get(id(policy))
+                if new is None:
+                    new = marked[id(policy)] = policy.marked(mode)
+                entry.policy = new
+                entry.fresh_until = unfresh
+                done += 1
+        return done
 
     def tagged(self, tag: str) -> list[str]:
         checked(tag, "tag")

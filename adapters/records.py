@@ -7,7 +7,10 @@ untrusted text: one that does not parse is treated as missing, counted in the st
 
 - invalidation markers: ``"<time> <mode>"`` (the time of the latest invalidation, the
   number of its strongest mode), as text on disk and in Redis;
-- the disk store's generation record: ``"<current> <revalidate> <expire> <purge>"``.
+- the disk store's generation record: ``"<current> <revalidate> <expire> <purge>"``;
+- a tag's invalidation record (disk and Redis): the same four numbers, one record per tag
+  (`tag_mark`, `tag_numbers`): invalidating a tag moves its record on, as invalidate-all
+  moves the store's, so it costs one write whatever the number of entries carrying the tag.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import math
 from collections.abc import Iterable
 
-from isr._entry import Generation, Mode
+from isr._entry import Entry, Generation, Mode
 
 __all__ = [
     "Refusals",
@@ -25,6 +28,8 @@ __all__ = [
     "marker_text",
     "parse_generation",
     "strongest",
+    "tag_mark",
+    "tag_numbers",
 ]
 
 logger = logging.getLogger("isr")
@@ -82,6 +87,38 @@ def parse_generation(record: object) -> Generation | None:
     if len(fields) != 4 or not all(f.isascii() and f.isdigit() for f in fields):
         return None
     return Generation(*map(int, fields))
+
+
+def tag_mark(entry: Entry, records: Iterable[object]) -> Entry | None:
+    """``entry`` as its tags' invalidation records (``records``, one per tag, text as
+    `generation_text` writes them, bytes or None) say: marked with the strongest invalidation
+    any tag had since the entry was stored (`isr._entry.Entry.tagv`: the number each
+    record had then), None when that is a purge. A tag's record works as the store's
+    invalidate-all record does, one per tag: see `isr._entry.Generation`."""
+    mark: Mode | None = None
+    tagv = entry.tagv
+    for i, raw in enumerate(records):
+        if raw is None:
+            continue
+        record = parse_generation(raw.decode() if isinstance(raw, bytes) else raw)
+        if record is None:
+            continue
+        mode = record.mark_for(tagv[i] if i < len(tagv) else 0)
+        if mode is not None and (mark is None or mode > mark):
+            mark = mode
+    if mark is None:
+        return entry
+    return None if mark is Mode.PURGE else entry.marked(mark)
+
+
+def tag_numbers(records: Iterable[object]) -> tuple[int, ...]:
+    """The number each tag's record holds now (0 without one): what an entry stored now
+    carries as ``tagv``."""
+    numbers = []
+    for raw in records:
+        record = parse_generation(raw.decode() if isinstance(raw, bytes) else raw)
+        numbers.append(0 if record is None else record.current)
+    return tuple(numbers)
 
 
 class Refusals:

@@ -13,7 +13,9 @@ that signs can bind its signature to the namespace and the key without knowing t
 layout, and a codec that does not sign just names the record in its messages.
 
 A record is one JSON array (or one signed pickle of the same tuple):
-``[1, value, created, ttl, swr or null, stale_if_error, mark or null, generation, [tags]]``.
+``[2, value, created, ttl, swr or null, stale_if_error, mark or null, generation, [tags],
+[tag numbers]]`` (format 1, an earlier release's, has no tag numbers: it is read, and any
+invalidation of its tags reaches it).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ._errors import ConfigError, ISRError
 
 __all__ = ["Codec", "CodecError", "JsonCodec", "PickleCodec"]
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 class CodecError(ISRError, ValueError):
@@ -69,6 +71,7 @@ def _record(entry: Entry) -> list[Any]:
         None if p.mark is None else int(p.mark),
         entry.gen,
         list(entry.tags),
+        list(entry.tagv),
     ]
 
 
@@ -78,16 +81,22 @@ _policies: dict[tuple[Any, ...], Policy] = {}
 
 def _entry(key: str, record: Any) -> Entry:
     try:
-        fmt, value, created, ttl, swr, sie, mark, gen, tags = record
-        if fmt != _FORMAT:
-            raise ValueError(f"record format {fmt!r}")
+        if not isinstance(record, (list, tuple)) or not record:
+            raise ValueError("not an array")
+        if record[0] == _FORMAT:
+            _, value, created, ttl, swr, sie, mark, gen, tags, tagv = record
+        elif record[0] == 1:  # an earlier release's, without tag numbers: any counts
+            _, value, created, ttl, swr, sie, mark, gen, tags = record
+            tagv = ()
+        else:
+            raise ValueError(f"record format {record[0]!r}")
         windows = (ttl, swr, sie, mark)
         policy = _policies.get(windows)
         if policy is None:
             policy = Policy(ttl, swr, sie, None if mark is None else Mode(mark))
             if len(_policies) < 4096:
                 _policies[windows] = policy
-        return Entry(value, float(created), policy, int(gen), tuple(tags))
+        return Entry(value, float(created), policy, int(gen), tuple(tags), tuple(map(int, tagv)))
     except (TypeError, ValueError) as exc:
         raise CodecError(f"the record under {key!r} is not an isr entry: {exc}") from None
 

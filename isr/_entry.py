@@ -101,14 +101,17 @@ class Policy:
 class Entry:
     """One cached value and its bookkeeping.
 
-    Kept small on purpose (seven slots and one float beyond the value): the memory store
-    holds many of them. ``fresh_until`` is what the hot path compares with the clock; an
-    invalidated entry is replaced by a copy whose ``fresh_until`` lies in the past, so the hot
-    path needs no other check. ``used`` is the recently-read bit of the memory store's
-    second-chance eviction; ``gen`` the store generation the value was fetched under.
+    Kept small on purpose (eight slots beyond the value): the memory store holds many of
+    them. ``fresh_until`` is what the hot path compares with the clock; an invalidated entry
+    is replaced by a copy (on the memory store, marked in place) whose ``fresh_until`` lies
+    in the past, so the hot path needs no other check. ``used`` is the recently-read bit of
+    the memory store's second-chance eviction; ``gen`` the store generation the value was
+    fetched under; ``tagv`` (a shared store's) the number each of ``tags`` had in its
+    per-tag invalidation record when the entry was stored, so that a later invalidation of
+    the tag is seen on read (see ``isr.adapters.records``).
     """
 
-    __slots__ = ("created", "fresh_until", "gen", "policy", "tags", "used", "value")
+    __slots__ = ("created", "fresh_until", "gen", "policy", "tags", "tagv", "used", "value")
 
     def __init__(
         self,
@@ -117,6 +120,7 @@ class Entry:
         policy: Policy,
         gen: int,
         tags: tuple[str, ...] = (),
+        tagv: tuple[int, ...] = (),
     ) -> None:
         self.value = value
         self.created = created
@@ -124,11 +128,13 @@ class Entry:
         self.policy = policy
         self.gen = gen
         self.tags = tags
+        self.tagv = tagv
         self.used = False
 
     def marked(self, mode: Mode) -> Entry:
         """A copy carrying an invalidation mark (the stronger of the old and the new)."""
-        return Entry(self.value, self.created, self.policy.marked(mode), self.gen, self.tags)
+        policy = self.policy.marked(mode)
+        return Entry(self.value, self.created, policy, self.gen, self.tags, self.tagv)
 
     @property
     def stale_until(self) -> float:

@@ -249,9 +249,8 @@ class RuntimeState:
                     entry = remark(entry, self.ledger.mark_since(run.fid, key, entry.tags))
             if entry is not None and self.inline:
                 if self.shared:
-                    since = self.store.invalidated_since(key, entry.tags, run.started)
-                    entry = remark(entry, since)
-                if entry is not None:
+                    entry = self.store.store(key, entry, run.started)
+                else:
                     self.store.set(key, entry)
         return entry
 
@@ -356,12 +355,12 @@ class RuntimeState:
         invalidation, to apply to the store."""
         self.count("invalidations")
         with self.lock:
-            if kind == "all":
+            if kind == "key":
+                self.backoffs.succeeded(name)
+            else:  # every key it may reach may try its origin again at once
                 self.backoffs.clear()
-            else:
+            if kind != "all":
                 self.ledger.record(kind, name, mode)
-                if kind == "key":
-                    self.backoffs.succeeded(name)
         return Invalidation(kind, name, mode, self.clock())
 
     def mark_inline(self, key: str, mode: Mode, tag: str | None, before: float | None) -> bool:

@@ -73,6 +73,8 @@ RENAMES: dict[str, str] = {
     "arelease": "release",
     "aclaim": "claim",
     "amark": "mark",
+    "ainvalidate_tag": "invalidate_tag",
+    "astore": "store",
     "aforget_local": "forget_local",
     "aunclaim": "unclaim",
     # the stores' own plumbing

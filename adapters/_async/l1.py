@@ -33,6 +33,20 @@ class AsyncL1Ops(L1Base):
         await self.l2.aset(key, entry)  # first: a CodecError must leave both untouched
         self.l1.set(key, entry)
 
+    async def astore(self, key: str, entry: Entry, since: float) -> Entry | None:
+        stored = await self.l2.astore(key, entry, since)
+        if stored is None:
+            self.l1.delete(key)
+        else:
+            self.l1.set(key, stored)
+        return stored
+
+    async def ainvalidate_tag(
+        self, tag: str, mode: Mode, before: float | None = None
+    ) -> int | None:
+        self.l1.invalidate_tag(tag, mode, before)  # first, as `adelete`
+        return await self.l2.ainvalidate_tag(tag, mode, before)
+
     async def adelete(self, key: str) -> None:
         self.l1.delete(key)  # first: this process forgets it even if Redis cannot be reached
         await self.l2.adelete(key)

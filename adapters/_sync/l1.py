@@ -33,6 +33,18 @@ class SyncL1Ops(L1Base):
         self.l2.set(key, entry)  # first: a CodecError must leave both untouched
         self.l1.set(key, entry)
 
+    def store(self, key: str, entry: Entry, since: float) -> Entry | None:
+        stored = self.l2.store(key, entry, since)
+        if stored is None:
+            self.l1.delete(key)
+        else:
+            self.l1.set(key, stored)
+        return stored
+
+    def invalidate_tag(self, tag: str, mode: Mode, before: float | None = None) -> int | None:
+        self.l1.invalidate_tag(tag, mode, before)  # first, as `delete`
+        return self.l2.invalidate_tag(tag, mode, before)
+
     def delete(self, key: str) -> None:
         self.l1.delete(key)  # first: this process forgets it even if Redis cannot be reached
         self.l2.delete(key)

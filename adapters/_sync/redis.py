@@ -26,6 +26,7 @@ from .._redis_base import (
     _NOTE,
     _RELEASE,
     _RESTORE,
+    _TAG,
     FAILURES,
     Busy,
     RedisBase,
@@ -34,7 +35,7 @@ from .._redis_base import (
     _members,
 )
 from ..names import checked, checked_all
-from ..records import strongest
+from ..records import strongest, tag_mark, tag_numbers
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -80,30 +81,47 @@ class SyncRedisOps(RedisBase):
         own), so that on trio its sync twin can run it in a thread."""
         return self._run(op, default)
 
-    def get(self, key: str) -> Entry | None:  # the hot path's read: no extra await
-        name = self._e + checked(key)
-        data, _ = self._run(lambda c: c.get(name), None)
-        return self._decode(key, cast("bytes | None", data))
+    def get(self, key: str) -> Entry | None:
+        return (self.read(key))[0]
 
     def read(self, key: str) -> tuple[Entry | None, bool]:
         """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key
-        Redis does not hold; (None, False) one it could not be asked about, or whose record
-        the codec refused."""
+        Redis does not hold (or whose entry a tag's purge reached); (None, False) one it
+        could not be asked about, or whose record the codec refused. An entry carrying tags
+        comes marked by any invalidation of them since it was stored (their records, read
+        in the same round trip when this process knows the key's tags)."""
         name = self._e + checked(key)
-        data, reached = self._run(lambda c: c.get(name), None)
-        return self._reading(key, cast("bytes | None", data), reached)
+        tags = self._tag_hints.get(key)
+        records: list[Any] | None = None
+        if not tags:
+            data, reached = self._run(lambda c: c.get(name), None)
+        else:
+            names = [name, *(self._v + tag for tag in tags)]
+            found, reached = self._run(lambda c: self._mget(c, names), None)
+            data, records = (found[0], found[1:]) if found else (None, None)
+        entry, reached = self._reading(key, cast("bytes | None", data), reached)
+        if entry is None or not entry.tags:
+            return entry, reached
+        if entry.tags != tags:  # first read here (or retagged): its tags' records now
+            self._hint(key, entry.tags)
+            names = [self._v + tag for tag in entry.tags]
+            records, ok = self._run(lambda c: self._mget(c, names), None)
+            if not ok:
+                return None, False  # unverified: as if Redis could not be asked
+        return tag_mark(entry, records or ()), reached
 
     def set(self, key: str, entry: Entry) -> None:
         self._write(key, entry)
 
-    def _write(self, key: str, entry: Entry) -> bool:
-        """Store ``entry`` (and index its tags); whether Redis took it."""
+    def _write(self, key: str, entry: Entry, dropped: tuple[str, ...] = ()) -> bool:
+        """Store ``entry`` (and index its tags; take the key out of the sets of its
+        ``dropped`` tags, ones an earlier entry had); whether Redis took it."""
         checked_all(entry.tags)
         data = self.codec.dumps(self._e + checked(key), entry)  # a CodecError: nothing written
         px = _expiry_ms(entry)
 
         def write(c: Redis) -> object:
-            if not entry.tags:
+            if not entry.tags and not dropped:
                 return c.set(self._e + key, data, px=px)
             if self.cluster:  # its pipelines may reorder: entry first
                 c.set(self._e + key, data, px=px)
@@ -112,10 +130,61 @@ class SyncRedisOps(RedisBase):
                 pipe.set(self._e + key, data, px=px)
             for tag in entry.tags:
                 pipe.sadd(self._t + tag, key)
+            for tag in dropped:
+                pipe.srem(self._t + tag, key)
             return pipe.execute()
 
         _, ok = self._run(write, None)
         return ok
+
+    def store(self, key: str, entry: Entry, since: float) -> Entry | None:
+        """`isr.adapters.base.Adapter.store` on Redis: one round trip reads the markers of
+        the key and its tags (invalidations since ``since``) and the tags' records (the
+        numbers the entry carries), one writes it."""
+        checked(key)
+        checked_all(entry.tags)
+        markers = self._markers(key, entry.tags)
+        names = [*markers, *(self._v + tag for tag in entry.tags)]
+        found, _ = self._run(lambda c: self._mget(c, names), None)
+        if found is not None:
+            mode = strongest(found[: len(markers)], since)
+            if mode is Mode.PURGE:
+                return None
+            if mode is not None:
+                entry = entry.marked(mode)
+            entry.tagv = tag_numbers(found[len(markers) :])
+        had = self._tag_hints.get(key, ())
+        dropped = tuple(tag for tag in had if tag not in entry.tags)
+        if entry.tags or had:
+            self._hint(key, entry.tags)
+        self._write(key, entry, dropped)
+        return entry
+
+    def invalidate_tag(self, tag: str, mode: Mode, before: float | None = None) -> int | None:
+        """A tag's invalidation on Redis: its record moves on (one script, whatever the
+        number of entries: each sees it when next read), and its set of keys, read for the
+        count, starts over."""
+        record, keys = self._v + checked(tag, "tag"), self._t + tag
+
+        field = _FIELDS.index(mode.name.lower()) + 1
+
+        def invalidate(c: Redis) -> list[Any]:
+            if self.cluster:  # the record and the set may sit on two nodes
+                return [
+                    c.eval(_TAG, 1, record, field),
+                    c.scard(keys),
+                    c.unlink(keys),
+                ]
+            pipe = c.pipeline(transaction=False)
+            pipe.eval(_TAG, 1, record, field)
+            pipe.scard(keys)
+            pipe.unlink(keys)
+            return pipe.execute()
+
+        done, _ = self._run(invalidate, None)
+        if done is None:
+            raise self._unavailable(f"invalidation of tag {tag!r}")
+        return int(done[1])
 
     def mark(
         self, key: str, mode: Mode, tag: str | None = None, before: float | None = None

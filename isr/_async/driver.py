@@ -22,7 +22,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from isr._decisions import Answer, remark
+from isr._decisions import Answer
 from isr._entry import Entry, Mode, classify
 from isr._errors import StoreUnavailable
 from isr._flight import Flight, Reading
@@ -245,10 +245,7 @@ class AsyncDriver:
                     value = await loader.fn(*args, **kwargs)
                 entry = state.stored(run, loader, key, args, kwargs, value)
                 if entry is not None and not state.inline:
-                    since = await store.ainvalidated_since(key, entry.tags, run.started)
-                    entry = remark(entry, since)
-                    if entry is not None:
-                        await store.aset(key, entry)
+                    entry = await store.astore(key, entry, run.started)
             finally:
                 if token is not None:
                     # Shielded: a cancelled fetcher must still hand its lock back, or the
@@ -346,12 +343,25 @@ class AsyncDriver:
         if kind == "key":
             done = int(await self._mark(store, name, mode, None, before))
         else:
-            keys = await store.atagged(name)
-            marked = [await self._mark(store, key, mode, name, before) for key in keys]
-            await store.auntag(name, [k for k, ok in zip(keys, marked, strict=True) if not ok])
-            done = sum(marked)
+            done = await self._mark_tag(store, name, mode, before)
         await store.aannounce(kind, name, mode)
         return done
+
+    async def _mark_tag(self, store: Adapter, tag: str, mode: Mode, before: float | None) -> int:
+        """Invalidate ``tag``'s entries: in one step where the store has one (a lazy record,
+        a bulk mark: `isr.adapters.base.Adapter.invalidate_tag`), else entry by entry."""
+        state = self.state
+        if state.inline:
+            with state.lock:  # ordered with the fetches storing meanwhile, as `_mark`
+                done = store.invalidate_tag(tag, mode, before)
+        else:
+            done = await store.ainvalidate_tag(tag, mode, before)
+        if done is not None:
+            return done
+        keys = await store.atagged(tag)
+        marked = [await self._mark(store, key, mode, tag, before) for key in keys]
+        await store.auntag(tag, [k for k, ok in zip(keys, marked, strict=True) if not ok])
+        return sum(marked)
 
     async def _mark(
         self, store: Adapter, key: str, mode: Mode, tag: str | None, before: float | None

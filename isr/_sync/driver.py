@@ -24,7 +24,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from isr._decisions import Answer, remark
+from isr._decisions import Answer
 from isr._entry import Entry, Mode, classify
 from isr._errors import StoreUnavailable
 from isr._flight import Flight, Reading
@@ -245,10 +245,7 @@ class SyncDriver:
                     value = loader.fn(*args, **kwargs)
                 entry = state.stored(run, loader, key, args, kwargs, value)
                 if entry is not None and not state.inline:
-                    since = store.invalidated_since(key, entry.tags, run.started)
-                    entry = remark(entry, since)
-                    if entry is not None:
-                        store.set(key, entry)
+                    entry = store.store(key, entry, run.started)
             finally:
                 if token is not None:
                     # Shielded: a cancelled fetcher must still hand its lock back, or the
@@ -344,12 +341,25 @@ class SyncDriver:
         if kind == "key":
             done = int(self._mark(store, name, mode, None, before))
         else:
-            keys = store.tagged(name)
-            marked = [self._mark(store, key, mode, name, before) for key in keys]
-            store.untag(name, [k for k, ok in zip(keys, marked, strict=True) if not ok])
-            done = sum(marked)
+            done = self._mark_tag(store, name, mode, before)
         store.announce(kind, name, mode)
         return done
+
+    def _mark_tag(self, store: Adapter, tag: str, mode: Mode, before: float | None) -> int:
+        """Invalidate ``tag``'s entries: in one step where the store has one (a lazy record,
+        a bulk mark: `isr.adapters.base.Adapter.invalidate_tag`), else entry by entry."""
+        state = self.state
+        if state.inline:
+            with state.lock:  # ordered with the fetches storing meanwhile, as `_mark`
+                done = store.invalidate_tag(tag, mode, before)
+        else:
+            done = store.invalidate_tag(tag, mode, before)
+        if done is not None:
+            return done
+        keys = store.tagged(tag)
+        marked = [self._mark(store, key, mode, tag, before) for key in keys]
+        store.untag(tag, [k for k, ok in zip(keys, marked, strict=True) if not ok])
+        return sum(marked)
 
     def _mark(
         self, store: Adapter, key: str, mode: Mode, tag: str | None, before: float | None
