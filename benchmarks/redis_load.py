@@ -214,29 +214,55 @@ async def _fill(url: str, rounds: int, keys: int) -> list[tuple[Outcome, Outcome
     return pairs
 
 
+def _rates(
+    pairs: list[tuple[Outcome, Outcome]],
+    work: int,
+    unit: str,
+    names: tuple[str, str],
+    target: tuple[float, str],
+    notes: tuple[str, str],
+) -> list[Row]:
+    """isr's rate and the peer's (``work`` per second, medians over the rounds), isr's
+    ratio to the peer being the median of the per-round ratios."""
+    ratio = median([raw.seconds / mine.seconds for mine, raw in pairs])
+    least, label = target
+    return [
+        Row(
+            names[0],
+            round(median([work / mine.seconds for mine, _ in pairs])),
+            unit,
+            ratio,
+            target=label,
+            passed=ratio >= least,
+            note=notes[0],
+        ),
+        Row(
+            names[1],
+            round(median([work / raw.seconds for _, raw in pairs])),
+            unit,
+            1.0,
+            note=notes[1],
+        ),
+    ]
+
+
 def _burst_rows(pairs: list[tuple[Outcome, Outcome]]) -> list[Row]:
     mine = [m for m, _ in pairs]
-    ratio = median([r.seconds / m.seconds for m, r in pairs])
     errors = sum(m.errors for m in mine)
     trips = sum(m.trips for m in mine)
     extra = sum(m.origin_calls for m in mine)
     reps = f"{len(pairs)} rounds"
     return [
-        Row(
-            f"isr: {CALLERS} callers over {KEYS} keys",
-            round(median([CALLERS / m.seconds for m in mine])),
+        *_rates(
+            pairs,
+            CALLERS,
             "calls/s",
-            ratio,
-            target=f">= {BURST_TARGET:g}x raw (aim 2x)",
-            passed=ratio >= BURST_TARGET,
-            note=f"median of {reps}; first call to last answer, connections included",
-        ),
-        Row(
-            f"raw redis.asyncio, pool of {POOL}",
-            round(median([CALLERS / r.seconds for _, r in pairs])),
-            "calls/s",
-            1.0,
-            note=f"GET + json.loads; errors {sum(r.errors for _, r in pairs)}",
+            (f"isr: {CALLERS} callers over {KEYS} keys", f"raw redis.asyncio, pool of {POOL}"),
+            (BURST_TARGET, f">= {BURST_TARGET:g}x raw (aim 2x)"),
+            (
+                f"median of {reps}; first call to last answer, connections included",
+                f"GET + json.loads; errors {sum(r.errors for _, r in pairs)}",
+            ),
         ),
         Row("    isr store errors", errors, "", target="0", passed=errors == 0, note=reps),
         Row("    isr breaker trips", trips, "", target="0", passed=trips == 0, note=reps),
@@ -253,29 +279,19 @@ def _burst_rows(pairs: list[tuple[Outcome, Outcome]]) -> list[Row]:
 
 def _fill_rows(pairs: list[tuple[Outcome, Outcome]], keys: int) -> list[Row]:
     mine = [m for m, _ in pairs]
-    ratio = median([r.seconds / m.seconds for m, r in pairs])
     extra = sum(m.origin_calls - keys for m in mine)
-    return [
-        Row(
-            f"isr: {keys} cold keys, {FILL_CONCURRENCY} callers",
-            round(median([keys / m.seconds for m in mine])),
-            "misses/s",
-            ratio,
-            target=f">= {FILL_TARGET:g}x raw",
-            passed=ratio >= FILL_TARGET,
-            note=(
-                f"median of {len(pairs)} rounds; store errors {sum(m.errors for m in mine)}, "
-                f"breaker trips {sum(m.trips for m in mine)}, extra origin calls {extra}"
-            ),
+    return _rates(
+        pairs,
+        keys,
+        "misses/s",
+        (f"isr: {keys} cold keys, {FILL_CONCURRENCY} callers", "raw redis.asyncio GET-miss + SET"),
+        (FILL_TARGET, f">= {FILL_TARGET:g}x raw"),
+        (
+            f"median of {len(pairs)} rounds; store errors {sum(m.errors for m in mine)}, "
+            f"breaker trips {sum(m.trips for m in mine)}, extra origin calls {extra}",
+            f"pool of {POOL}; errors {sum(r.errors for _, r in pairs)}",
         ),
-        Row(
-            "raw redis.asyncio GET-miss + SET",
-            round(median([keys / r.seconds for _, r in pairs])),
-            "misses/s",
-            1.0,
-            note=f"pool of {POOL}; errors {sum(r.errors for _, r in pairs)}",
-        ),
-    ]
+    )
 
 
 def run(settings: Settings) -> list[Section]:

@@ -336,5 +336,25 @@ class Findings:
                     f"{name} never served {path} at v{version}; its last reads: {last}"
                 )
 
+    def reached(
+        self,
+        reads: Sequence[Read],
+        path: str,
+        version: int,
+        done: float,
+        bound: float,
+        what: str,
+        *,
+        stale_ok: bool = False,
+    ) -> None:
+        """Broken unless the invalidation ``what`` that returned at ``done`` (publishing
+        ``version``) reached every replica within ``bound``: no read of ``path`` that
+        started later got an older version, and every replica served ``version``."""
+        self.reads(
+            f"{path}: an older version than v{version} served {bound} s after {what}",
+            old_reads(reads, path, version, done + bound, stale_ok=stale_ok),
+        )
+        self.served(reads, path, version, after=done)
+
     def assert_none(self) -> None:
         assert not self.broken, "\n".join(["broken:", *self.broken])

@@ -102,18 +102,18 @@ def test_after_redis_restarts_empty_every_invalidation_reaches_every_replica(
     reads = readers.snapshot()
     found = Findings()
     found.errors(reads)
+    before_tag = [r for r in reads if r.started < t_tag - 0.2]
     for path in paths:
-        before_tag = [r for r in reads if r.started < t_tag - 0.2]
-        found.reads(
-            f"{path}: v{new - 1} served {BOUND} s after invalidate_all({mode})",
-            old_reads(reads, path, new, t_all + BOUND, stale_ok=mode == "revalidate"),
+        found.reached(
+            before_tag,
+            path,
+            new,
+            t_all,
+            BOUND,
+            f"invalidate_all({mode}) once Redis was back, empty",
+            stale_ok=mode == "revalidate",
         )
-        found.served(before_tag, path, new, after=t_all)
-        found.reads(
-            f"{path}: an older version served {BOUND} s after the tag purge",
-            old_reads(reads, path, newer, t_tag + BOUND),
-        )
-        found.served(reads, path, newer, after=t_tag)
+        found.reached(reads, path, newer, t_tag, BOUND, "a tag purge after that")
     found.assert_none()
 
 
@@ -153,12 +153,9 @@ def test_after_redis_restarts_from_an_older_dump_no_purge_or_invalidation_is_los
         )
         found.served(reads, path, gone, after=t_restart)
     for path in both(later):
-        found.reads(
-            f"{path}: v{new - 1} served {BOUND} s after an invalidate_all made once Redis "
-            "was back from the older dump",
-            old_reads(reads, path, new, t_all + BOUND),
+        found.reached(
+            reads, path, new, t_all, BOUND, "invalidate_all once Redis was back from the dump"
         )
-        found.served(reads, path, new, after=t_all)
     found.assert_none()
 
 
@@ -192,12 +189,8 @@ def test_with_a_record_deleted_by_hand_no_invalidation_is_ignored(site: Site, re
     ):
         shown = [r for r in reads if r.started < following - 0.2]
         for path in paths:
-            found.reads(
-                f"{path}: an older version served {BOUND} s after {what} "
-                f"(with {site.namespace}:{record} deleted before)",
-                old_reads(shown, path, version, done + BOUND),
-            )
-            found.served(shown, path, version, after=done)
+            deleted = f"{what} (with {site.namespace}:{record} deleted before)"
+            found.reached(shown, path, version, done, BOUND, deleted)
     found.assert_none()
 
 
@@ -246,11 +239,7 @@ def test_a_frozen_redis_delays_no_reader_past_the_bound_and_loses_no_invalidatio
         f"{path}: v1 served by {PA} after its own invalidation returned",
         old_reads(reads, path, new, t_inv, instances=[PA]),
     )
-    found.reads(
-        f"{path}: v1 served {CATCHUP} s after the thaw",
-        old_reads(reads, path, new, t_thaw + CATCHUP),
-    )
-    found.served(reads, path, new, after=t_thaw)
+    found.reached(reads, path, new, t_thaw, CATCHUP, "the thaw")
     found.assert_none()
 
 
@@ -299,19 +288,11 @@ def test_invalidations_made_while_redis_is_down_are_refused_then_applied(site: S
             f"{path}: v1 served by {instance} after its own invalidation",
             old_reads(reads, path, new, when, instances=[instance]),
         )
-        found.reads(
-            f"{path}: v1 served {CATCHUP} s after Redis was back",
-            old_reads(reads, path, new, t_back + CATCHUP),
-        )
-        found.served(reads, path, new, after=t_back)
+        found.reached(reads, path, new, t_back, CATCHUP, "Redis was back")
     found.check(
         answer.status_code == 200, f"the later invalidate_all was answered {answer.status_code}"
     )
-    found.reads(
-        f"page/{every}: an older version served {BOUND} s after a normal invalidate_all",
-        old_reads(reads, f"page/{every}", later, t_later + BOUND),
-    )
-    found.served(reads, f"page/{every}", later, after=t_later)
+    found.reached(reads, f"page/{every}", later, t_later, BOUND, "a normal invalidate_all")
     found.assert_none()
 
 
