@@ -16,7 +16,18 @@ import time
 import warnings
 from pathlib import Path
 
-from . import concurrency, disk_store, hot_path, http_load, l1, memory, redis_store, wsgi_load
+from . import (
+    concurrency,
+    disk_store,
+    hot_path,
+    http_load,
+    l1,
+    memory,
+    redis_load,
+    redis_store,
+    tag_scale,
+    wsgi_load,
+)
 from ._harness import Settings, print_report, progress, write_json
 
 
@@ -41,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             *l1.run(settings),
             *http_load.run(settings),
             *wsgi_load.run(settings),
+            *redis_load.run(settings),
+            *tag_scale.run(settings),
         ]
     progress(f"done in {time.perf_counter() - started:.1f} s")
     print_report(sections, settings)

@@ -1,12 +1,13 @@
 """A child process for the multi-process tests: one ISR instance, N concurrent callers.
 
     python -m tests._mp_child URL NAMESPACE WORKDIR CALLERS [--offset S] [--loader-sleep S]
-        [--lock-ttl S] [--l1]
+        [--lock-ttl S] [--timeout S] [--l1] [--gated]
 
 It waits for WORKDIR/go to exist (so every child starts together), then runs CALLERS
 concurrent lookups of one key and prints their statuses and values as JSON. Each origin
 call appends one byte to WORKDIR/calls, so the parent counts calls across processes.
 ``--offset`` moves this process's clock forward (to find an entry stale without waiting).
+``--timeout`` is the loader's ``timeout`` (none by default).
 ``--gated``: once every caller of this process has asked (each one has its answer or waits
 for the one fetch), the child writes WORKDIR/ready-PID, and the origin answers only once
 WORKDIR/release exists, which the parent makes when every child is ready: so no caller can
@@ -50,7 +51,7 @@ async def main(args: argparse.Namespace) -> None:
         l1=args.l1,
     )
 
-    @runtime.with_revalidate("page:{slug}", ttl=60, swr=None)
+    @runtime.with_revalidate("page:{slug}", ttl=60, swr=None, timeout=args.timeout)
     async def page(slug: str) -> dict[str, object]:
         count_call(work / "calls")
         if args.gated:
@@ -94,6 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("--offset", type=float, default=0.0)
     parser.add_argument("--loader-sleep", type=float, default=0.2)
     parser.add_argument("--lock-ttl", type=float, default=30.0)
+    parser.add_argument("--timeout", type=float, default=None, help="the loader's timeout")
     parser.add_argument("--l1", action="store_true", help="a memory L1 over Redis")
     parser.add_argument("--gated", action="store_true", help="the origin waits for release")
     anyio.run(main, parser.parse_args())

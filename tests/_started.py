@@ -1,14 +1,18 @@
 """What the test servers share: ``with Server() as s`` starts one and closes it, and the
-child processes they run are stopped the same way."""
+child processes they run are stopped the same way (a `Process` logs its output to a file,
+quoted when it fails)."""
 
 from __future__ import annotations
 
 import subprocess
+import time
+from pathlib import Path
 from types import TracebackType
 
+import httpx
 from typing_extensions import Self
 
-__all__ = ["Started", "reap", "stop_process"]
+__all__ = ["Process", "Started", "reap", "stop_process", "wait_answering"]
 
 
 class Started:
@@ -51,3 +55,53 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
     if proc.poll() is None:
         proc.terminate()
         reap(proc, grace)
+
+
+class Process:
+    """A child process whose output goes to a log file, quoted when it fails."""
+
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        log: Path,
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env
+            )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with status {self.proc.returncode}:\n{self.output()}"
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        stop_process(self.proc, 10)
+
+
+def wait_answering(url: str, process: Process, deadline: float) -> None:
+    """Until ``url`` answers 200, with a clear error if the process dies or the time is up
+    (``deadline``, on `time.monotonic`)."""
+    with httpx.Client(timeout=1.0, trust_env=False) as client:
+        while True:
+            process.check_alive()
+            try:
+                if client.get(url).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{process.name} did not answer {url} in time:\n{process.output()}"
+                )
+            time.sleep(0.05)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Literal
 
 from ._started import Started, stop_process
@@ -73,7 +75,11 @@ def server_info(port: int) -> dict[str, str]:
 
 
 class RedisServer(Started):
-    """``with RedisServer() as server: server.url``; ``stop()``/``start()`` for outages."""
+    """``with RedisServer() as server: server.url``; ``stop()``/``start()`` for outages, and
+    the faults a production Redis meets (the fault suite, tests/test_faults.py): `kill` (a
+    crash: what was not saved is lost), `freeze`/`thaw` (a process that stops answering
+    without closing its connections), `save` and `restart` (empty, or from a dump saved
+    earlier: a restart with persistence, or a failover to a replica that lagged)."""
 
     def __init__(self, flavour: Flavour = "redis", port: int | None = None) -> None:
         self.flavour = flavour
@@ -82,6 +88,7 @@ class RedisServer(Started):
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="isr-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._dumps = 0
 
     def start(self) -> None:
         self._proc = subprocess.Popen(
@@ -123,16 +130,54 @@ class RedisServer(Started):
         except OSError:
             return False
 
+    @property
+    def running(self) -> bool:
+        """Started (and not stopped or killed since); maybe frozen."""
+        return self._proc is not None
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)  # a frozen server cannot end otherwise
             stop_process(proc, 5)
 
-    def restart_from_dump(self) -> None:
-        """Stop, then start again from the dump the last ``SAVE`` wrote: Redis goes back to
-        that moment (what a restore or a failover to a lagging replica does)."""
-        assert os.path.exists(os.path.join(self._dir.name, "dump.rdb")), "SAVE first"
-        self.stop()
+    def kill(self) -> None:
+        """SIGKILL: the server ends at once, saving nothing; its clients' connections drop."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open, nothing is answered (until `thaw`)."""
+        assert self._proc is not None, "the server is not running"
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after `freeze`."""
+        assert self._proc is not None, "the server is not running"
+        os.kill(self._proc.pid, signal.SIGCONT)
+
+    def save(self) -> Path:
+        """The data as it is now, in an RDB dump of its own (for `restart`)."""
+        import redis
+
+        with redis.Redis(port=self.port, socket_timeout=10) as client:
+            client.save()
+        self._dumps += 1
+        dump = Path(self._dir.name) / f"saved-{self._dumps}.rdb"
+        shutil.copyfile(Path(self._dir.name) / "dump.rdb", dump)
+        return dump
+
+    def restart(self, dump: Path | None = None) -> None:
+        """`kill`, then start again on the same port: empty, or with the data of ``dump``
+        (a `save` made earlier)."""
+        self.kill()
+        data = Path(self._dir.name) / "dump.rdb"
+        data.unlink(missing_ok=True)
+        if dump is not None:
+            shutil.copyfile(dump, data)
         self.start()
 
     def close(self) -> None:

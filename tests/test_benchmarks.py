@@ -20,6 +20,8 @@ def test_quick_benchmark_run_reports_every_section() -> None:
     ).stdout
     for section in ("1. async fresh hit", "2. sync fresh hit", "3. concurrency", "4. memory"):
         assert section in out
+    for section in ("11. burst", "12. cold fill", "13. tag invalidation"):  # issue 17's
+        assert section in out
     # Stampede outcomes are behaviour, not speed: one loader call, all STALE, one refresh.
     for row in ("(a) cold key", "    statuses", "    background refreshes", "(c) cold key"):
         line = next(x for x in out.splitlines() if x.startswith(row))

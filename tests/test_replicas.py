@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import httpx
 import pytest
 import redis
 
-from ._started import stop_process
+from ._started import Process, wait_answering
 from .redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,38 +39,6 @@ PROPAGATION = 2.0
 RESYNC = 3.0
 #: One page per test, so that each starts from v1 whatever ran before it.
 SLUGS = ("home", "about", "contact", "news")
-
-
-class Process:
-    """A child process whose output goes to a log file, quoted when it fails."""
-
-    def __init__(
-        self,
-        name: str,
-        args: list[str],
-        log: Path,
-        *,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env
-            )
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"{self.name} exited with status {self.proc.returncode}:\n{self.output()}"
-            )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        stop_process(self.proc, 10)
 
 
 @dataclass
@@ -113,23 +80,6 @@ def nginx_conf(ports: list[int], listen: int) -> str:
     return conf
 
 
-def wait_ready(url: str, process: Process, deadline: float) -> None:
-    """Until ``url`` answers 200, with a clear error if the process dies or the time is up."""
-    with httpx.Client(timeout=1.0, trust_env=False) as client:
-        while True:
-            process.check_alive()
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{process.name} did not answer {url} within {STARTUP} s:\n{process.output()}"
-                )
-            time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("replicas")
@@ -164,8 +114,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         site.publish({slug: f"{slug.title()} (v1)" for slug in SLUGS})
         deadline = time.monotonic() + STARTUP
         for base, process in replicas.values():
-            wait_ready(f"{base}/stats", process, deadline)
-        wait_ready(f"{url}/stats", proxy, deadline)
+            wait_answering(f"{base}/stats", process, deadline)
+        wait_answering(f"{url}/stats", proxy, deadline)
         yield site
 
 
