@@ -93,7 +93,8 @@ class L1Base(Adapter):
             for key in self.l1.tagged(name):
                 self.l1.mark(key, mode, name)
         elif kind == "all":
-            self._set_generation(self.l2._generation.value)  # the Redis store applied it
+            self.l2.forget_local(kind, name, mode)
+            self._set_generation(self.l2._generation.value)
 
     @property
     def losses(self) -> int:  # type: ignore[override]

@@ -621,15 +621,22 @@ class RedisBase(Adapter):
 
     def _bumped(self, mode: Mode, fields: list[Any] | None) -> Generation:
         """The record after a bump (``fields``, Redis's answer); None: Redis could not be
-        reached, so this process applies it to its own copy of the record and raises
-        `isr.StoreUnavailable` (the runtime keeps it in its outbox)."""
+        reached: `isr.StoreUnavailable` (the runtime keeps it in its outbox, and has this
+        process obey it at once: `forget_local`)."""
         if fields is None:
-            now = int(time.time() * 1000)
-            self._seen(self._generation.value.bumped(mode, now, self._known.current))
+            self._unreached(f"invalidate_all({mode.name.lower()})")
             raise StoreUnavailable(
                 f"invalidate_all({mode.name.lower()}) could not reach {self.breaker.name}"
             )
         return self._seen(_generation(fields))
+
+    def forget_local(self, kind: str, name: str, mode: Mode) -> None:
+        """An invalidate-all Redis could not take: this process's copy of the record moves
+        on (its own clock, above everything it saw), so it obeys at once; the outbox moves
+        Redis's on later, above this. Keys and tags: nothing of theirs is kept here."""
+        if kind == "all":
+            now = int(time.time() * 1000)
+            self._seen(self._generation.value.bumped(mode, now, self._known.current))
 
     def _seen(self, value: Generation) -> Generation:
         """Keep ``value`` as the record read or written now; remember the most seen."""
