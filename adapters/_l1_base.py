@@ -125,7 +125,12 @@ class L1Base(Adapter):
         return None
 
     def generation(self) -> Generation:
-        return self._generation  # kept current by the bus; never waits on the network
+        """The record as the bus keeps it (no network); while the bus is unsubscribed (it
+        hears nothing), Redis's, read at most every ``generation_poll``, as the async
+        `ageneration` always does."""
+        if self.coherent:
+            return self._generation
+        return self._set_generation(self.l2.generation())
 
     async def ageneration(self) -> Generation:
         return self._set_generation(await self.l2.ageneration())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -97,8 +98,6 @@ local n = string.format('%.0f', math.max(old + 1, now, tonumber(ARGV[2]) + 1))
 redis.call('HSET', KEYS[1], 'current', n, ARGV[1], n)
 return redis.call('HMGET', KEYS[1], 'current', 'revalidate', 'expire', 'purge')
 """
-#: Give the record back what a process remembers of it (ARGV: current, revalidate, expire,
-#: purge), each field raised to at least that: after the record vanished or went back.
 #: Move a tag's invalidation record on (KEYS[1]; ARGV[1]: the field of the strength, 2 to
 #: 4), as `_BUMP` moves the store's: its numbers are times on Redis's clock that never go
 #: back, so a record Redis lost starts again above every number an entry was stamped with.
@@ -122,6 +121,8 @@ local text = string.format('%.0f %.0f %.0f %.0f', f[1], f[2], f[3], f[4])
 redis.call('SET', KEYS[1], text)
 return text
 """
+#: Give the record back what a process remembers of it (ARGV: current, revalidate, expire,
+#: purge), each field raised to at least that: after the record vanished or went back.
 _RESTORE = """
 local fields = {'current', 'revalidate', 'expire', 'purge'}
 for i, name in ipairs(fields) do
@@ -129,6 +130,31 @@ for i, name in ipairs(fields) do
     if tonumber(ARGV[i]) > have then redis.call('HSET', KEYS[1], name, ARGV[i]) end
 end
 return redis.call('HMGET', KEYS[1], 'current', 'revalidate', 'expire', 'purge')
+"""
+#: A server answering with another run_id than the one on record for its address (ARGV[1]:
+#: the field, ``run@<address>``; ARGV[2]: its run_id now) restarted or failed over: what it
+#: holds may be from before invalidations acknowledged since (a dump saved earlier, a
+#: replica that lagged), so everything written before now is purged, once for every process
+#: (the first to see the new run_id records it), after the record is given back what the
+#: caller remembers (ARGV[3..6], as `_RESTORE`). 1: it purged; 0: nothing to do (the same
+#: server, or the first run_id on record for that address).
+_RESTARTED = """
+redis.replicate_commands()
+local was = redis.call('HGET', KEYS[1], ARGV[1])
+if was == ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if not was then return 0 end
+local fields = {'current', 'revalidate', 'expire', 'purge'}
+for i, name in ipairs(fields) do
+    local have = tonumber(redis.call('HGET', KEYS[1], name) or '0')
+    if tonumber(ARGV[i + 2]) > have then redis.call('HSET', KEYS[1], name, ARGV[i + 2]) end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = tonumber(redis.call('HGET', KEYS[1], 'current') or '0')
+local n = string.format('%.0f', math.max(old + 1, now))
+redis.call('HSET', KEYS[1], 'current', n, 'purge', n)
+return 1
 """
 #: Record an invalidation of a key or tag (ARGV: its time, its mode, ms to keep it), keeping
 #: the stronger mode should one be on record already: "<time> <mode>".
@@ -149,6 +175,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+_RUN_ID = re.compile(r"^run_id:(\w+)", re.MULTILINE)
 
 
 def _port(parts: SplitResult) -> int | None:
@@ -334,6 +363,11 @@ class RedisBase(Adapter):
         #: The latest of every record seen or written (field by field), given back to Redis
         #: should it lose the record.
         self._known = Generation()
+        #: The run_id on record for each server address (``host:port``), and those a new
+        #: connection found that the record has not been checked against yet.
+        self._runs: dict[str, str] = {}
+        self._pending_runs: dict[str, str] = {}
+        self._identify = True
         self._refusals = Refusals("redis store")
         ns = prefix(namespace)
         self._c = f"{ns}:c:"
@@ -474,15 +508,74 @@ class RedisBase(Adapter):
             return self._client
 
     def _connected(self, connection: Any) -> None:
-        """A new connection (redis-py reconnects silently, after a restart too): the next
-        read looks at the generation record at once, in case Redis lost its state."""
-        connection.on_connect()
-        self._generation.expire()
+        """A new connection (redis-py reconnects silently, after a restart too): learn the
+        server's run_id (`_identified`), and have the next read look at the generation
+        record at once, in case Redis lost its state. (A Cluster client made the connection
+        ready itself before calling this; a plain one leaves that to this function.)"""
+        if not self.cluster:
+            connection.on_connect()
+        reply = None
+        if self._identify:
+            try:
+                connection.send_command("INFO", "server")
+                reply = connection.read_response()
+            except redis.ResponseError as exc:
+                self._unidentified(exc)
+        self._identified(connection, reply)
 
     async def _aconnected(self, connection: Any) -> None:
         """`_connected` for the asyncio client."""
         await connection.on_connect()
+        reply = None
+        if self._identify:
+            try:
+                await connection.send_command("INFO", "server")
+                reply = await connection.read_response()
+            except redis.ResponseError as exc:
+                self._unidentified(exc)
+        self._identified(connection, reply)
+
+    def _identified(self, connection: Any, reply: Any) -> None:
+        """Note the run_id a new connection's server gave (``reply``: its ``INFO server``;
+        None: not asked) when it is not the one this process last had on record for that
+        address: the next generation read checks it against the record (`_RESTARTED`)."""
         self._generation.expire()
+        if reply is None:
+            return
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        found = _RUN_ID.search(text)
+        if found is None:
+            return
+        host = getattr(connection, "host", None)
+        where = f"{host}:{connection.port}" if host else str(getattr(connection, "path", ""))
+        run = found.group(1)
+        if self._runs.get(where) != run:
+            self._pending_runs[where] = run
+
+    def _unidentified(self, exc: Exception) -> None:
+        """``INFO`` refused (an ACL without it): restarts are then seen only through the
+        record going back or vanishing, not through a dump that holds it unchanged."""
+        self._identify = False
+        logger.warning(
+            "%s refused INFO (%s): a restart from a dump saved before an invalidation can "
+            "go unnoticed; allow INFO to this user (+info)",
+            self.breaker.name,
+            type(exc).__name__,
+        )
+
+    def _restarted(self, where: str, run: str, answer: Any) -> None:
+        """The run_id of ``where`` is on record (``answer``: what `_RESTARTED` said)."""
+        if self._pending_runs.get(where) == run:
+            del self._pending_runs[where]
+        self._runs[where] = run
+        if answer == 1:
+            self.losses += 1
+            logger.warning(
+                "%s restarted or failed over (%s has a new run_id): entries written before "
+                "are purged, since it may have come back from before an invalidation",
+                self.breaker.name,
+                where,
+            )
 
     def _aclient_here(self) -> aredis.Redis:
         """The asyncio client of the running loop, made on first use there."""

@@ -84,6 +84,7 @@ RENAMES: dict[str, str] = {
     "_aconnect": "_connect",
     "_aclient_ready": "_client_ready",
     "_adone": "_done",
+    "_acheck_runs": "_check_runs",
     "_apublish": "_publish",
     "_awrite": "_write",
     "aclose": "close",

@@ -23,6 +23,7 @@ from .._redis_base import (
     _FIELDS,
     _NOTE,
     _RELEASE,
+    _RESTARTED,
     _RESTORE,
     _TAG,
     FAILURES,
@@ -276,6 +277,8 @@ class AsyncRedisOps(RedisBase):
         value = cache.current()
         if value is not None:
             return value
+        if self._pending_runs:
+            await self._acheck_runs()
         fields, _ = await self._arun(lambda c: c.hmget(self._g, _FIELDS), None)
         if fields is None:
             return cache.value
@@ -284,6 +287,20 @@ class AsyncRedisOps(RedisBase):
             given, _ = await self._arun(lambda c: c.eval(_RESTORE, 1, self._g, *known), None)
             fields = fields if given is None else given
         return self._seen(_generation(fields))
+
+    async def _acheck_runs(self) -> None:
+        """Check each server's new run_id against the record (`_RESTARTED`): a restart
+        purges what was written before it, once. Unreachable: checked on the next read."""
+        for where, run in list(self._pending_runs.items()):
+            args = (self._g, f"run@{where}", run, *[str(v) for v in self._known])
+
+            async def check(c: AsyncRedis, args: tuple[str, ...] = args) -> Any:
+                return await c.eval(_RESTARTED, 1, *args)
+
+            answer, ok = await self._arun(check, None)
+            if not ok:
+                return
+            self._restarted(where, run, answer)
 
     async def abump_generation(self, mode: Mode) -> Generation:
         field, floor = _FIELDS[mode], self._known.current

@@ -25,6 +25,7 @@ from .._redis_base import (
     _FIELDS,
     _NOTE,
     _RELEASE,
+    _RESTARTED,
     _RESTORE,
     _TAG,
     FAILURES,
@@ -270,6 +271,8 @@ class SyncRedisOps(RedisBase):
         value = cache.current()
         if value is not None:
             return value
+        if self._pending_runs:
+            self._check_runs()
         fields, _ = self._run(lambda c: c.hmget(self._g, _FIELDS), None)
         if fields is None:
             return cache.value
@@ -278,6 +281,20 @@ class SyncRedisOps(RedisBase):
             given, _ = self._run(lambda c: c.eval(_RESTORE, 1, self._g, *known), None)
             fields = fields if given is None else given
         return self._seen(_generation(fields))
+
+    def _check_runs(self) -> None:
+        """Check each server's new run_id against the record (`_RESTARTED`): a restart
+        purges what was written before it, once. Unreachable: checked on the next read."""
+        for where, run in list(self._pending_runs.items()):
+            args = (self._g, f"run@{where}", run, *[str(v) for v in self._known])
+
+            def check(c: Redis, args: tuple[str, ...] = args) -> Any:
+                return c.eval(_RESTARTED, 1, *args)
+
+            answer, ok = self._run(check, None)
+            if not ok:
+                return
+            self._restarted(where, run, answer)
 
     def bump_generation(self, mode: Mode) -> Generation:
         field, floor = _FIELDS[mode], self._known.current
