@@ -11,11 +11,13 @@ import asyncio
 import logging
 import math
 import re
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, ClassVar, cast
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlunsplit
 
 from typing_extensions import Self
@@ -34,11 +36,12 @@ from isr._codec import Codec, CodecError, JsonCodec
 from isr._entry import Entry, Generation, Mode
 from isr._errors import ConfigError, StoreUnavailable
 from isr._redact import redact_url, split_url
+from isr._version import __version__
 
 from .base import Adapter, GenerationCache, lifetime
 from .breaker import Breaker
 from .names import prefix
-from .records import Refusals
+from .records import Refusals, tag_numbers
 
 __all__ = ["FAILURES", "Busy", "RedisBase"]
 
@@ -168,6 +171,43 @@ end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. mode, 'PX', ARGV[3])
 return 1
 """
+#: A fetched value stored and its fetch lock given back, in one round trip, when nothing
+#: says otherwise (else 0, nothing done: the caller takes the long way, `astore`). KEYS: the
+#: entry, the lock, the key's marker, then n tags' markers, records and sets; ARGV: the
+#: data, its expiry in ms ('' for none), the fetch's start, the lock's token, the key, n,
+#: then the n records as the caller last read them (the numbers the entry carries: '' for
+#: none). Otherwise: an invalidation of the key or a tag since the fetch started, or a tag's
+#: record moved since the caller read it.
+_FINISH = """
+local n = tonumber(ARGV[6])
+local since = tonumber(ARGV[3])
+for i = 3, 3 + n do
+    local m = redis.call('GET', KEYS[i])
+    if m then
+        local at = tonumber(string.match(m, '^(%S+)'))
+        if at == nil or at > since then return 0 end
+    end
+end
+for i = 1, n do
+    if (redis.call('GET', KEYS[3 + n + i]) or '') ~= ARGV[6 + i] then return 0 end
+end
+if ARGV[2] == '' then
+    redis.call('SET', KEYS[1], ARGV[1])
+else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+for i = 1, n do redis.call('SADD', KEYS[3 + 2 * n + i], ARGV[5]) end
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+#: Take a fetch lock and read the entry as it is now, in one command (a pipeline of two
+#: costs redis-py twice the work): KEYS: the lock, the entry, then the records of the tags
+#: the caller expects; ARGV: the token, the lock's ttl in ms. {1 or 0, the entry, records}.
+_TAKE = """
+local out = {redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0}
+for i = 2, #KEYS do out[i] = redis.call('GET', KEYS[i]) end
+return out
+"""
 #: Delete a lock only while it still holds the caller's token.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -175,6 +215,39 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def _driver_info() -> Any:
+    """How this process names itself to Redis (``CLIENT SETINFO``: ``redis-py(isr-runtime_v
+    ...)``), made once: left to redis-py (8.x), every new connection would look its own
+    version up in the installed packages' metadata, about a millisecond a connection, which
+    a burst on a cold process pays a hundred times. None with a redis-py that has no
+    ``driver_info`` (it names itself as before)."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:
+        return None
+    return DriverInfo(name="redis-py", lib_version=redis.__version__).add_upstream_driver(
+        "isr-runtime", __version__
+    )
+
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _deadline
+else:  # pragma: no cover - redis-py brings async-timeout on these
+    try:
+        from async_timeout import timeout as _deadline  # type: ignore[import-not-found]
+    except ImportError:
+        _deadline = None
+
+T = TypeVar("T")
+
+#: The deadline of the asyncio op running in this task (`RedisBase._aop`), which a new
+#: connection's handshake moves on (`RedisBase._aconnected`).
+_OP: ContextVar[Any] = ContextVar("isr_redis_op", default=None)
+
+#: Seconds an op whose answer may be large (a tag's whole set of keys) may take.
+LONG_OP = 10.0
 
 
 _RUN_ID = re.compile(r"^run_id:(\w+)", re.MULTILINE)
@@ -368,6 +441,8 @@ class RedisBase(Adapter):
         self._runs: dict[str, str] = {}
         self._pending_runs: dict[str, str] = {}
         self._identify = True
+        #: The generation read in progress, per event loop (`_aowner`), that others join.
+        self._gen_reads: dict[object, Any] = {}
         self._refusals = Refusals("redis store")
         ns = prefix(namespace)
         self._c = f"{ns}:c:"
@@ -381,12 +456,24 @@ class RedisBase(Adapter):
         #: fetches its tags' records in the same round trip (MGET), so a tag's invalidation
         #: is seen at once without a second one.
         self._tag_hints: dict[str, tuple[str, ...]] = {}
+        #: Each tag's record as last read here (bytes; None: it had none): the numbers a
+        #: value fetched now carries, checked against Redis's as it is stored (`_FINISH`).
+        self._tag_records: dict[str, bytes | None] = {}
         self.max_connections = max_connections
         kwargs: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": self.connect_timeout,
         }
+        info = _driver_info()
+        if info is not None:
+            kwargs["driver_info"] = info
         self._kwargs = kwargs
+        #: The plain asyncio client's: its ops are bounded by `_aop`'s deadline instead.
+        self._op_within: float | None = None
+        self._akwargs = kwargs
+        if not cluster and _deadline is not None:
+            self._op_within = max(timeout, self.connect_timeout)
+            self._akwargs = {**kwargs, "socket_timeout": None}
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None  # made on first use, as the asyncio one
         self._aclient: aredis.Redis | None = None
@@ -524,7 +611,13 @@ class RedisBase(Adapter):
         self._identified(connection, reply)
 
     async def _aconnected(self, connection: Any) -> None:
-        """`_connected` for the asyncio client."""
+        """`_connected` for the asyncio client: the op that connects has ``timeout`` from
+        now for the handshake and its command (the connect had ``connect_timeout``)."""
+        scope = _OP.get()
+        if scope is not None:
+            when = asyncio.get_running_loop().time() + self.timeout
+            reschedule = getattr(scope, "reschedule", None) or scope.update
+            reschedule(when)
         await connection.on_connect()
         reply = None
         if self._identify:
@@ -538,19 +631,51 @@ class RedisBase(Adapter):
     def _identified(self, connection: Any, reply: Any) -> None:
         """Note the run_id a new connection's server gave (``reply``: its ``INFO server``;
         None: not asked) when it is not the one this process last had on record for that
-        address: the next generation read checks it against the record (`_RESTARTED`)."""
-        self._generation.expire()
-        if reply is None:
-            return
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-        found = _RUN_ID.search(text)
+        address: the next read looks at the generation record at once, and checks it
+        against the record first (`_RESTARTED`). A new connection to the server already on
+        record (a burst's, a reconnect after a blip) changes nothing; without a run_id (INFO
+        refused) every new connection has the record read again, in case it was a restart."""
+        found = None
+        if reply is not None:
+            text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+            found = _RUN_ID.search(text)
         if found is None:
+            self._generation.expire()
             return
         host = getattr(connection, "host", None)
         where = f"{host}:{connection.port}" if host else str(getattr(connection, "path", ""))
         run = found.group(1)
         if self._runs.get(where) != run:
             self._pending_runs[where] = run
+            self._generation.expire()
+
+    def _op(self, op: Callable[[Any], T], client: Any, long: bool) -> T:
+        """Run ``op``: a sync client's commands are bounded by its socket timeout."""
+        return op(client)
+
+    async def _aop(self, op: Callable[[Any], Awaitable[T]], client: Any, long: bool) -> T:
+        """Run ``op`` within its deadline: ``timeout`` (at least ``connect_timeout``, for an
+        op that has to connect first), renewed when a new connection's handshake starts;
+        `LONG_OP` for a ``long`` one. One timer an op: redis-py's socket timeout would cost
+        every command a task (the write's ``wait_for``), a tenth of a loopback GET, so the
+        plain asyncio client has none; a Cluster client keeps redis-py's."""
+        within = self._op_within
+        if within is None:
+            return await op(client)
+        async with _deadline(LONG_OP if long else within) as scope:
+            token = _OP.set(scope)
+            try:
+                return await op(client)
+            finally:
+                _OP.reset(token)
+
+    def _owner(self) -> object:
+        """Whose generation read a sync caller may join: any thread's."""
+        return None
+
+    def _aowner(self) -> object:
+        """Whose generation read an async caller may join: one in its own event loop."""
+        return asyncio._get_running_loop()
 
     def _unidentified(self, exc: Exception) -> None:
         """``INFO`` refused (an ACL without it): restarts are then seen only through the
@@ -602,7 +727,7 @@ class RedisBase(Adapter):
                     retry=retry,
                     max_connections=self.max_connections,
                     redis_connect_func=self._aconnected,
-                    **self._kwargs,
+                    **self._akwargs,
                 )
             self._aclient, self._aloop = client, loop
             self._agate = _Gate(self.max_connections)
@@ -708,6 +833,44 @@ class RedisBase(Adapter):
         if len(hints) >= _HINTS_KEPT:
             hints.clear()
         hints[key] = tags
+
+    def _tag_read(self, tags: tuple[str, ...], records: list[Any]) -> None:
+        """Keep the tag records just read (one per tag) for `_FINISH`."""
+        known = self._tag_records
+        if len(known) >= _HINTS_KEPT:
+            known.clear()
+        for tag, record in zip(tags, records, strict=False):
+            known[tag] = record
+
+    def _finishing(
+        self, key: str, entry: Entry, since: float, token: str
+    ) -> tuple[list[str], list[Any]] | None:
+        """`_FINISH`'s keys and arguments for storing ``entry`` (stamped here with the tag
+        numbers it carries), or None where it cannot serve (a Cluster's keys lie on several
+        nodes; the key had other tags before; a tag's record never read here)."""
+        if self.cluster:
+            return None
+        tags = entry.tags
+        had = self._tag_hints.get(key, ())
+        if any(tag not in tags for tag in had):
+            return None
+        known = self._tag_records
+        if any(tag not in known for tag in tags):
+            return None
+        records = [known[tag] for tag in tags]
+        entry.tagv = tag_numbers(records)
+        data = self.codec.dumps(self._e + key, entry)
+        px = _expiry_ms(entry)
+        keys = [
+            self._e + key,
+            self._l + key,
+            *self._markers(key, tags),
+            *(self._v + tag for tag in tags),
+            *(self._t + tag for tag in tags),
+        ]
+        argv: list[Any] = [data, "" if px is None else px, repr(since), token, key, len(tags)]
+        argv.extend(b"" if record is None else record for record in records)
+        return keys, argv
 
     def _markers(self, key: str, tags: tuple[str, ...]) -> list[str]:
         return [self._i + "key:" + key, *(self._i + "tag:" + tag for tag in tags)]

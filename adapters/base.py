@@ -218,6 +218,20 @@ class Adapter(abc.ABC):
     def release(self, key: str, token: str) -> None:  # noqa: B027 - optional hook
         """Give ``key``'s fetch lock back, if ``token`` still holds it."""
 
+    def take(self, key: str, token: str, ttl: float) -> tuple[bool, Entry | None]:
+        """`acquire`, and the entry under ``key`` as it is now (`get`): whether the lock
+        is ours, and whether someone's value landed meanwhile. A network store does both
+        in one round trip."""
+        return self.acquire(key, token, ttl), self.get(key)
+
+    def finish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:
+        """`store` a fetched value, then `release` the fetch lock ``token`` holds; what
+        was stored. A network store does both in one round trip when it can."""
+        try:
+            return self.store(key, entry, since)
+        finally:
+            self.release(key, token)
+
     def claim(self, name: str, ttl: float) -> bool | None:
         """Take ``name`` for ``ttl`` seconds unless someone holds it (set-if-absent with an
         expiry; what the webhook's replay guard uses): True if it was free and is now the
@@ -300,6 +314,16 @@ class Adapter(abc.ABC):
 
     async def arelease(self, key: str, token: str) -> None:
         self.release(key, token)
+
+    async def atake(self, key: str, token: str, ttl: float) -> tuple[bool, Entry | None]:
+        # The async spellings, so that a store overriding those alone never blocks here.
+        return await self.aacquire(key, token, ttl), await self.aget(key)
+
+    async def afinish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:
+        try:
+            return await self.astore(key, entry, since)
+        finally:
+            await self.arelease(key, token)
 
     async def aclaim(self, name: str, ttl: float) -> bool | None:
         return self.claim(name, ttl)

@@ -310,7 +310,7 @@ def run(settings: Settings) -> list[Section]:
         progress("redis load: a burst on a cold process")
         burst = asyncio.run(_burst(server.url, rounds))
         progress("redis load: a cold fill")
-        fill = asyncio.run(_fill(server.url, 1 if settings.quick else 3, keys))
+        fill = asyncio.run(_fill(server.url, 1 if settings.quick else 5, keys))
     return [
         Section(BURST_TITLE, BURST_BASELINE, _burst_rows(burst)),
         Section(FILL_TITLE, FILL_BASELINE, _fill_rows(fill, keys)),

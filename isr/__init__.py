@@ -29,6 +29,7 @@ from ._errors import ConfigError, ISRError, StoreUnavailable, TemplateError
 from ._runtime import ISR
 from ._stats import Stats
 from ._status import Result, Status
+from ._version import __version__ as __version__
 
 __all__ = [
     "ISR",
@@ -60,5 +61,3 @@ __all__ = [
     "no_store",
     "with_revalidate",
 ]
-
-__version__ = "0.1.0"

@@ -569,3 +569,57 @@ def test_wait_ready_tells_whether_redis_answers(server: RedisServer) -> None:
             assert down.wait_ready_sync(0.5) is False
             assert time.monotonic() - started < 3  # bounded by what was asked, roughly
             assert down.stats().store_errors == errors  # a probe, not a caller's failure
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["key", "tag"])
+@pytest.mark.parametrize("mode", ["purge", "expire"])
+async def test_another_process_s_invalidation_during_a_fetch_wins_over_its_result(
+    server: RedisServer, ns: str, kind: str, mode: str
+) -> None:
+    """The value a fetch read before another process's publish is not stored as fresh:
+    the write that also gives the fetch lock back (one round trip) checks for it."""
+    gate, entered = asyncio.Event(), asyncio.Event()
+    origin = Origin()
+    async with isr.ISR(server.url, namespace=ns) as a, isr.ISR(server.url, namespace=ns) as b:
+
+        @isr.with_revalidate("item:{name}", ttl=60, tags=["items"], runtime=a)
+        async def get(name: str) -> str:
+            if name != "warm":
+                entered.set()
+                await gate.wait()
+            return origin.load(name)
+
+        @isr.with_revalidate("item:{name}", ttl=60, tags=["items"], runtime=b)
+        async def other(name: str) -> str:
+            return origin.load(name)
+
+        await get("warm")  # a knows the tag's record: its next write takes one round trip
+        task = asyncio.create_task(get("a"))
+        await entered.wait()
+        if kind == "key":
+            await b.invalidate("item:a", mode=mode)  # type: ignore[arg-type]
+        else:
+            await b.invalidate_tag("items", mode=mode)  # type: ignore[arg-type]
+        gate.set()
+        assert await task == "a v1"  # its caller has it: it asked before the publish
+        origin.version = 2
+        assert vs(await other.lookup("a")) == ("a v2", Status.MISS)
+
+
+@pytest.mark.anyio
+async def test_a_value_stored_after_another_process_moved_its_tag_s_record_is_fresh(
+    server: RedisServer, ns: str
+) -> None:
+    """A process stores values with the tag numbers it last read; once another process
+    has moved a tag's record, the next value is stamped with the new number (not judged
+    invalidated by an invalidation older than itself, fetched again and again)."""
+    origin = Origin()
+    async with isr.ISR(server.url, namespace=ns) as a, isr.ISR(server.url, namespace=ns) as b:
+        get = async_cached(a, origin, tags=["items"])
+        assert await get("x") == "x v1"  # a has read the tag's record (none yet)
+        await b.invalidate_tag("items", mode="expire")
+        assert await get("y") == "y v1"
+        assert vs(await get.lookup("y")) == ("y v1", Status.HIT)
+        assert origin.calls == 2
+        assert vs(await get.lookup("x")) == ("x v1", Status.MISS)  # x was invalidated

@@ -234,7 +234,8 @@ def test_a_user_without_info_still_works_and_is_told_what_it_misses(
     assert get_a("x") == "x v1"
     assert get_a.lookup("x").status is Status.HIT
     told = [r.getMessage() for r in caplog.records if "refused INFO" in r.getMessage()]
-    assert told and "+info" in told[0]
+    assert told
+    assert "+info" in told[0]
     assert not any("s3cret-pw" in r.getMessage() for r in caplog.records)
     a.close()
 

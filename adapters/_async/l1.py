@@ -90,6 +90,20 @@ class AsyncL1Ops(L1Base):
     async def arelease(self, key: str, token: str) -> None:
         await self.l2.arelease(key, token)
 
+    async def atake(self, key: str, token: str, ttl: float) -> tuple[bool, Entry | None]:
+        taken, entry = await self.l2.atake(key, token, ttl)
+        if entry is not None:
+            self._landed(key, entry, True)
+        return taken, entry
+
+    async def afinish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:
+        stored = await self.l2.afinish(key, entry, since, token)
+        if stored is None:
+            self.l1.delete(key)
+        else:
+            self.l1.set(key, stored)
+        return stored
+
     async def aclaim(self, name: str, ttl: float) -> bool | None:
         return await self.l2.aclaim(name, ttl)
 

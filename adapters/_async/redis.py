@@ -17,15 +17,18 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from isr._entry import Entry, Generation, Mode
+from isr._synchronization import AsyncEvent
 
 from .._redis_base import (
     _BUMP,
     _FIELDS,
+    _FINISH,
     _NOTE,
     _RELEASE,
     _RESTARTED,
     _RESTORE,
     _TAG,
+    _TAKE,
     FAILURES,
     Busy,
     RedisBase,
@@ -47,9 +50,12 @@ T = TypeVar("T")
 class AsyncRedisOps(RedisBase):
     """The store operations of `isr.adapters.redis.RedisAdapter` (see the module docstring)."""
 
-    async def _arun(self, op: Callable[[AsyncRedis], Awaitable[T]], default: T) -> tuple[T, bool]:
+    async def _arun(
+        self, op: Callable[[AsyncRedis], Awaitable[T]], default: T, long: bool = False
+    ) -> tuple[T, bool]:
         """``op`` on the client through the breaker: (its answer, True), or (``default``,
-        False) if Redis is out of use or the call failed."""
+        False) if Redis is out of use or the call failed. ``long``: an op whose answer may
+        be large (a tag's whole set), allowed `LONG_OP` seconds rather than ``timeout``."""
         breaker = self.breaker
         if breaker.failures and not breaker.allow():
             return default, False
@@ -59,7 +65,7 @@ class AsyncRedisOps(RedisBase):
             if client is None:
                 client = await self._aconnect()
             try:
-                result = await op(client)
+                result = await self._aop(op, client, long)
             finally:
                 self._adone()
         except FAILURES as exc:
@@ -100,6 +106,18 @@ class AsyncRedisOps(RedisBase):
             names = [name, *(self._v + tag for tag in tags)]
             found, reached = await self._arun(lambda c: self._mget(c, names), None)
             data, records = (found[0], found[1:]) if found else (None, None)
+        return await self._aentry(key, data, reached, tags, records)
+
+    async def _aentry(
+        self,
+        key: str,
+        data: Any,
+        reached: bool,
+        tags: tuple[str, ...] | None,
+        records: list[Any] | None,
+    ) -> tuple[Entry | None, bool]:
+        """`aread`'s answer from what Redis gave: ``data``, the entry's record, and
+        ``records``, those of the ``tags`` this process expected it to carry."""
         entry, reached = self._reading(key, cast("bytes | None", data), reached)
         if entry is None or not entry.tags:
             return entry, reached
@@ -109,6 +127,7 @@ class AsyncRedisOps(RedisBase):
             records, ok = await self._arun(lambda c: self._mget(c, names), None)
             if not ok:
                 return None, False  # unverified: as if Redis could not be asked
+        self._tag_read(entry.tags, records or [])
         return tag_mark(entry, records or ()), reached
 
     async def aset(self, key: str, entry: Entry) -> None:
@@ -153,6 +172,7 @@ class AsyncRedisOps(RedisBase):
                 return None
             if mode is not None:
                 entry = entry.marked(mode)
+            self._tag_read(entry.tags, found[len(markers) :])
             entry.tagv = tag_numbers(found[len(markers) :])
         had = self._tag_hints.get(key, ())
         dropped = tuple(tag for tag in had if tag not in entry.tags)
@@ -223,7 +243,7 @@ class AsyncRedisOps(RedisBase):
         async def members(c: AsyncRedis) -> list[str]:
             return _members(await c.smembers(name))
 
-        keys, ok = await self._arun(members, cast("list[str]", []))
+        keys, ok = await self._arun(members, cast("list[str]", []), long=True)
         if not ok:
             raise self._unavailable(f"invalidation of tag {tag!r}")
         return keys
@@ -243,7 +263,7 @@ class AsyncRedisOps(RedisBase):
             if back:
                 await c.sadd(tkey, *back)
 
-        await self._arun(untag, None)
+        await self._arun(untag, None, long=True)
 
     async def anote_invalidation(
         self, kind: str, name: str, mode: Mode, at: float, ttl: float
@@ -277,6 +297,30 @@ class AsyncRedisOps(RedisBase):
         value = cache.current()
         if value is not None:
             return value
+        # One read of the record for every caller that needs it meanwhile (a burst on a
+        # cold process would otherwise send one each), per event loop.
+        owner = self._aowner()
+        with self._lock:
+            event = self._gen_reads.get(owner)
+            lead = event is None
+            if event is None:
+                event = self._gen_reads[owner] = AsyncEvent()
+        if not lead:
+            await event.wait(self.slot_wait + self.timeout)  # what bounds the reader's wait
+            value = cache.current()
+            return cache.value if value is None else value  # not read: the last known
+        try:
+            return await self._aread_generation()
+        finally:
+            with self._lock:
+                del self._gen_reads[owner]
+            event.set()
+
+    async def _aread_generation(self) -> Generation:
+        """The record read from Redis now (after checking a new server's run_id), given
+        back what this process saw should Redis have lost it; the last known if Redis
+        cannot be reached."""
+        cache = self._generation
         if self._pending_runs:
             await self._acheck_runs()
         fields, _ = await self._arun(lambda c: c.hmget(self._g, _FIELDS), None)
@@ -320,6 +364,52 @@ class AsyncRedisOps(RedisBase):
     async def arelease(self, key: str, token: str) -> None:
         name = self._l + checked(key)
         await self._arun(lambda c: c.eval(_RELEASE, 1, name, token), None)
+
+    async def atake(self, key: str, token: str, ttl: float) -> tuple[bool, Entry | None]:
+        """`isr.adapters.base.Adapter.take`: the lock and the read in one command (`_TAKE`;
+        a Cluster: one after the other, their keys lying on two nodes)."""
+        if self.cluster:
+            return await self.aacquire(key, token, ttl), await self.aget(key)
+        ms = max(1, math.ceil(ttl * 1000))
+        lock, name = self._l + checked(key), self._e + key
+        tags = self._tag_hints.get(key)
+
+        names = [lock, name, *(self._v + tag for tag in tags or ())]
+
+        async def take(c: AsyncRedis) -> list[Any]:
+            return cast("list[Any]", await c.eval(_TAKE, len(names), *names, token, ms))
+
+        found, reached = await self._arun(take, None)
+        if found is None:
+            return True, None  # as `aacquire`: out of reach, each process fetches
+        taken, data, records = found[0] == 1, found[1], list(found[2:])
+        entry, _ = await self._aentry(key, data, reached, tags, records if tags else None)
+        return taken, entry
+
+    async def afinish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:
+        """`isr.adapters.base.Adapter.finish`: one script stores the value and gives the
+        lock back (`_FINISH`), unless an invalidation came meanwhile or a tag's record was
+        not the one this process knew; then the long way (`astore`, then `arelease`)."""
+        checked(key)
+        checked_all(entry.tags)
+        script = self._finishing(key, entry, since, token)
+        if script is not None:
+            keys, argv = script
+
+            async def finish(c: AsyncRedis) -> Any:
+                return await c.eval(_FINISH, len(keys), *keys, *argv)
+
+            done, ok = await self._arun(finish, None)
+            if not ok:
+                return entry  # as `astore` out of reach: the caller has its value
+            if done == 1:
+                if entry.tags:
+                    self._hint(key, entry.tags)
+                return entry
+        try:
+            return await self.astore(key, entry, since)
+        finally:
+            await self.arelease(key, token)
 
     async def aclaim(self, name: str, ttl: float) -> bool | None:
         """``SET NX PX`` through the breaker; None when Redis cannot be asked."""

@@ -86,6 +86,20 @@ class SyncL1Ops(L1Base):
     def release(self, key: str, token: str) -> None:
         self.l2.release(key, token)
 
+    def take(self, key: str, token: str, ttl: float) -> tuple[bool, Entry | None]:
+        taken, entry = self.l2.take(key, token, ttl)
+        if entry is not None:
+            self._landed(key, entry, True)
+        return taken, entry
+
+    def finish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:
+        stored = self.l2.finish(key, entry, since, token)
+        if stored is None:
+            self.l1.delete(key)
+        else:
+            self.l1.set(key, stored)
+        return stored
+
     def claim(self, name: str, ttl: float) -> bool | None:
         return self.l2.claim(name, ttl)
 

@@ -19,15 +19,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from isr._entry import Entry, Generation, Mode
+from isr._synchronization import Event
 
 from .._redis_base import (
     _BUMP,
     _FIELDS,
+    _FINISH,
     _NOTE,
     _RELEASE,
     _RESTARTED,
     _RESTORE,
     _TAG,
+    _TAKE,
     FAILURES,
     Busy,
     RedisBase,
@@ -49,9 +52,10 @@ T = TypeVar("T")
 class SyncRedisOps(RedisBase):
     """The store operations of `isr.adapters.redis.RedisAdapter` (see the module docstring)."""
 
-    def _run(self, op: Callable[[Redis], T], default: T) -> tuple[T, bool]:
+    def _run(self, op: Callable[[Redis], T], default: T, long: bool = False) -> tuple[T, bool]:
         """``op`` on the client through the breaker: (its answer, True), or (``default``,
-        False) if Redis is out of use or the call failed."""
+        False) if Redis is out of use or the call failed. ``long``: an op whose answer may
+        be large (a tag's whole set), allowed `LONG_OP` seconds rather than ``timeout``."""
         breaker = self.breaker
         if breaker.failures and not breaker.allow():
             return default, False
@@ -61,7 +65,7 @@ class SyncRedisOps(RedisBase):
             if client is None:
                 client = self._connect()
             try:
-                result = op(client)
+                result = self._op(op, client, long)
             finally:
                 self._done()
         except FAILURES as exc:
@@ -100,6 +104,18 @@ class SyncRedisOps(RedisBase):
             names = [name, *(self._v + tag for tag in tags)]
             found, reached = self._run(lambda c: self._mget(c, names), None)
             data, records = (found[0], found[1:]) if found else (None, None)
+        return self._entry(key, data, reached, tags, records)
+
+    def _entry(
+        self,
+        key: str,
+        data: Any,
+        reached: bool,
+        tags: tuple[str, ...] | None,
+        records: list[Any] | None,
+    ) -> tuple[Entry | None, bool]:
+        """`read`'s answer from what Redis gave: ``data``, the entry's record, and
+        ``records``, those of the ``tags`` this process expected it to carry."""
         entry, reached = self._reading(key, cast("bytes | None", data), reached)
         if entry is None or not entry.tags:
             return entry, reached
@@ -109,6 +125,7 @@ class SyncRedisOps(RedisBase):
             records, ok = self._run(lambda c: self._mget(c, names), None)
             if not ok:
                 return None, False  # unverified: as if Redis could not be asked
+        self._tag_read(entry.tags, records or [])
         return tag_mark(entry, records or ()), reached
 
     def set(self, key: str, entry: Entry) -> None:
@@ -153,6 +170,7 @@ class SyncRedisOps(RedisBase):
                 return None
             if mode is not None:
                 entry = entry.marked(mode)
+            self._tag_read(entry.tags, found[len(markers) :])
             entry.tagv = tag_numbers(found[len(markers) :])
         had = self._tag_hints.get(key, ())
         dropped = tuple(tag for tag in had if tag not in entry.tags)
@@ -221,7 +239,7 @@ class SyncRedisOps(RedisBase):
         def members(c: Redis) -> list[str]:
             return _members(c.smembers(name))
 
-        keys, ok = self._run(members, cast("list[str]", []))
+        keys, ok = self._run(members, cast("list[str]", []), long=True)
         if not ok:
             raise self._unavailable(f"invalidation of tag {tag!r}")
         return keys
@@ -241,7 +259,7 @@ class SyncRedisOps(RedisBase):
             if back:
                 c.sadd(tkey, *back)
 
-        self._run(untag, None)
+        self._run(untag, None, long=True)
 
     def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:
         marker = f"{self._i}{kind}:{checked(name, kind)}"
@@ -271,6 +289,30 @@ class SyncRedisOps(RedisBase):
         value = cache.current()
         if value is not None:
             return value
+        # One read of the record for every caller that needs it meanwhile (a burst on a
+        # cold process would otherwise send one each), per event loop.
+        owner = self._owner()
+        with self._lock:
+            event = self._gen_reads.get(owner)
+            lead = event is None
+            if event is None:
+                event = self._gen_reads[owner] = Event()
+        if not lead:
+            event.wait(self.slot_wait + self.timeout)  # what bounds the reader's wait
+            value = cache.current()
+            return cache.value if value is None else value  # not read: the last known
+        try:
+            return self._read_generation()
+        finally:
+            with self._lock:
+                del self._gen_reads[owner]
+            event.set()
+
+    def _read_generation(self) -> Generation:
+        """The record read from Redis now (after checking a new server's run_id), given
+        back what this process saw should Redis have lost it; the last known if Redis
+        cannot be reached."""
+        cache = self._generation
         if self._pending_runs:
             self._check_runs()
         fields, _ = self._run(lambda c: c.hmget(self._g, _FIELDS), None)
@@ -314,6 +356,52 @@ class SyncRedisOps(RedisBase):
     def release(self, key: str, token: str) -> None:
         name = self._l + checked(key)
         self._run(lambda c: c.eval(_RELEASE, 1, name, token), None)
+
+    def take(self, key: str, token: str, ttl: float) -> tuple[bool, Entry | None]:
+        """`isr.adapters.base.Adapter.take`: the lock and the read in one command (`_TAKE`;
+        a Cluster: one after the other, their keys lying on two nodes)."""
+        if self.cluster:
+            return self.acquire(key, token, ttl), self.get(key)
+        ms = max(1, math.ceil(ttl * 1000))
+        lock, name = self._l + checked(key), self._e + key
+        tags = self._tag_hints.get(key)
+
+        names = [lock, name, *(self._v + tag for tag in tags or ())]
+
+        def take(c: Redis) -> list[Any]:
+            return cast("list[Any]", c.eval(_TAKE, len(names), *names, token, ms))
+
+        found, reached = self._run(take, None)
+        if found is None:
+            return True, None  # as `acquire`: out of reach, each process fetches
+        taken, data, records = found[0] == 1, found[1], list(found[2:])
+        entry, _ = self._entry(key, data, reached, tags, records if tags else None)
+        return taken, entry
+
+    def finish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:
+        """`isr.adapters.base.Adapter.finish`: one script stores the value and gives the
+        lock back (`_FINISH`), unless an invalidation came meanwhile or a tag's record was
+        not the one this process knew; then the long way (`store`, then `release`)."""
+        checked(key)
+        checked_all(entry.tags)
+        script = self._finishing(key, entry, since, token)
+        if script is not None:
+            keys, argv = script
+
+            def finish(c: Redis) -> Any:
+                return c.eval(_FINISH, len(keys), *keys, *argv)
+
+            done, ok = self._run(finish, None)
+            if not ok:
+                return entry  # as `store` out of reach: the caller has its value
+            if done == 1:
+                if entry.tags:
+                    self._hint(key, entry.tags)
+                return entry
+        try:
+            return self.store(key, entry, since)
+        finally:
+            self.release(key, token)
 
     def claim(self, name: str, ttl: float) -> bool | None:
         """``SET NX PX`` through the breaker; None when Redis cannot be asked."""

@@ -244,7 +244,10 @@ class AsyncDriver:
                 with async_fail_after(left):
                     value = await loader.fn(*args, **kwargs)
                 entry = state.stored(run, loader, key, args, kwargs, value)
-                if entry is not None and not state.inline:
+                if entry is not None and token is not None:
+                    entry = await store.afinish(key, entry, run.started, token)
+                    token = None  # given back with the write (else below: again is harmless)
+                elif entry is not None and not state.inline:
                     entry = await store.astore(key, entry, run.started)
             finally:
                 if token is not None:
@@ -271,12 +274,15 @@ class AsyncDriver:
         state, store = self.state, async_usable(self.store)
         delay = 0.002
         while True:
-            if await store.aacquire(key, token, ttl):
-                landed = await store.aget(key)  # landed between our read and the lock?
-                if state.fresh_since(landed, seen):
+            # The lock, and the value as it is now: one round trip on a network store.
+            taken, landed = await store.atake(key, token, ttl)
+            if taken:
+                if state.fresh_since(landed, seen):  # landed between our read and the lock
                     await store.arelease(key, token)
                     return landed
                 return None
+            if state.fresh_since(landed, seen):  # the holder's value is in
+                return landed
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -287,9 +293,6 @@ class AsyncDriver:
                 delay = min(delay, left)
             await async_sleep(delay)
             delay = min(delay * 1.5, 0.05)
-            landed = await store.aget(key)
-            if state.fresh_since(landed, seen):
-                return landed
 
     async def drain(self) -> None:
         """Wait until none of this driver's background fetches runs."""

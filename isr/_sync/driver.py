@@ -244,7 +244,10 @@ class SyncDriver:
                 with fail_after(left):
                     value = loader.fn(*args, **kwargs)
                 entry = state.stored(run, loader, key, args, kwargs, value)
-                if entry is not None and not state.inline:
+                if entry is not None and token is not None:
+                    entry = store.finish(key, entry, run.started, token)
+                    token = None  # given back with the write (else below: again is harmless)
+                elif entry is not None and not state.inline:
                     entry = store.store(key, entry, run.started)
             finally:
                 if token is not None:
@@ -271,12 +274,15 @@ class SyncDriver:
         state, store = self.state, usable(self.store)
         delay = 0.002
         while True:
-            if store.acquire(key, token, ttl):
-                landed = store.get(key)  # landed between our read and the lock?
-                if state.fresh_since(landed, seen):
+            # The lock, and the value as it is now: one round trip on a network store.
+            taken, landed = store.take(key, token, ttl)
+            if taken:
+                if state.fresh_since(landed, seen):  # landed between our read and the lock
                     store.release(key, token)
                     return landed
                 return None
+            if state.fresh_since(landed, seen):  # the holder's value is in
+                return landed
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -287,9 +293,6 @@ class SyncDriver:
                 delay = min(delay, left)
             sleep(delay)
             delay = min(delay * 1.5, 0.05)
-            landed = store.get(key)
-            if state.fresh_since(landed, seen):
-                return landed
 
     def drain(self) -> None:
         """Wait until none of this driver's background fetches runs."""
