@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlunsplit
 
 from typing_extensions import Self
@@ -369,6 +369,21 @@ class _Gate:
         self.free += slots
 
 
+class _Queued:
+    """Commands that found every connection slot taken, sent as one pipeline by the next
+    op to get a slot (`RedisBase._arun_command`): under load, one round trip and one write
+    carry many callers' commands, where each would otherwise wait for a slot of its own."""
+
+    __slots__ = ("commands", "futures")
+
+    #: The most commands one pipeline carries.
+    LIMIT = 512
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        self.futures: list[asyncio.Future[tuple[Any, bool]]] = []
+
+
 class RedisBase(Adapter):
     """A Redis (or Valkey) store shared by every process using the same URL and namespace.
 
@@ -479,6 +494,8 @@ class RedisBase(Adapter):
         self._aclient: aredis.Redis | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._agate = _Gate(max_connections)
+        self._aqueued: _Queued | None = None
+        self._aflushing: set[asyncio.Task[None]] = set()
         # Cluster only: whether the asyncio client has loaded its slot map (see _aready_wait)
         # and the one load in flight, shared by the callers that find it not loaded yet.
         self._aready = True
@@ -649,6 +666,77 @@ class RedisBase(Adapter):
             self._pending_runs[where] = run
             self._generation.expire()
 
+    if TYPE_CHECKING:  # the ops' own (_async/redis.py, and its generated twin)
+
+        def _run(
+            self, op: Callable[[Any], T], default: T, long: bool = False
+        ) -> tuple[T, bool]: ...
+
+        async def _arun(
+            self, op: Callable[[Any], Awaitable[T]], default: T, long: bool = False
+        ) -> tuple[T, bool]: ...
+
+    def _run_command(self, args: tuple[Any, ...], default: Any) -> tuple[Any, bool]:
+        """`_arun_command` for the sync client: one command, as `_run`."""
+        return self._run(lambda c: c.execute_command(*args), default)
+
+    async def _arun_command(self, args: tuple[Any, ...], default: Any) -> tuple[Any, bool]:
+        """One command (``args``, as ``execute_command`` takes them) through the breaker,
+        as `_arun`; when every connection slot is taken, queued with the others that wait
+        and sent with them in one pipeline (`_Queued`)."""
+        gate, breaker = self._agate, self.breaker
+        if self.cluster or gate.free or (breaker.failures and not breaker.allow()):
+            return await self._arun(lambda c: c.execute_command(*args), default)
+        queued = self._aqueued
+        if queued is None or len(queued.commands) >= _Queued.LIMIT:
+            queued = self._aqueued = _Queued()
+            task = asyncio.get_running_loop().create_task(self._aflush(queued))
+            self._aflushing.add(task)  # held until done (the loop keeps weak references)
+            task.add_done_callback(self._aflushing.discard)
+        future: asyncio.Future[tuple[Any, bool]] = asyncio.get_running_loop().create_future()
+        queued.commands.append(args)
+        queued.futures.append(future)
+        value, ok = await future
+        return (value, True) if ok else (default, False)
+
+    async def _aflush(self, queued: _Queued) -> None:
+        """Send ``queued`` as one pipeline once a slot is free; each caller gets its own
+        answer (or, for a failure, nothing: the breaker counts the pipeline's once)."""
+        futures = queued.futures
+        try:
+
+            async def send(c: Any) -> list[Any]:
+                if self._aqueued is queued:
+                    self._aqueued = None  # from here on, commands start another
+                pipe = c.pipeline(transaction=False)
+                for args, future in zip(queued.commands, futures, strict=True):
+                    if not future.done():  # its caller gave up (cancelled): not sent
+                        pipe.execute_command(*args)
+                    else:
+                        pipe.execute_command("ECHO", b"")  # keeps the answers in place
+                return cast("list[Any]", await pipe.execute(raise_on_error=False))
+
+            errors = self.errors
+            answers, ok = await self._arun(send, None)
+            if self._aqueued is queued:
+                self._aqueued = None
+            if self.errors > errors:  # it failed: so did every caller's command in it
+                self.errors += max(0, sum(not f.done() for f in futures) - 1)
+            for i, future in enumerate(futures):
+                if future.done():
+                    continue
+                answer = answers[i] if ok and answers is not None else None
+                if isinstance(answer, Exception):
+                    self._failed(answer)
+                if not ok or isinstance(answer, Exception):
+                    future.set_result((None, False))
+                else:
+                    future.set_result((answer, True))
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.set_result((None, False))
+
     def _op(self, op: Callable[[Any], T], client: Any, long: bool) -> T:
         """Run ``op``: a sync client's commands are bounded by its socket timeout."""
         return op(client)
@@ -731,6 +819,7 @@ class RedisBase(Adapter):
                 )
             self._aclient, self._aloop = client, loop
             self._agate = _Gate(self.max_connections)
+            self._aqueued = None
         return client
 
     def subscriber_client(self) -> redis.Redis:

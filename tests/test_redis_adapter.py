@@ -623,3 +623,53 @@ async def test_a_value_stored_after_another_process_moved_its_tag_s_record_is_fr
         assert vs(await get.lookup("y")) == ("y v1", Status.HIT)
         assert origin.calls == 2
         assert vs(await get.lookup("x")) == ("x v1", Status.MISS)  # x was invalidated
+
+
+@pytest.mark.anyio
+async def test_commands_queued_for_a_connection_go_as_one_pipeline_each_with_its_answer(
+    ns: str, flavour: Flavour
+) -> None:
+    """With every connection slot taken, reads wait together and go in one pipeline (one
+    round trip for all): each caller still gets its own key's entry."""
+    with RedisServer(flavour) as server:
+        adapter = RedisAdapter.from_url(f"{server.url}?max_connections=1", namespace=ns)
+        for n in range(50):
+            await adapter.aset(f"k{n}", Entry(f"v{n}", 1.0, Policy(60, None, 0), 0))
+        found: dict[int, Any] = {}
+
+        async def read(n: int) -> None:
+            entry = await adapter.aget(f"k{n}")
+            found[n] = None if entry is None else entry.value
+
+        with redis.Redis.from_url(server.url) as admin:
+            calls = admin.info("stats")["total_commands_processed"]
+            async with anyio.create_task_group() as tg:
+                for n in range(50):
+                    tg.start_soon(read, n)
+            sent = admin.info("stats")["total_commands_processed"] - calls
+        assert found == {n: f"v{n}" for n in range(50)}
+        assert sent <= 52  # 50 GETs and the INFO: nothing sent twice, nothing lost
+        assert adapter.errors == 0
+        await adapter.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_queued_lock_its_caller_gave_up_on_is_never_taken(
+    ns: str, flavour: Flavour
+) -> None:
+    """A caller cancelled while its command waits in the queue: the command is not sent,
+    so no fetch lock is left behind, held by nobody, for its whole ttl."""
+    with RedisServer(flavour) as server:
+        adapter = RedisAdapter.from_url(f"{server.url}?max_connections=1&timeout=2", namespace=ns)
+        assert await adapter.aget("warm") is None  # the one connection, made
+        with redis.Redis.from_url(server.url) as admin:
+            admin.client_pause(300, all=True)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(adapter.aget, "blocking")  # holds the only slot, paused
+                await anyio.sleep(0.05)
+                with anyio.move_on_after(0.05):
+                    await adapter.atake("x", "token", 30)  # queued, then given up on
+                await anyio.sleep(0.5)
+            assert admin.exists(f"{ns}:l:x") == 0
+        assert (await adapter.atake("x", "token-2", 30))[0] is True  # free to take
+        await adapter.aclose()

@@ -91,6 +91,7 @@ RENAMES: dict[str, str] = {
     "_aread_generation": "_read_generation",
     "_aowner": "_owner",
     "_aop": "_op",
+    "_arun_command": "_run_command",
     "_apublish": "_publish",
     "_awrite": "_write",
     "aclose": "close",

@@ -101,10 +101,13 @@ class AsyncRedisOps(RedisBase):
         tags = self._tag_hints.get(key)
         records: list[Any] | None = None
         if not tags:
-            data, reached = await self._arun(lambda c: c.get(name), None)
+            data, reached = await self._arun_command(("GET", name), None)
         else:
             names = [name, *(self._v + tag for tag in tags)]
-            found, reached = await self._arun(lambda c: self._mget(c, names), None)
+            if self.cluster:
+                found, reached = await self._arun(lambda c: self._mget(c, names), None)
+            else:
+                found, reached = await self._arun_command(("MGET", *names), None)
             data, records = (found[0], found[1:]) if found else (None, None)
         return await self._aentry(key, data, reached, tags, records)
 
@@ -376,10 +379,9 @@ class AsyncRedisOps(RedisBase):
 
         names = [lock, name, *(self._v + tag for tag in tags or ())]
 
-        async def take(c: AsyncRedis) -> list[Any]:
-            return cast("list[Any]", await c.eval(_TAKE, len(names), *names, token, ms))
-
-        found, reached = await self._arun(take, None)
+        found, reached = await self._arun_command(
+            ("EVAL", _TAKE, len(names), *names, token, ms), None
+        )
         if found is None:
             return True, None  # as `aacquire`: out of reach, each process fetches
         taken, data, records = found[0] == 1, found[1], list(found[2:])
@@ -396,10 +398,7 @@ class AsyncRedisOps(RedisBase):
         if script is not None:
             keys, argv = script
 
-            async def finish(c: AsyncRedis) -> Any:
-                return await c.eval(_FINISH, len(keys), *keys, *argv)
-
-            done, ok = await self._arun(finish, None)
+            done, ok = await self._arun_command(("EVAL", _FINISH, len(keys), *keys, *argv), None)
             if not ok:
                 return entry  # as `astore` out of reach: the caller has its value
             if done == 1:

@@ -99,10 +99,13 @@ class SyncRedisOps(RedisBase):
         tags = self._tag_hints.get(key)
         records: list[Any] | None = None
         if not tags:
-            data, reached = self._run(lambda c: c.get(name), None)
+            data, reached = self._run_command(("GET", name), None)
         else:
             names = [name, *(self._v + tag for tag in tags)]
-            found, reached = self._run(lambda c: self._mget(c, names), None)
+            if self.cluster:
+                found, reached = self._run(lambda c: self._mget(c, names), None)
+            else:
+                found, reached = self._run_command(("MGET", *names), None)
             data, records = (found[0], found[1:]) if found else (None, None)
         return self._entry(key, data, reached, tags, records)
 
@@ -368,10 +371,7 @@ class SyncRedisOps(RedisBase):
 
         names = [lock, name, *(self._v + tag for tag in tags or ())]
 
-        def take(c: Redis) -> list[Any]:
-            return cast("list[Any]", c.eval(_TAKE, len(names), *names, token, ms))
-
-        found, reached = self._run(take, None)
+        found, reached = self._run_command(("EVAL", _TAKE, len(names), *names, token, ms), None)
         if found is None:
             return True, None  # as `acquire`: out of reach, each process fetches
         taken, data, records = found[0] == 1, found[1], list(found[2:])
@@ -388,10 +388,7 @@ class SyncRedisOps(RedisBase):
         if script is not None:
             keys, argv = script
 
-            def finish(c: Redis) -> Any:
-                return c.eval(_FINISH, len(keys), *keys, *argv)
-
-            done, ok = self._run(finish, None)
+            done, ok = self._run_command(("EVAL", _FINISH, len(keys), *keys, *argv), None)
             if not ok:
                 return entry  # as `store` out of reach: the caller has its value
             if done == 1:

@@ -234,7 +234,13 @@ class AsyncDriver:
             if state.shared:
                 token = secrets.token_hex(16)
                 ttl = state.lock_ttl_for(loader)
-                landed = await self._lock(loader, key, token, ttl, flight.seen, deadline)
+                try:
+                    landed = await self._lock(loader, key, token, ttl, flight.seen, deadline)
+                except BaseException:
+                    # Cancelled (or out of time) while asking: the lock may be ours.
+                    with AsyncShieldCancellation():
+                        await store.arelease(key, token)
+                    raise
                 if landed is not None:
                     state.landed(flight, key, landed.value, landed)
                     return

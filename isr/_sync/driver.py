@@ -234,7 +234,13 @@ class SyncDriver:
             if state.shared:
                 token = secrets.token_hex(16)
                 ttl = state.lock_ttl_for(loader)
-                landed = self._lock(loader, key, token, ttl, flight.seen, deadline)
+                try:
+                    landed = self._lock(loader, key, token, ttl, flight.seen, deadline)
+                except BaseException:
+                    # Cancelled (or out of time) while asking: the lock may be ours.
+                    with ShieldCancellation():
+                        store.release(key, token)
+                    raise
                 if landed is not None:
                     state.landed(flight, key, landed.value, landed)
                     return
