@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from isr._entry import Entry, Generation, Mode
 
-from .base import Adapter
+from .base import Adapter, renewed
 from .memory import MemoryAdapter
 from .names import prefix
 from .redis import RedisAdapter
@@ -74,8 +74,7 @@ class L1Base(Adapter):
         if message.kind == "key":
             self.l1.delete(message.name)
         elif message.kind == "tag":
-            for key in self.l1.tagged(message.name):
-                self.l1.delete(key)
+            self._tag_invalidated(message.name, Mode.PURGE)  # Redis holds the mark itself
         elif message.kind == "all":
             self._set_generation(Generation(*map(int, message.name.split(","))))
 
@@ -85,13 +84,32 @@ class L1Base(Adapter):
         self.coherent = True
         self.gen = self._generation.current
 
+    def _tag_invalidated(self, tag: str, mode: Mode, before: float | None = None) -> None:
+        """The L1's copies of ``tag``'s entries obey ``mode``: one mark in the L1 (see
+        `isr.adapters.memory`), and a new ``gen`` object, so none of them passes the hot
+        path until `revive` has applied it."""
+        with self.l1._lock:
+            self.l1.invalidate_tag(tag, mode, before)
+            if self.coherent:
+                self.gen = renewed(self.gen)
+                self._generation = self._generation._replace(current=self.gen)
+
+    def revive(self, key: str, entry: Entry) -> Entry | None:
+        """The L1's copy, with the marks of its tags applied (None: purged here), and, if
+        no invalidate-all came since it was written, stamped with ``gen`` again: served by
+        the hot path from then on, with no round trip to Redis."""
+        with self.l1._lock:
+            revived = self.l1.revive(key, entry)
+            if revived is not None and self.coherent and revived.gen == self.gen:
+                revived.gen = self.gen
+            return revived
+
     def _forget_local(self, kind: str, name: str, mode: Mode) -> None:
         """`isr.adapters.base.Adapter.forget_local`: the L1's copy alone obeys."""
         if kind == "key":
             self.l1.mark(name, mode)
         elif kind == "tag":
-            for key in self.l1.tagged(name):
-                self.l1.mark(key, mode, name)
+            self._tag_invalidated(name, mode)
         elif kind == "all":
             self.l2.forget_local(kind, name, mode)
             self._set_generation(self.l2._generation.value)

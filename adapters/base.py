@@ -259,6 +259,13 @@ class Adapter(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or files."""
 
+    def revive(self, key: str, entry: Entry) -> Entry | None:
+        """``entry``, just peeked under ``key``, brought up to date with what this store
+        records lazily (an in-process store's tag marks: see `isr.adapters.memory`); None
+        when that removed it. The runtime calls it before judging an entry it peeked
+        rather than read; the default has nothing to apply."""
+        return entry
+
     async def aget(self, key: str) -> Entry | None:
         return self.get(key)
 
@@ -333,6 +340,20 @@ class Adapter(abc.ABC):
 
     async def aclose(self) -> None:
         self.close()
+
+
+class _Renewed(int):
+    """An int of the same value as another but not the same object (`renewed`)."""
+
+    __slots__ = ()
+
+
+def renewed(gen: int) -> int:
+    """``gen`` as a new object of the same value: a store that sets its ``gen`` to it makes
+    every entry fail the hot path's identity check (``e.gen is store.gen``) until its own
+    read path has looked at it again and stamped it with the new object, while every
+    comparison by value (the generation's marks) is unchanged."""
+    return _Renewed(gen)
 
 
 class ThreadedStore:

@@ -9,6 +9,13 @@ That is CLOCK, the classic approximation of LRU: an entry read recently survives
 that takes an entry not read since. Measured bookkeeping is about 150 to 185 bytes an entry
 beyond key and value (see ``benchmarks/memory.py``).
 
+A tag's invalidation is one record, whatever the number of entries carrying the tag (as
+the Redis store's, and bentocache's or Next.js's tags): the tag's mark and the sequence number
+it was made at, kept beside the tag's index (which holds the number each key was indexed at).
+The store's ``gen`` then becomes a new object of the same value, so no entry passes the hot
+path's identity check until a read (`get`, `revive`) has applied every mark newer than it to
+it and stamped it with the new object again: one lookup per tag, once per entry.
+
 ``max_bytes`` bounds the store by size as well: the text and binary data its values hold
 (`weigh`: a page record's body and headers, a loader's strings) are counted, and the same
 second-chance eviction makes room when a write would pass the bound.
@@ -26,12 +33,16 @@ import cachetools
 from isr._entry import INF, Entry, Generation, Mode, Policy
 from isr._errors import ConfigError
 
-from .base import Adapter
+from .base import Adapter, renewed
 from .names import checked, checked_all
 
 __all__ = ["MemoryAdapter", "weigh"]
 
 _PURGE = Mode.PURGE
+_STRONGEST_FIRST = (Mode.PURGE, Mode.EXPIRE, Mode.REVALIDATE)
+
+#: Tags with marks kept before they are applied to every entry at once (and forgotten).
+MARKS_KEPT = 4096
 
 
 def weigh(value: Any, depth: int = 3) -> int:
@@ -138,7 +149,12 @@ class MemoryAdapter(Adapter):
         self.namespace = namespace
         self.evictions = 0
         self._lock = threading.RLock()
-        self._tags: dict[str, set[str]] = {}
+        #: Each tag's keys, each with the sequence number it was indexed (or brought up to
+        #: date) at; and each invalidated tag's marks: the number of its latest invalidation
+        #: of each strength (by ``Mode`` value; 0: none).
+        self._tags: dict[str, dict[str, int]] = {}
+        self._marks: dict[str, list[int]] = {}
+        self._seq = 0
         self._generation = Generation()
         self.gen = 0
         self._cache = _ClockCache(max_entries, self._on_evict, max_bytes)
@@ -148,9 +164,67 @@ class MemoryAdapter(Adapter):
         for tag in tags:
             keys = self._tags.get(tag)
             if keys is not None:
-                keys.discard(key)
+                keys.pop(key, None)
                 if not keys:
                     del self._tags[tag]
+
+    def _renew_gen(self) -> None:
+        """Make ``gen`` a new object of the same value (`renewed`): every entry fails the
+        hot path's identity check until a read brings it up to date (`revive`)."""
+        self.gen = renewed(self.gen)
+        self._generation = self._generation._replace(current=self.gen)
+
+    def _tag_mark(self, key: str, tags: tuple[str, ...]) -> Mode | None:
+        """The strongest mark of ``tags`` newer than ``key``'s place in their index (a key
+        the index no longer lists, after a tag's purge, is older than every mark)."""
+        strongest: Mode | None = None
+        for tag in tags:
+            marks = self._marks.get(tag)
+            if marks is None:
+                continue
+            keys = self._tags.get(tag)
+            stamp = 0 if keys is None else keys.get(key, 0)
+            for mode in _STRONGEST_FIRST:
+                if marks[mode] > stamp:
+                    if strongest is None or mode > strongest:
+                        strongest = mode
+                    break
+        return strongest
+
+    def revive(self, key: str, entry: Entry) -> Entry | None:
+        """``entry`` (just peeked under ``key``) with every tag mark newer than it applied
+        (None: one was a purge, and it is gone), stamped with ``gen`` again when no
+        invalidate-all came since it was written: the hot path serves it from then on."""
+        if not self._marks or entry.gen is self.gen:
+            return entry
+        with self._lock:
+            if self._cache.peek(key) is not entry:  # replaced meanwhile: that one instead
+                now = self._cache.peek(key)
+                return None if now is None else self.revive(key, now)
+            mode = self._tag_mark(key, entry.tags)
+            if mode is _PURGE:
+                self._cache.pop(key, None)
+                self._unindex(key, entry.tags)
+                return None
+            if mode is not None:
+                entry.policy = entry.policy.marked(mode)
+                entry.fresh_until = -INF
+            seq = self._seq
+            for tag in entry.tags:
+                keys = self._tags.get(tag)
+                if keys is not None and key in keys:
+                    keys[key] = seq  # every mark so far applied
+            if entry.gen == self.gen:
+                entry.gen = self.gen
+            return entry
+
+    def _apply_marks(self) -> None:
+        """Apply every tag mark to every entry now, and forget them (too many tags kept)."""
+        for key in list(self._cache.keys()):
+            entry = self._cache.peek(key)
+            if entry is not None:
+                self.revive(key, entry)
+        self._marks.clear()
 
     def _on_evict(self, key: str, entry: Entry) -> None:
         self.evictions += 1
@@ -159,7 +233,10 @@ class MemoryAdapter(Adapter):
     def get(self, key: str) -> Entry | None:
         if not key.isascii():
             checked(key)
-        return self._cache.peek(key)
+        entry = self._cache.peek(key)
+        if entry is not None and self._marks and entry.gen is not self.gen:
+            return self.revive(key, entry)
+        return entry
 
     def set(self, key: str, entry: Entry) -> None:
         checked(key)
@@ -168,8 +245,9 @@ class MemoryAdapter(Adapter):
             old = self._cache.peek(key)
             if old is not None and old.tags != entry.tags:
                 self._unindex(key, old.tags)
+            seq = self._seq
             for tag in entry.tags:
-                self._tags.setdefault(tag, set()).add(key)
+                self._tags.setdefault(tag, {})[key] = seq
             self._cache[key] = entry
 
     def delete(self, key: str) -> None:
@@ -180,11 +258,27 @@ class MemoryAdapter(Adapter):
                 self._unindex(key, old.tags)
 
     def invalidate_tag(self, tag: str, mode: Mode, before: float | None = None) -> int:
-        """Every entry of ``tag`` (produced before ``before``, when given) marked in place,
-        in one pass under the lock: a few tenths of a microsecond an entry. A purged one
-        carries the purge mark, so it is never served again, and goes when evicted or
-        stored anew (removing each at once would cost several times more)."""
+        """Invalidate ``tag``'s entries: one mark, whatever their number, each entry
+        obeying it when next read (see the module docstring); how many the tag's index
+        listed. A purge also drops the index (its entries go as they are read or evicted).
+
+        With ``before`` (a replay: only entries produced before then), every entry of the
+        tag is marked in place instead, in one pass under the lock (a few tenths of a
+        microsecond an entry)."""
         checked(tag, "tag")
+        if before is None:
+            with self._lock:
+                keys = self._tags.get(tag)
+                if not keys:
+                    return 0
+                self._seq += 1
+                self._marks.setdefault(tag, [0, 0, 0, 0])[mode] = self._seq
+                if mode is _PURGE:
+                    del self._tags[tag]
+                self._renew_gen()
+                if len(self._marks) > MARKS_KEPT:
+                    self._apply_marks()
+                return len(keys)
         done = 0
         marked: dict[int, Policy] = {}  # entries of one decorator share one Policy
         unfresh = -INF
@@ -234,3 +328,4 @@ class MemoryAdapter(Adapter):
             self._cache.clear()
             self._cache._ring.clear()
             self._tags.clear()
+            self._marks.clear()

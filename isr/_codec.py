@@ -69,7 +69,7 @@ def _record(entry: Entry) -> list[Any]:
         None if p.swr == math.inf else p.swr,
         p.sie,
         None if p.mark is None else int(p.mark),
-        entry.gen,
+        int(entry.gen),
         list(entry.tags),
         list(entry.tagv),
     ]

@@ -355,3 +355,43 @@ def test_a_key_redis_no_longer_holds_leaves_the_l1_while_other_reads_fail(
     assert store.errors > 0  # the other thread's reads did fail meanwhile
     raw.close()
     rt.close()
+
+
+async def test_a_tag_invalidation_heard_from_another_instance_spares_the_rest_of_the_l1(
+    server: RedisServer, namespace: str
+) -> None:
+    """Another instance invalidates one tag: this instance's copies of its entries are not
+    served again, and its other copies still are, from the L1, without a round trip."""
+    a, b = instance(server.url, namespace), instance(server.url, namespace)
+    origin = Origin()
+
+    def tagged(rt: isr.ISR, tag: str) -> isr.AsyncCached[[str], str]:
+        @rt.with_revalidate(f"{tag}:{{slug}}", ttl=60, tags=[tag])
+        async def get(slug: str) -> str:
+            return await origin.load(slug)
+
+        return get
+
+    posts_a, pages_a = tagged(a, "posts"), tagged(a, "pages")
+    posts_b = tagged(b, "posts")
+    assert await posts_a("x") == "x v1"
+    assert await pages_a("y") == "y v1"
+    origin.version = 2
+    assert await b.invalidate_tag("posts", mode="expire") == 1
+    await until(lambda: _seen(a))
+    with redis.Redis.from_url(server.url) as admin:
+        before = admin.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+        assert (await pages_a.lookup("y")).status is Status.HIT  # from the L1
+        after = admin.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+    assert after == before
+    copy = a.adapter.peek("pages:y")  # and from then on, the hot path's: its rule holds
+    assert copy is not None
+    assert copy.gen is a.adapter.gen
+    assert (await posts_a.lookup("x")).value == "x v2"
+    assert await posts_b("x") == "x v2"
+    await a.aclose()
+    await b.aclose()
+
+
+async def _seen(rt: isr.ISR) -> bool:
+    return rt.stats().store.get("bus_received", 0) >= 1

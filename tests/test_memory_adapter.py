@@ -152,3 +152,28 @@ def test_max_bytes_from_the_url(url: str, expected: int | None) -> None:
 def test_a_bad_max_bytes_is_refused(bad: str) -> None:
     with pytest.raises(isr.ConfigError, match="max_bytes"):
         isr.ISR(f"memory://?max_bytes={bad}")
+
+
+def test_more_invalidated_tags_than_marks_kept_still_reach_every_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past `MARKS_KEPT` tags with marks, the store applies them all at once and forgets
+    them: every entry still obeys its tag's invalidation."""
+    from isr.adapters import memory
+
+    monkeypatch.setattr(memory, "MARKS_KEPT", 3)
+    rt = isr.ISR("memory://")
+    calls: list[int] = []
+
+    def loader(n: int) -> str:
+        calls.append(n)
+        return f"{n} v{calls.count(n)}"
+
+    gets = []
+    for n in range(10):
+        gets.append(rt.with_revalidate(f"n:{n}", ttl=60, tags=[f"t{n}"])(lambda n=n: loader(n)))
+        assert gets[n]() == f"{n} v1"
+    for n in range(10):
+        rt.invalidate_tag_sync(f"t{n}", "purge")
+    assert [g() for g in gets] == [f"{n} v2" for n in range(10)]
+    assert rt.adapter.size() == 10

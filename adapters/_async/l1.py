@@ -44,7 +44,7 @@ class AsyncL1Ops(L1Base):
     async def ainvalidate_tag(
         self, tag: str, mode: Mode, before: float | None = None
     ) -> int | None:
-        self.l1.invalidate_tag(tag, mode, before)  # first, as `adelete`
+        self._tag_invalidated(tag, mode, before)  # first, as `adelete`
         return await self.l2.ainvalidate_tag(tag, mode, before)
 
     async def adelete(self, key: str) -> None:

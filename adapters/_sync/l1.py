@@ -42,7 +42,7 @@ class SyncL1Ops(L1Base):
         return stored
 
     def invalidate_tag(self, tag: str, mode: Mode, before: float | None = None) -> int | None:
-        self.l1.invalidate_tag(tag, mode, before)  # first, as `delete`
+        self._tag_invalidated(tag, mode, before)  # first, as `delete`
         return self.l2.invalidate_tag(tag, mode, before)
 
     def delete(self, key: str) -> None:

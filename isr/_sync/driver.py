@@ -82,6 +82,9 @@ class SyncDriver:
         state = self.state
         if entry is None or not state.quick:
             return None
+        entry = self.store.revive(key, entry)  # marks recorded lazily (a tag's), applied
+        if entry is None:
+            return None
         now = state.clock()
         verdict = classify(entry, now, self.store.generation())
         decision = state.read(loader, key, entry, verdict, now)
@@ -117,6 +120,8 @@ class SyncDriver:
                     # Nothing from the store before it has what this process owes it: what
                     # this process holds of its own (an L1's copy), else the origin.
                     entry, generation = store.peek(key), state.known_generation()
+                    if entry is not None:
+                        entry = store.revive(key, entry)
                 else:
                     entry = self._read(store, key)
                     generation = state.last_gen = store.generation()

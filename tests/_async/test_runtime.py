@@ -377,6 +377,43 @@ async def test_tag_and_global_invalidation_during_a_fetch_win_too(rt: isr.ISR, h
     assert (await get.lookup("a")) == isr.Result("a v2", Status.MISS, 0.0)
 
 
+@pytest.mark.parametrize("mode", ["expire", "purge"])
+async def test_a_stale_entry_whose_tag_was_invalidated_is_not_served_stale(
+    rt: isr.ISR, clock: FakeClock, mode: str
+) -> None:
+    """Past its ttl, an entry is served STALE while it refreshes; once its tag has been
+    expired or purged (recorded once for the tag, applied to the entry when it is next
+    looked at), the next call fetches instead."""
+    origin = Origin()
+    get = cached(rt, origin, swr=None, tags=["items"])
+    await get("a")
+    clock.advance(10)
+    origin.version = 2
+    assert await rt.invalidate_tag("items", mode=mode) == 1  # type: ignore[arg-type]
+    assert await get("a") == "a v2"
+    assert origin.calls == 2
+
+
+async def test_a_tag_s_purge_counts_its_entries_once_and_spares_other_tags(
+    rt: isr.ISR,
+) -> None:
+    origin = Origin()
+    posts = cached(rt, origin, tags=["posts"])
+    for name in ("a", "b", "c"):
+        await posts(name)
+
+    @isr.with_revalidate("page:{name}", ttl=10, tags=["pages"], runtime=rt)
+    async def pages(name: str) -> str:
+        return await origin.load(name)
+
+    await pages("home")
+    assert await rt.invalidate_tag("posts", mode="purge") == 3
+    assert await rt.invalidate_tag("posts", mode="purge") == 0  # nothing left to purge
+    assert (await pages.lookup("home")).status is Status.HIT
+    origin.version = 2
+    assert [(await posts.lookup(n)).value for n in ("a", "b", "c")] == ["a v2", "b v2", "c v2"]
+
+
 async def test_bad_mode_changes_nothing(rt: isr.ISR) -> None:
     origin = Origin()
     get = cached(rt, origin)

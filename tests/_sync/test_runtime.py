@@ -375,6 +375,43 @@ def test_tag_and_global_invalidation_during_a_fetch_win_too(srt: isr.ISR, how: s
     assert (get.lookup("a")) == isr.Result("a v2", Status.MISS, 0.0)
 
 
+@pytest.mark.parametrize("mode", ["expire", "purge"])
+def test_a_stale_entry_whose_tag_was_invalidated_is_not_served_stale(
+    srt: isr.ISR, clock: FakeClock, mode: str
+) -> None:
+    """Past its ttl, an entry is served STALE while it refreshes; once its tag has been
+    expired or purged (recorded once for the tag, applied to the entry when it is next
+    looked at), the next call fetches instead."""
+    origin = Origin()
+    get = cached(srt, origin, swr=None, tags=["items"])
+    get("a")
+    clock.advance(10)
+    origin.version = 2
+    assert srt.invalidate_tag_sync("items", mode=mode) == 1  # type: ignore[arg-type]
+    assert get("a") == "a v2"
+    assert origin.calls == 2
+
+
+def test_a_tag_s_purge_counts_its_entries_once_and_spares_other_tags(
+    srt: isr.ISR,
+) -> None:
+    origin = Origin()
+    posts = cached(srt, origin, tags=["posts"])
+    for name in ("a", "b", "c"):
+        posts(name)
+
+    @isr.with_revalidate("page:{name}", ttl=10, tags=["pages"], runtime=srt)
+    def pages(name: str) -> str:
+        return origin.load(name)
+
+    pages("home")
+    assert srt.invalidate_tag_sync("posts", mode="purge") == 3
+    assert srt.invalidate_tag_sync("posts", mode="purge") == 0  # nothing left to purge
+    assert (pages.lookup("home")).status is Status.HIT
+    origin.version = 2
+    assert [(posts.lookup(n)).value for n in ("a", "b", "c")] == ["a v2", "b v2", "c v2"]
+
+
 def test_bad_mode_changes_nothing(srt: isr.ISR) -> None:
     origin = Origin()
     get = cached(srt, origin)
