@@ -23,20 +23,23 @@ from ._api import (
 )
 from ._codec import Codec, CodecError, JsonCodec, PickleCodec
 from ._context import cache_life, cache_tag, no_store
-from ._decorator import AsyncCached, Revalidate, SyncCached
+from ._decorator import AsyncBound, AsyncCached, Revalidate, SyncBound, SyncCached
 from ._entry import Mode
-from ._errors import ConfigError, ISRError, TemplateError
+from ._errors import ConfigError, ISRError, ISRWarning, TemplateError
 from ._runtime import ISR
 from ._stats import Stats
 from ._status import Result, Status
+from ._switch import disabled
 
 __all__ = [
     "ISR",
+    "AsyncBound",
     "AsyncCached",
     "Codec",
     "CodecError",
     "ConfigError",
     "ISRError",
+    "ISRWarning",
     "JsonCodec",
     "Mode",
     "PickleCodec",
@@ -44,11 +47,13 @@ __all__ = [
     "Revalidate",
     "Stats",
     "Status",
+    "SyncBound",
     "SyncCached",
     "TemplateError",
     "cache_life",
     "cache_tag",
     "configure",
+    "disabled",
     "get_runtime",
     "invalidate",
     "invalidate_all",

@@ -14,7 +14,7 @@ from typing import Any
 from isr.adapters.base import Adapter
 
 from ._decorator import Revalidate, make_decorator
-from ._entry import Mode, ModeName
+from ._entry import Mode, ModeName, Seconds
 from ._loader import ErrorHook, Loader
 from ._runtime import ISR
 
@@ -69,16 +69,17 @@ def _follow_default(loader: Loader[Any]) -> None:
 
 def with_revalidate(
     key: str | Callable[..., str],
-    ttl: float,
+    ttl: Seconds,
     *,
-    swr: float | None = None,
-    stale_if_error: float = 86400,
+    swr: Seconds | None = None,
+    stale_if_error: Seconds | None = 86400,
     tags: Iterable[str | Callable[..., str]] | str = (),
     runtime: ISR | None = None,
-    soft_timeout: float | None = None,
-    timeout: float | None = None,
+    soft_timeout: Seconds | None = None,
+    timeout: Seconds | None = None,
     xfetch: float | None = None,
     on_error: ErrorHook | None = None,
+    shared: bool = False,
 ) -> Revalidate:
     """Cache an async or sync loader with incremental static regeneration.
 
@@ -87,12 +88,27 @@ def with_revalidate(
     ``ttl`` seconds (HIT); for ``swr`` seconds more (None: without bound, classic ISR) it is
     served at once while one background refresh runs (STALE); after that the call fetches,
     and if the fetch raises, the old value is served for ``stale_if_error`` seconds more
-    (STALE-IF-ERROR) before the origin's exception reaches the caller. ``soft_timeout``:
+    (STALE-IF-ERROR; None: until the entry is purged or evicted) before the origin's
+    exception reaches the caller. Every window is seconds or a `datetime.timedelta`;
+    ``ttl=0`` means never fresh, as HTTP's ``max-age=0``: each read within ``swr`` is served
+    the cached value at once and starts one refresh (with ``swr=0`` too, each read fetches,
+    the last value kept as the stale-if-error fallback). For no caching at all, see
+    `isr.disabled`. ``soft_timeout``:
     serve the old value (STALE) when a fetch takes longer, the fetch going on in the
     background. ``timeout``: a fetch taking longer fails with TimeoutError. ``xfetch``: the
     beta of probabilistic early refresh (1.0 is usual). ``on_error(key, exc)`` hears of every
     origin failure. ``runtime``: an `ISR`; by default the module's runtime (see `configure`).
     Bad templates or windows raise at decoration time.
+
+    Beside the call: ``fn.lookup(...)`` (the `Result`: value, status, age), ``fn.refresh(...)``
+    (fetch now, joining a fetch in flight; store and return the new value),
+    ``fn.invalidate(..., mode="expire")`` (the key those arguments make), ``fn.cache_key(...)``
+    and ``fn.cache_tags(...)``, each taking the function's own arguments (awaitable where
+    the function is async). On a method (first parameter ``self`` or ``cls``), the key
+    template must name it (``"user:{self.id}"``), else every instance would share one
+    entry: a `TemplateError`, unless ``shared=True`` says that is meant; through an
+    instance, the call and every helper bind ``self``. Two functions using one key template
+    on one runtime get an `isr.ISRWarning`: their entries would collide.
     """
     return make_decorator(
         key,
@@ -105,6 +121,7 @@ def with_revalidate(
         timeout=timeout,
         xfetch=xfetch,
         on_error=on_error,
+        shared=shared,
     )
 
 

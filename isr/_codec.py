@@ -13,7 +13,8 @@ that signs can bind its signature to the namespace and the key without knowing t
 layout, and a codec that does not sign just names the record in its messages.
 
 A record is one JSON array (or one signed pickle of the same tuple):
-``[1, value, created, ttl, swr or null, stale_if_error, mark or null, generation, [tags]]``.
+``[1, value, created, ttl, swr or null, stale_if_error or null, mark or null, generation,
+[tags]]`` (null: no bound).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _record(entry: Entry) -> list[Any]:
         entry.created,
         p.ttl,
         None if p.swr == math.inf else p.swr,
-        p.sie,
+        None if p.sie == math.inf else p.sie,
         None if p.mark is None else int(p.mark),
         entry.gen,
         list(entry.tags),

@@ -11,9 +11,10 @@ stale-if-error fallback); the async and the sync drivers only carry out its verd
 
 from __future__ import annotations
 
+import datetime
 import enum
 import math
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 from ._errors import ConfigError
 
@@ -24,14 +25,39 @@ __all__ = [
     "Mode",
     "ModeName",
     "Policy",
+    "Seconds",
     "Verdict",
     "classify",
+    "optional_seconds",
     "parse_mode",
+    "seconds",
 ]
 
 INF: Final = math.inf
 
 ModeName = Literal["revalidate", "expire", "purge"]
+
+#: A window: seconds (an int or a float), or a `datetime.timedelta`.
+Seconds: TypeAlias = "float | datetime.timedelta"
+
+
+def seconds(value: Seconds, what: str) -> float:
+    """``value`` (a window: seconds >= 0, or a non-negative `datetime.timedelta`) in seconds,
+    or `isr.ConfigError` naming ``what`` (``"with_revalidate(ttl=...)"``) and the value."""
+    if isinstance(value, datetime.timedelta):
+        number: object = value.total_seconds()
+    else:
+        number = value
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not number >= 0:
+        raise ConfigError(
+            f"{what} takes seconds >= 0 (a number or a datetime.timedelta), not {value!r}"
+        )
+    return float(number)
+
+
+def optional_seconds(value: Seconds | None, what: str) -> float | None:
+    """`seconds`, where None (no bound) is a valid value too."""
+    return None if value is None else seconds(value, what)
 
 
 class Mode(enum.IntEnum):
@@ -68,10 +94,12 @@ class Policy:
 
     __slots__ = ("mark", "sie", "swr", "ttl")
 
-    def __init__(self, ttl: float, swr: float | None, sie: float, mark: Mode | None = None) -> None:
+    def __init__(
+        self, ttl: float, swr: float | None, sie: float | None, mark: Mode | None = None
+    ) -> None:
         self.ttl = float(ttl)
         self.swr = INF if swr is None else float(swr)
-        self.sie = float(sie)
+        self.sie = INF if sie is None else float(sie)
         self.mark = mark
 
     def marked(self, mode: Mode) -> Policy:
@@ -95,7 +123,8 @@ class Policy:
 
     def __repr__(self) -> str:
         swr = None if self.swr == INF else self.swr
-        return f"Policy(ttl={self.ttl}, swr={swr}, sie={self.sie}, mark={self.mark!r})"
+        sie = None if self.sie == INF else self.sie
+        return f"Policy(ttl={self.ttl}, swr={swr}, sie={sie}, mark={self.mark!r})"
 
 
 class Entry:
