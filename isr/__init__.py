@@ -19,6 +19,8 @@ from ._api import (
     invalidate_sync,
     invalidate_tag,
     invalidate_tag_sync,
+    revalidating,
+    revalidating_sync,
     with_revalidate,
 )
 from ._codec import Codec, CodecError, JsonCodec, PickleCodec
@@ -62,6 +64,8 @@ __all__ = [
     "invalidate_tag",
     "invalidate_tag_sync",
     "no_store",
+    "revalidating",
+    "revalidating_sync",
     "with_revalidate",
 ]
 

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Literal, TypeVar, overload
+
+from typing_extensions import Unpack
 
 from isr.adapters.base import Adapter
 
+from ._callsite import RevalidatingOptions
 from ._decorator import Revalidate, make_decorator
 from ._entry import Mode, ModeName, Seconds
 from ._loader import ErrorHook, Loader
 from ._runtime import ISR
+from ._status import Result
+
+T = TypeVar("T")
 
 __all__ = [
     "configure",
@@ -27,6 +33,8 @@ __all__ = [
     "invalidate_sync",
     "invalidate_tag",
     "invalidate_tag_sync",
+    "revalidating",
+    "revalidating_sync",
     "with_revalidate",
 ]
 
@@ -153,3 +161,74 @@ def invalidate_tag_sync(tag: str, mode: ModeName | Mode = "expire") -> int:
 def invalidate_all_sync(mode: ModeName | Mode = "expire") -> None:
     """`invalidate_all` for sync code."""
     get_runtime().invalidate_all_sync(mode)
+
+
+@overload
+async def revalidating(
+    key: str,
+    ttl: Seconds,
+    fetcher: Callable[[], Awaitable[T]],
+    *,
+    lookup: Literal[False] = False,
+    **options: Unpack[RevalidatingOptions],
+) -> T: ...
+@overload
+async def revalidating(
+    key: str,
+    ttl: Seconds,
+    fetcher: Callable[[], Awaitable[T]],
+    *,
+    lookup: Literal[True],
+    **options: Unpack[RevalidatingOptions],
+) -> Result[T]: ...
+
+
+async def revalidating(
+    key: str,
+    ttl: Seconds,
+    fetcher: Callable[[], Awaitable[T]],
+    *,
+    lookup: bool = False,
+    **options: Unpack[RevalidatingOptions],
+) -> T | Result[T]:
+    """`ISR.revalidating` on the default runtime: the value under ``key``, fetched by
+    ``fetcher()`` and kept and revalidated as a decorated function's."""
+    runtime = get_runtime()
+    if lookup:
+        return await runtime.revalidating(key, ttl, fetcher, lookup=True, **options)
+    return await runtime.revalidating(key, ttl, fetcher, **options)
+
+
+@overload
+def revalidating_sync(
+    key: str,
+    ttl: Seconds,
+    fetcher: Callable[[], T],
+    *,
+    lookup: Literal[False] = False,
+    **options: Unpack[RevalidatingOptions],
+) -> T: ...
+@overload
+def revalidating_sync(
+    key: str,
+    ttl: Seconds,
+    fetcher: Callable[[], T],
+    *,
+    lookup: Literal[True],
+    **options: Unpack[RevalidatingOptions],
+) -> Result[T]: ...
+
+
+def revalidating_sync(
+    key: str,
+    ttl: Seconds,
+    fetcher: Callable[[], T],
+    *,
+    lookup: bool = False,
+    **options: Unpack[RevalidatingOptions],
+) -> T | Result[T]:
+    """`revalidating` for sync code, on the default runtime."""
+    runtime = get_runtime()
+    if lookup:
+        return runtime.revalidating_sync(key, ttl, fetcher, lookup=True, **options)
+    return runtime.revalidating_sync(key, ttl, fetcher, **options)

@@ -1005,7 +1005,7 @@ class Edge(Generic[P]):
         self._wires = self._kept.pages
         # A store keeping values as they are holds each body once, as bytes, shared with
         # its prepared answer; a shared store needs JSON-encodable records.
-        self._raw_bodies = not adapter.shared
+        self._raw_bodies = not adapter.shared and getattr(adapter, "codec", None) is None
         # The store's hot path, for a driver's quick path (rules never use xfetch); its
         # generations are compared with the store's, or with CLOSED's while the cache is
         # off (isr._switch).

@@ -82,6 +82,30 @@ async def _functions() -> None:
         assert_type(square(2), int)
 
 
+async def _fetch_posts() -> list[str]:
+    return ["a"]
+
+
+def _load_posts() -> list[str]:
+    return ["a"]
+
+
+async def _call_site() -> None:
+    assert_type(await rt.revalidating("posts", 60, _fetch_posts), list[str])
+    assert_type(
+        await rt.revalidating("posts", 60, _fetch_posts, lookup=True), isr.Result[list[str]]
+    )
+    assert_type(await isr.revalidating("posts", 60, _fetch_posts, swr=None), list[str])
+    assert_type(rt.revalidating_sync("posts", 60, _load_posts, tags=["posts"]), list[str])
+    assert_type(
+        isr.revalidating_sync("p", datetime.timedelta(seconds=5), _load_posts, lookup=True),
+        isr.Result[list[str]],
+    )
+    await rt.revalidating("posts", 60, _load_posts)  # type: ignore[arg-type]
+    await rt.revalidating("posts", 60, _fetch_posts, swr="1m")  # type: ignore[call-overload]
+    rt.revalidating_sync(5, 60, _load_posts)  # type: ignore[call-overload]
+
+
 def test_the_checked_code_runs() -> None:
     repo = Repo("typing")
     _sync_methods_ok = (repo.user(1), repo.user.lookup(1).status, square.refresh(3))

@@ -39,6 +39,8 @@ TEST_KEYWORDS: Sequence[tuple[str, str]] = ((r"\npytestmark = pytest\.mark\.anyi
 FEATURE_RENAMES: dict[str, str] = {
     "rt": "srt",
     "drain": "drain_sync",
+    "invalidate_tag": "invalidate_tag_sync",
+    "revalidating": "revalidating_sync",
     "AsyncCached": "SyncCached",
     "AsyncTaskGroup": "TaskGroup",
     "async_wait_until": "wait_until",

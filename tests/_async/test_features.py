@@ -301,3 +301,117 @@ async def test_windows_may_be_timedeltas(rt: isr.ISR, clock: FakeClock) -> None:
     clock.advance(1)
     with pytest.raises(ConnectionError):
         await get("a")
+
+
+# ---------------------------------------------------------------- the call-site form
+
+
+async def test_revalidating_keeps_and_revalidates_a_value_like_the_decorator(
+    rt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    first = await rt.revalidating("posts", 10, lambda: origin.load("p"), swr=5, lookup=True)
+    assert (first.value, first.status, first.age) == ("p v1", Status.MISS, 0.0)
+    clock.advance(4)
+    assert await rt.revalidating("posts", 10, lambda: origin.load("p"), swr=5) == "p v1"
+    hit = await rt.revalidating("posts", 10, lambda: origin.load("p"), swr=5, lookup=True)
+    assert (hit.status, hit.age) == (Status.HIT, 4.0)
+    origin.version = 2
+    clock.advance(6)
+    stale = await rt.revalidating("posts", 10, lambda: origin.load("p"), swr=5, lookup=True)
+    assert (stale.value, stale.status) == ("p v1", Status.STALE)
+    await rt.drain()
+    assert await rt.revalidating("posts", 10, lambda: origin.load("p"), swr=5) == "p v2"
+    assert origin.calls == 2
+    assert rt.stats().hits == 3
+
+
+async def test_revalidating_shares_one_fetch_among_concurrent_callers(rt: isr.ISR) -> None:
+    origin = Origin()
+    origin.gate = AsyncEvent()
+    answers: list[str] = []
+
+    async def call() -> None:
+        answers.append(await rt.revalidating("cold", 10, lambda: origin.load("c")))
+
+    async with AsyncTaskGroup() as tg:
+        for _ in range(10):
+            tg.start_soon(call)
+        await async_wait_until(lambda: rt.stats().coalesced == 9)
+        origin.gate.set()
+    assert origin.calls == 1
+    assert answers == ["c v1"] * 10
+
+
+async def test_revalidating_serves_the_old_value_when_the_fetch_fails(
+    rt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    await rt.revalidating("k", 10, lambda: origin.load("k"), swr=0, stale_if_error=None)
+    clock.advance(TEN_YEARS)
+    origin.fail = ConnectionError("down")
+    result = await rt.revalidating(
+        "k", 10, lambda: origin.load("k"), swr=0, stale_if_error=None, lookup=True
+    )
+    assert (result.value, result.status) == ("k v1", Status.STALE_IF_ERROR)
+
+
+async def test_revalidating_tags_reach_the_entry(rt: isr.ISR) -> None:
+    origin = Origin()
+    await rt.revalidating("post:1", 10, lambda: origin.load("1"), tags=["posts", "post:1"])
+    origin.version = 2
+    assert await rt.invalidate_tag("post:1") == 1
+    again = await rt.revalidating("post:1", 10, lambda: origin.load("1"), lookup=True)
+    assert (again.value, again.status) == ("1 v2", Status.MISS)
+
+
+async def test_revalidating_takes_a_bound_method_and_timedeltas(
+    rt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+
+    class Client:
+        async def posts(self) -> str:
+            return await origin.load("bound")
+
+    day = datetime.timedelta(days=1)
+    assert await rt.revalidating("b", day, Client().posts) == "bound v1"
+    clock.advance(day.total_seconds() - 1)
+    assert (await rt.revalidating("b", day, Client().posts, lookup=True)).status is Status.HIT
+    clock.advance(1)
+    assert (await rt.revalidating("b", day, Client().posts, lookup=True)).status is Status.STALE
+
+
+async def test_revalidating_refuses_bad_input_and_stores_nothing(rt: isr.ISR) -> None:
+    origin = Origin()
+    with pytest.raises(isr.ConfigError, match=r"revalidating\(ttl=\.\.\.\)"):
+        await rt.revalidating("k", -1, lambda: origin.load("k"))
+    with pytest.raises(isr.ConfigError, match="non-empty str key"):
+        await rt.revalidating("", 10, lambda: origin.load("k"))
+    with pytest.raises(isr.ConfigError, match="tags"):
+        await rt.revalidating("k", 10, lambda: origin.load("k"), tags=["ok", ""])
+    with pytest.raises(isr.ConfigError, match="fetcher"):
+        await rt.revalidating("k", 10, "not callable")  # type: ignore[call-overload]
+    assert origin.calls == 0
+    assert (await rt.revalidating("k", 10, lambda: origin.load("k"), lookup=True)).status is (
+        Status.MISS
+    )
+
+
+async def test_revalidating_is_bypassed_while_disabled(rt: isr.ISR) -> None:
+    origin = Origin()
+    await rt.revalidating("k", 10, lambda: origin.load("k"))
+    with isr.disabled():
+        result = await rt.revalidating("k", 10, lambda: origin.load("k"), lookup=True)
+    assert result.status is Status.BYPASS
+    assert origin.calls == 2
+
+
+async def test_revalidating_builds_no_loader_per_call(rt: isr.ISR) -> None:
+    """Lambdas are new objects on every call; the loader is the same for a call site's
+    name and options (no wrapper compiled per call)."""
+    origin = Origin()
+    for i in range(20):
+        await rt.revalidating(f"k{i}", 10, lambda: origin.load("k"))
+    loaders = {id(loader) for loader in rt._loaders}
+    assert len(loaders) == 1

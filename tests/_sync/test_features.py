@@ -301,3 +301,115 @@ def test_windows_may_be_timedeltas(srt: isr.ISR, clock: FakeClock) -> None:
     clock.advance(1)
     with pytest.raises(ConnectionError):
         get("a")
+
+
+# ---------------------------------------------------------------- the call-site form
+
+
+def test_revalidating_keeps_and_revalidates_a_value_like_the_decorator(
+    srt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    first = srt.revalidating_sync("posts", 10, lambda: origin.load("p"), swr=5, lookup=True)
+    assert (first.value, first.status, first.age) == ("p v1", Status.MISS, 0.0)
+    clock.advance(4)
+    assert srt.revalidating_sync("posts", 10, lambda: origin.load("p"), swr=5) == "p v1"
+    hit = srt.revalidating_sync("posts", 10, lambda: origin.load("p"), swr=5, lookup=True)
+    assert (hit.status, hit.age) == (Status.HIT, 4.0)
+    origin.version = 2
+    clock.advance(6)
+    stale = srt.revalidating_sync("posts", 10, lambda: origin.load("p"), swr=5, lookup=True)
+    assert (stale.value, stale.status) == ("p v1", Status.STALE)
+    srt.drain_sync()
+    assert srt.revalidating_sync("posts", 10, lambda: origin.load("p"), swr=5) == "p v2"
+    assert origin.calls == 2
+    assert srt.stats().hits == 3
+
+
+def test_revalidating_shares_one_fetch_among_concurrent_callers(srt: isr.ISR) -> None:
+    origin = Origin()
+    origin.gate = Event()
+    answers: list[str] = []
+
+    def call() -> None:
+        answers.append(srt.revalidating_sync("cold", 10, lambda: origin.load("c")))
+
+    with TaskGroup() as tg:
+        for _ in range(10):
+            tg.start_soon(call)
+        wait_until(lambda: srt.stats().coalesced == 9)
+        origin.gate.set()
+    assert origin.calls == 1
+    assert answers == ["c v1"] * 10
+
+
+def test_revalidating_serves_the_old_value_when_the_fetch_fails(
+    srt: isr.ISR, clock: FakeClock
+) -> None:
+    origin = Origin()
+    srt.revalidating_sync("k", 10, lambda: origin.load("k"), swr=0, stale_if_error=None)
+    clock.advance(TEN_YEARS)
+    origin.fail = ConnectionError("down")
+    result = srt.revalidating_sync(
+        "k", 10, lambda: origin.load("k"), swr=0, stale_if_error=None, lookup=True
+    )
+    assert (result.value, result.status) == ("k v1", Status.STALE_IF_ERROR)
+
+
+def test_revalidating_tags_reach_the_entry(srt: isr.ISR) -> None:
+    origin = Origin()
+    srt.revalidating_sync("post:1", 10, lambda: origin.load("1"), tags=["posts", "post:1"])
+    origin.version = 2
+    assert srt.invalidate_tag_sync("post:1") == 1
+    again = srt.revalidating_sync("post:1", 10, lambda: origin.load("1"), lookup=True)
+    assert (again.value, again.status) == ("1 v2", Status.MISS)
+
+
+def test_revalidating_takes_a_bound_method_and_timedeltas(srt: isr.ISR, clock: FakeClock) -> None:
+    origin = Origin()
+
+    class Client:
+        def posts(self) -> str:
+            return origin.load("bound")
+
+    day = datetime.timedelta(days=1)
+    assert srt.revalidating_sync("b", day, Client().posts) == "bound v1"
+    clock.advance(day.total_seconds() - 1)
+    assert (srt.revalidating_sync("b", day, Client().posts, lookup=True)).status is Status.HIT
+    clock.advance(1)
+    assert (srt.revalidating_sync("b", day, Client().posts, lookup=True)).status is Status.STALE
+
+
+def test_revalidating_refuses_bad_input_and_stores_nothing(srt: isr.ISR) -> None:
+    origin = Origin()
+    with pytest.raises(isr.ConfigError, match=r"revalidating_sync\(ttl=\.\.\.\)"):
+        srt.revalidating_sync("k", -1, lambda: origin.load("k"))
+    with pytest.raises(isr.ConfigError, match="non-empty str key"):
+        srt.revalidating_sync("", 10, lambda: origin.load("k"))
+    with pytest.raises(isr.ConfigError, match="tags"):
+        srt.revalidating_sync("k", 10, lambda: origin.load("k"), tags=["ok", ""])
+    with pytest.raises(isr.ConfigError, match="fetcher"):
+        srt.revalidating_sync("k", 10, "not callable")  # type: ignore[call-overload]
+    assert origin.calls == 0
+    assert (srt.revalidating_sync("k", 10, lambda: origin.load("k"), lookup=True)).status is (
+        Status.MISS
+    )
+
+
+def test_revalidating_is_bypassed_while_disabled(srt: isr.ISR) -> None:
+    origin = Origin()
+    srt.revalidating_sync("k", 10, lambda: origin.load("k"))
+    with isr.disabled():
+        result = srt.revalidating_sync("k", 10, lambda: origin.load("k"), lookup=True)
+    assert result.status is Status.BYPASS
+    assert origin.calls == 2
+
+
+def test_revalidating_builds_no_loader_per_call(srt: isr.ISR) -> None:
+    """Lambdas are new objects on every call; the loader is the same for a call site's
+    name and options (no wrapper compiled per call)."""
+    origin = Origin()
+    for i in range(20):
+        srt.revalidating_sync(f"k{i}", 10, lambda: origin.load("k"))
+    loaders = {id(loader) for loader in srt._loaders}
+    assert len(loaders) == 1
