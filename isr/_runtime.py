@@ -35,6 +35,7 @@ from ._decorator import Revalidate, make_decorator
 from ._entry import Mode, ModeName, Seconds, parse_mode
 from ._errors import ConfigError, warn
 from ._loader import ErrorHook, Loader
+from ._metrics import install
 from ._state import RuntimeState
 from ._stats import Stats
 from ._status import Result, Status
@@ -125,6 +126,7 @@ class ISR:
         self._peek = adapter.peek
         self._sites = CallSites(self.attach)
         register(self)
+        install(self)  # metrics and spans, with the [otel] extra
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> ISR:
