@@ -55,8 +55,8 @@ _DOCS = {
 
 
 class AsyncBound(Protocol[P, R_co]):
-    """A decorated async method, reached through an instance: ``self`` is bound, for the
-    call and for each helper alike."""
+    """A decorated async function's call and helpers; also what a decorated method is
+    through an instance, ``self`` bound for the call and each helper alike."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
 
@@ -85,8 +85,8 @@ class AsyncBound(Protocol[P, R_co]):
 
 
 class SyncBound(Protocol[P, R_co]):
-    """A decorated sync method, reached through an instance: ``self`` is bound, for the
-    call and for each helper alike."""
+    """A decorated sync function's call and helpers; also what a decorated method is
+    through an instance, ``self`` bound for the call and each helper alike."""
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
@@ -112,8 +112,9 @@ class SyncBound(Protocol[P, R_co]):
     def invalidate(self, *args: Any, mode: ModeName | Mode, **kwargs: Any) -> bool: ...
 
 
-class AsyncCached(Protocol[P, R_co]):
-    """An async function decorated by ``with_revalidate``.
+class AsyncCached(AsyncBound[P, R_co], Protocol[P, R_co]):
+    """An async function decorated by ``with_revalidate``: the call and its helpers (see
+    `AsyncBound`), and, on a method, ``self`` bound through an instance.
 
     ``invalidate(*args, mode=..., **kwargs)``: with ``mode`` given, type checkers do not
     check the other arguments (PEP 612 cannot add a keyword to a function's parameters);
@@ -124,8 +125,6 @@ class AsyncCached(Protocol[P, R_co]):
     __name__: str
     __qualname__: str
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]: ...
-
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
     @overload
@@ -135,39 +134,13 @@ class AsyncCached(Protocol[P, R_co]):
         """A decorated method through an instance: ``self`` bound, helpers included."""
         ...
 
-    def lookup(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Result[R_co]]:
-        """Like calling it, but the answer comes with its status and age."""
-        ...
 
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """The key a call with these arguments reads and writes (to invalidate it)."""
-        ...
-
-    def cache_tags(self, *args: P.args, **kwargs: P.kwargs) -> tuple[str, ...]:
-        """The decorator's tags for a call with these arguments."""
-        ...
-
-    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R_co]:
-        """Fetch now (or join the fetch in flight), store and return the new value."""
-        ...
-
-    @overload
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, bool]: ...
-    @overload
-    def invalidate(
-        self, *args: Any, mode: ModeName | Mode, **kwargs: Any
-    ) -> Coroutine[Any, Any, bool]: ...
-
-
-class SyncCached(Protocol[P, R_co]):
-    """A sync function decorated by ``with_revalidate`` (see `AsyncCached` on
-    ``invalidate``'s ``mode``)."""
+class SyncCached(SyncBound[P, R_co], Protocol[P, R_co]):
+    """A sync function decorated by ``with_revalidate`` (see `AsyncCached`)."""
 
     __wrapped__: Callable[..., Any]
     __name__: str
     __qualname__: str
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
@@ -177,27 +150,6 @@ class SyncCached(Protocol[P, R_co]):
     ) -> SyncBound[P2, R2]:
         """A decorated method through an instance: ``self`` bound, helpers included."""
         ...
-
-    def lookup(self, *args: P.args, **kwargs: P.kwargs) -> Result[R_co]:
-        """Like calling it, but the answer comes with its status and age."""
-        ...
-
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """The key a call with these arguments reads and writes (to invalidate it)."""
-        ...
-
-    def cache_tags(self, *args: P.args, **kwargs: P.kwargs) -> tuple[str, ...]:
-        """The decorator's tags for a call with these arguments."""
-        ...
-
-    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
-        """Fetch now (or join the fetch in flight), store and return the new value."""
-        ...
-
-    @overload
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
-    @overload
-    def invalidate(self, *args: Any, mode: ModeName | Mode, **kwargs: Any) -> bool: ...
 
 
 class Revalidate:
@@ -221,8 +173,9 @@ class Revalidate:
 #: The hot-path rule of ``isr/adapters/base.py``, the one place the generated wrappers spell
 #: it: an entry peeked under the key is a fresh hit when its generation is the store's and
 #: its ``fresh_until`` lies ahead of the clock; it is then marked recently used, counted, and
-#: answered by ``{serve}``. (The page middleware's quick paths, ASGI and WSGI, apply the same
-#: rule inline; ``tests/test_hot_path_rule.py`` holds the three together.)
+#: answered by ``{serve}``. (The call-site form, ``ISR._site_hit``, and the page middleware's
+#: quick paths, ASGI and WSGI, apply the same rule inline; ``tests/test_hot_path_rule.py``
+#: holds the four together.)
 _HIT_RULE = """    global _isr_hits
     _isr_k = {key}
     _isr_e = _isr_peek(_isr_k)

@@ -52,6 +52,9 @@ __all__ = ["METER", "install"]
 
 #: The meter's and the tracer's name.
 METER = "isr"
+#: ``isr.loader.duration``'s buckets, in seconds (OpenTelemetry's advice for HTTP durations;
+#: the SDK's default buckets are for milliseconds). A view may replace them.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 _lock = threading.Lock()
 #: None: not looked for yet; False: the extra is not installed; else the instruments.
@@ -142,6 +145,7 @@ class _Instruments:
             "isr.loader.duration",
             unit="s",
             description="Loader runs, by function and outcome (ok, error, timeout)",
+            explicit_bucket_boundaries_advisory=BUCKETS,
         )
 
     # ------------------------------------------------------------------ loader runs

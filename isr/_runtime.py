@@ -46,6 +46,8 @@ __all__ = ["ISR"]
 
 T = TypeVar("T")
 _HIT = Status.HIT
+#: `ISR._site_hit`'s answer when the entry is not a fresh hit.
+_NOT_FRESH: Any = object()
 
 
 class ISR:
@@ -347,25 +349,14 @@ class ISR:
         decorator stays the main form (its key is computed from the arguments, and its
         fresh hit costs less: see the benchmarks).
         """
-        entry = self._peek(key)
-        if entry is not None and entry.gen is self._hot.gen:
-            now = self.clock()
-            if now < entry.fresh_until:
-                entry.used = True
-                site = name or label(fetcher)
-                hits = self._sites.hits
-                hits[site] = hits.get(site, 0) + 1
-                if lookup:
-                    return Result(entry.value, _HIT, now - entry.created)
-                return entry.value  # type: ignore[no-any-return]
+        hit = self._site_hit(key, fetcher, name, lookup)
+        if hit is not _NOT_FRESH:
+            return hit  # type: ignore[no-any-return]
         args = (fetcher, checked_call(key, fetcher, tags))
         loader = self._sites.loader(
             name or label(fetcher), True, ttl, swr, stale_if_error, timeout, soft_timeout
         )
-        driver = self._async
-        answer = driver.quick_answer(loader, key, entry, args, {})
-        if answer is None:
-            answer = await driver.call(loader, key, args, {})
+        answer = await self._async.call(loader, key, args, {})
         return Result(*answer) if lookup else answer[0]
 
     @overload
@@ -405,6 +396,20 @@ class ISR:
     ) -> T | Result[T]:
         """`revalidating` for sync code: ``fetcher()`` is a plain function (refreshes run
         on the runtime's refresh threads)."""
+        hit = self._site_hit(key, fetcher, name, lookup)
+        if hit is not _NOT_FRESH:
+            return hit  # type: ignore[no-any-return]
+        args = (fetcher, checked_call(key, fetcher, tags))
+        loader = self._sites.loader(
+            name or label(fetcher), False, ttl, swr, stale_if_error, timeout, soft_timeout
+        )
+        answer = self._sync.call(loader, key, args, {})
+        return Result(*answer) if lookup else answer[0]
+
+    def _site_hit(self, key: str, fetcher: object, name: str | None, lookup: bool) -> Any:
+        """The call-site form's fresh hit, by the hot-path rule of ``isr/adapters/base.py``
+        (counted under the call site's name): the value, or its `Result` with ``lookup``;
+        `_NOT_FRESH` when the call must go to the driver."""
         entry = self._peek(key)
         if entry is not None and entry.gen is self._hot.gen:
             now = self.clock()
@@ -413,15 +418,8 @@ class ISR:
                 site = name or label(fetcher)
                 hits = self._sites.hits
                 hits[site] = hits.get(site, 0) + 1
-                if lookup:
-                    return Result(entry.value, _HIT, now - entry.created)
-                return entry.value  # type: ignore[no-any-return]
-        args = (fetcher, checked_call(key, fetcher, tags))
-        loader = self._sites.loader(
-            name or label(fetcher), False, ttl, swr, stale_if_error, timeout, soft_timeout
-        )
-        answer = self._sync.call(loader, key, args, {})
-        return Result(*answer) if lookup else answer[0]
+                return Result(entry.value, _HIT, now - entry.created) if lookup else entry.value
+        return _NOT_FRESH
 
     # ------------------------------------------------------------------ stats
 

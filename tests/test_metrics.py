@@ -189,6 +189,7 @@ async def test_loader_runs_are_timed_and_traced(otel: Collector, anyio_backend: 
     }
     assert sorted(durations) == ["error", "ok", "timeout"]
     assert durations["ok"].count == 2
+    assert durations["ok"].explicit_bounds[:2] == (0.005, 0.01)  # seconds, not ms buckets
     assert 0.04 < durations["timeout"].sum < 2
     spans = [s for s in otel.spans.get_finished_spans() if s.name == "isr.load"]
     seen = [(s.attributes["isr.key"], s.attributes["isr.status"]) for s in spans]  # type: ignore[index]

@@ -151,13 +151,19 @@ async def test_a_failed_refresh_raises_and_keeps_the_old_value(rt: isr.ISR) -> N
     assert await get.lookup("a") == isr.Result("a v1", Status.HIT, 0.0)
 
 
-async def test_refresh_takes_the_functions_arguments(rt: isr.ISR) -> None:
-    origin = Origin()
+def posts(rt: isr.ISR, origin: Origin) -> Any:
+    """A loader with a parameter that has a default, for the helpers' arguments."""
 
     @isr.with_revalidate("post:{slug}:{lang}", ttl=10, runtime=rt)
     async def post(slug: str, lang: str = "en") -> str:
         return await origin.load(f"{slug}/{lang}")
 
+    return post
+
+
+async def test_refresh_takes_the_functions_arguments(rt: isr.ISR) -> None:
+    origin = Origin()
+    post = posts(rt, origin)
     await post("a")
     await post("a", lang="de")
     origin.version = 2
@@ -169,11 +175,7 @@ async def test_refresh_takes_the_functions_arguments(rt: isr.ISR) -> None:
 @pytest.mark.parametrize("mode", ["expire", "revalidate", "purge"])
 async def test_invalidate_takes_the_functions_arguments_and_a_mode(rt: isr.ISR, mode: Any) -> None:
     origin = Origin()
-
-    @isr.with_revalidate("post:{slug}:{lang}", ttl=10, runtime=rt)
-    async def post(slug: str, lang: str = "en") -> str:
-        return await origin.load(f"{slug}/{lang}")
-
+    post = posts(rt, origin)
     await post("a")
     await post("a", lang="de")
     origin.version = 2

@@ -151,13 +151,19 @@ def test_a_failed_refresh_raises_and_keeps_the_old_value(srt: isr.ISR) -> None:
     assert get.lookup("a") == isr.Result("a v1", Status.HIT, 0.0)
 
 
-def test_refresh_takes_the_functions_arguments(srt: isr.ISR) -> None:
-    origin = Origin()
+def posts(srt: isr.ISR, origin: Origin) -> Any:
+    """A loader with a parameter that has a default, for the helpers' arguments."""
 
     @isr.with_revalidate("post:{slug}:{lang}", ttl=10, runtime=srt)
     def post(slug: str, lang: str = "en") -> str:
         return origin.load(f"{slug}/{lang}")
 
+    return post
+
+
+def test_refresh_takes_the_functions_arguments(srt: isr.ISR) -> None:
+    origin = Origin()
+    post = posts(srt, origin)
     post("a")
     post("a", lang="de")
     origin.version = 2
@@ -169,11 +175,7 @@ def test_refresh_takes_the_functions_arguments(srt: isr.ISR) -> None:
 @pytest.mark.parametrize("mode", ["expire", "revalidate", "purge"])
 def test_invalidate_takes_the_functions_arguments_and_a_mode(srt: isr.ISR, mode: Any) -> None:
     origin = Origin()
-
-    @isr.with_revalidate("post:{slug}:{lang}", ttl=10, runtime=srt)
-    def post(slug: str, lang: str = "en") -> str:
-        return origin.load(f"{slug}/{lang}")
-
+    post = posts(srt, origin)
     post("a")
     post("a", lang="de")
     origin.version = 2
