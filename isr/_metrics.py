@@ -40,6 +40,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from ._status import Status
@@ -115,11 +116,13 @@ class _Instruments:
     application sets its own: OpenTelemetry hands them over then)."""
 
     def __init__(self, metrics: Any, trace: Any) -> None:
-        from isr import __version__
-
+        try:
+            version: str | None = metadata.version("isr-runtime")
+        except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+            version = None
         self.observation = metrics.Observation
-        meter = metrics.get_meter(METER, __version__)
-        self.tracer = trace.get_tracer(METER, __version__)
+        meter = metrics.get_meter(METER, version)
+        self.tracer = trace.get_tracer(METER, version)
         self.calls = _Totals()
         self.invalidations = _Totals()
         self.store_errors = _Totals()
