@@ -8,6 +8,7 @@ import gc
 import subprocess
 import sys
 import textwrap
+import uuid
 from typing import Any
 
 import anyio
@@ -139,6 +140,19 @@ async def test_async_answers_and_the_call_site_form_are_counted(
         "STALE": 1,
     }
     assert otel.counts("isr.calls", isr_function=f"site-{anyio_backend}") == {"MISS": 1, "HIT": 2}
+
+
+def test_answers_past_the_hot_path_are_counted_too(otel: Collector, redis_server: Any) -> None:
+    """On Redis every answer comes from the runtime's slow path (no copy in this process)."""
+    with isr.ISR(redis_server.url, namespace=f"metrics-{uuid.uuid4().hex}") as rt:
+
+        @rt.with_revalidate("m5:{x}", ttl=60)
+        def remote(x: int) -> int:
+            return x
+
+        for _ in range(3):
+            remote(1)
+    assert otel.counts("isr.calls", isr_function=remote.__qualname__) == {"MISS": 1, "HIT": 2}
 
 
 def test_counters_never_go_back_when_a_runtime_goes_away(otel: Collector) -> None:
