@@ -7,6 +7,10 @@ stale-if-error fallback); the async and the sync drivers only carry out its verd
     created ── ttl ──► fresh_until ── swr ──► stale_until ── stale_if_error ──► error_until
       FRESH               STALE (+ one refresh)            EXPIRED (fetch; old value     ABSENT
                                                              only if the fetch fails)
+
+``swr`` and ``stale_if_error`` may be None: no bound (a `Policy` keeps them as infinity).
+``ttl=0`` is a valid window: never fresh, as HTTP's ``max-age=0`` (each read within ``swr``
+is STALE and refreshes). Windows are given in seconds or as `datetime.timedelta` (`seconds`).
 """
 
 from __future__ import annotations

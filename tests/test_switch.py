@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import anyio
 import httpx
 import pytest
 
@@ -51,6 +52,28 @@ async def test_a_runtime_built_disabled_bypasses_async_calls_too(anyio_backend: 
         assert (await square.lookup(3)).status is Status.BYPASS
         assert (await square.lookup(3)).status is Status.BYPASS
         assert rt.adapter.get("n:3") is None
+
+
+@pytest.mark.anyio
+async def test_a_task_started_inside_a_disabled_scope_inherits_it(anyio_backend: str) -> None:
+    statuses: list[Status] = []
+    async with isr.ISR() as rt:
+
+        @rt.with_revalidate("n:{n}", ttl=60)
+        async def square(n: int) -> int:
+            return n * n
+
+        await square(2)
+
+        async def read() -> None:
+            statuses.append((await square.lookup(2)).status)
+
+        with isr.disabled():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+    assert statuses == [Status.BYPASS, Status.HIT]
 
 
 @pytest.mark.parametrize(
