@@ -14,7 +14,7 @@ import random as _random
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from isr.adapters.names import checked_all
@@ -36,6 +36,7 @@ from ._flight import Flight
 from ._ledger import Ledger
 from ._loader import ErrorHook, Loader
 from ._status import Status
+from ._switch import bypassing
 
 if TYPE_CHECKING:
     from isr.adapters.base import Adapter
@@ -58,7 +59,14 @@ COUNTERS = (
     "refreshes",
     "refresh_failures",
     "invalidations",
+    "bypassed",
 )
+#: What a loader run is observed with when no metrics are recorded: nothing.
+_UNOBSERVED = nullcontext()
+
+
+def _unobserved(loader: Loader[Any], key: str, trigger: Status) -> AbstractContextManager[object]:
+    return _UNOBSERVED
 
 
 class Invalidation(NamedTuple):
@@ -129,6 +137,28 @@ class RuntimeState:
         self.closing = False
         #: The generation record a read last saw from a store that is not quick.
         self.last_gen = Generation()
+        #: False for a runtime built disabled (see `bypassing`).
+        self.enabled = True
+        #: The block around each loader run (``isr._metrics``: a span and its duration).
+        self.observe: Callable[[Loader[Any], str, Status], AbstractContextManager[object]] = (
+            _unobserved
+        )
+        #: Invalidations by (scope, mode): ``"key"``, ``"tag"`` or ``"all"``, and the mode.
+        self.invalidated: dict[tuple[str, Mode], int] = {}
+
+    def bypassing(self) -> bool:
+        """Whether the cache is off for the call being made (`isr.disabled`, or a runtime
+        built disabled): its loader then runs alone and nothing is stored."""
+        return not self.enabled or bypassing()
+
+    def trigger(self, background: bool, seen: Entry | None) -> Status:
+        """The status of the read that started a loader run: MISS (a fetch), STALE (a
+        background refresh) or HIT (an early refresh of a fresh entry: XFetch)."""
+        if not background:
+            return _MISS
+        if self.classify(seen, self.clock()) is FRESH:
+            return _HIT
+        return _STALE
 
     # ------------------------------------------------------------------ counting
 
@@ -355,6 +385,7 @@ class RuntimeState:
         invalidation, to apply to the store."""
         self.count("invalidations")
         with self.lock:
+            self.invalidated[kind, mode] = self.invalidated.get((kind, mode), 0) + 1
             if kind == "key":
                 self.backoffs.succeeded(name)
             else:  # every key it may reach may try its origin again at once
