@@ -756,9 +756,7 @@ class Webhook:
         runtime = self.runtime if self.runtime is not None else get_runtime()
         try:
             with invalidation_source("webhook", **plan.detail):
-                counts = {
-                    tag: await runtime.invalidate_tag(tag, m) for tag, m in plan.tags.items()
-                }
+                counts = {tag: await runtime.invalidate_tag(tag, m) for tag, m in plan.tags.items()}
                 found = {key: await runtime.invalidate(key, plan.mode) for key in plan.keys}
         except Exception as exc:
             return self._store_failed(exc)
@@ -1225,9 +1223,7 @@ class WebhookWSGIApp(Webhook):
         runtime = self.runtime if self.runtime is not None else get_runtime()
         try:
             with invalidation_source("webhook", **plan.detail):
-                counts = {
-                    tag: runtime.invalidate_tag_sync(tag, m) for tag, m in plan.tags.items()
-                }
+                counts = {tag: runtime.invalidate_tag_sync(tag, m) for tag, m in plan.tags.items()}
                 found = {key: runtime.invalidate_sync(key, plan.mode) for key in plan.keys}
         except Exception as exc:
             return self._store_failed(exc)
