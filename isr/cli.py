@@ -19,7 +19,10 @@ or asks a running webhook to (``--webhook``), which also purges the CDNs it know
 ``instances`` lists the live instances sharing the store (`isr.ISR.instances`), ``log``
 the latest invalidations with where they came from and their confirmations
 (`isr.ISR.invalidation_log`): a table, or JSON with ``--json``. The command itself does not
-register as an instance; its invalidations are logged as coming from ``"cli"``.
+register as an instance; its invalidations are logged as coming from ``"cli"``. After
+invalidating on a store, ``invalidate`` waits (``--confirm``, 1 s by default; 0: not at
+all) until every live instance has applied them (`isr.ISR.confirm`) and prints how many
+confirmed and which did not; an instance missing is reported, not an error (exit 0).
 
 **The store** is the one ``--store`` names, else ``ISR_CACHE_URL``, else the one
 ``ISR_TARGET=single-host`` puts on disk (`isr.ISR.from_env`); with none of them the command
@@ -234,6 +237,8 @@ def _invalidate_webhook(args: argparse.Namespace, out: TextIO, redact: Redactor)
 def _invalidate(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Redactor) -> int:
     if not args.tag and not args.key and not args.all:
         raise ConfigError("say what to invalidate: --key, --tag (both repeatable) or --all")
+    if not args.confirm >= 0:
+        raise ConfigError("--confirm must be >= 0 seconds (0: do not wait)")
     if args.webhook:
         if args.all:
             raise ConfigError("--all is not something a webhook is asked for; use --store")
@@ -253,6 +258,17 @@ def _invalidate(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Reda
             if args.all:
                 runtime.invalidate_all_sync(args.mode)
                 out.write(f"everything ({args.mode})\n")
+        if args.confirm > 0:
+            done = runtime.confirm_sync(args.confirm)
+            if done.confirmed or done.missing:
+                out.write(f"instances: {len(done.confirmed)} confirmed in {done.ms:g} ms\n")
+            else:
+                out.write("instances: none live (nothing to confirm)\n")
+            if done.missing:
+                out.write(
+                    f"instances missing (no confirmation within {args.confirm:g} s): "
+                    f"{', '.join(done.missing)}\n"
+                )
         errors = runtime.stats().store_errors
     finally:
         runtime.close()
@@ -517,6 +533,14 @@ def _parser() -> argparse.ArgumentParser:
         "standard input)",
     )
     invalidate.add_argument("--timeout", type=float, default=30.0)
+    invalidate.add_argument(
+        "--confirm",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="on a store: wait this long for every live instance to confirm it applied the "
+        "invalidations, and say who did not (default 1; 0: do not wait)",
+    )
     store_options(invalidate)
 
     instances = commands.add_parser(

@@ -229,6 +229,8 @@ def test_the_isr_command_lists_instances_and_the_log_with_its_own_source(
         env = {"ISR_CACHE_URL": url, "ISR_NAMESPACE": namespace}
         done = isr_command("invalidate", "--tag", "posts", "--mode", "purge", **env)
         assert done.returncode == 0, done.stderr
+        assert "\ninstances: 1 confirmed in " in done.stdout  # the app, which has no L1
+        assert isr_command("invalidate", "--tag", "x", "--confirm", "-1", **env).returncode == 2
         listed = isr_command("instances", "--json", **env)
         assert listed.returncode == 0, listed.stderr
         assert [i["id"] for i in json.loads(listed.stdout)] == [app.instance_id]
