@@ -304,7 +304,7 @@ class ISR:
             entries=self.adapter.size(),
             refreshing=len(self._async.pending) + len(self._sync.pending),
             outbox=len(self._state.outbox),
-            store_errors=self.adapter.errors,
+            store_errors=self.adapter.errors + self._state.log_failures,
             gone=sum(loader.gone for loader in self._loaders if loader.runtime is self),
             store=self.adapter.counters(),
         )
