@@ -388,8 +388,10 @@ class AsyncDriver:
         took. Recorded on the logged invalidations it covers."""
         state, store = self.state, async_usable(self.store)
         started = time.perf_counter()
-        target = store.published
+        # The log ids first: each was logged after its publish, so the epoch read next
+        # is at least every covered invalidation's (another task may publish meanwhile).
         covered = state.take_unconfirmed()
+        target = store.published
         me = state.instance_id
         others = [i for i in await store.ainstances(state.clock()) if i.id != me]
         if state.outbox:  # not in the store yet: nobody else can have applied it

@@ -386,8 +386,10 @@ class SyncDriver:
         took. Recorded on the logged invalidations it covers."""
         state, store = self.state, usable(self.store)
         started = time.perf_counter()
-        target = store.published
+        # The log ids first: each was logged after its publish, so the epoch read next
+        # is at least every covered invalidation's (another task may publish meanwhile).
         covered = state.take_unconfirmed()
+        target = store.published
         me = state.instance_id
         others = [i for i in store.instances(state.clock()) if i.id != me]
         if state.outbox:  # not in the store yet: nobody else can have applied it
