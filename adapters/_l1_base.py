@@ -48,6 +48,7 @@ class L1Base(Adapter):
             on_resync=self._resync,
             on_lost=self._unsubscribed,
             epoch_poll=epoch_poll,
+            sender=l2.sender,
         )
 
     # ------------------------------------------------------------------ coherence
@@ -115,6 +116,16 @@ class L1Base(Adapter):
             self._set_generation(self.l2._generation.value)
 
     @property
+    def published(self) -> int | None:  # type: ignore[override]
+        return self.l2.published
+
+    @property
+    def acks(self) -> dict[str, int] | None:  # type: ignore[override]
+        """The acknowledgements the bus heard, once it listens to them (asked on first
+        use: until then None, and a confirmation reads the registry)."""
+        return self.bus.acks if self.bus.listen_to_acks() else None
+
+    @property
     def losses(self) -> int:  # type: ignore[override]
         return self.l2.losses
 
@@ -163,6 +174,7 @@ class L1Base(Adapter):
             "l1_entries": self.l1.size(),
             "bus_received": self.bus.received,
             "bus_resyncs": self.bus.resyncs,
+            "bus_acks": self.bus.acked,
         }
 
     def ready(self, timeout: float) -> bool:

@@ -24,6 +24,7 @@ from ._api import (
     with_revalidate,
 )
 from ._codec import Codec, CodecError, JsonCodec, PickleCodec
+from ._coherence import Confirmation, Instance, LoggedInvalidation, invalidation_source
 from ._context import cache_life, cache_tag, no_store
 from ._decorator import AsyncBound, AsyncCached, Revalidate, SyncBound, SyncCached
 from ._entry import Mode
@@ -41,9 +42,12 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "Confirmation",
     "ISRError",
     "ISRWarning",
+    "Instance",
     "JsonCodec",
+    "LoggedInvalidation",
     "Mode",
     "PickleCodec",
     "Result",
@@ -65,6 +69,7 @@ __all__ = [
     "invalidate_sync",
     "invalidate_tag",
     "invalidate_tag_sync",
+    "invalidation_source",
     "no_store",
     "revalidating",
     "revalidating_sync",
