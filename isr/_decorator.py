@@ -365,6 +365,7 @@ def make_decorator(
             on_error=on_error,
         )
         loader.namespace = namespace
+        loader.template = key if isinstance(key, str) else None
         namespace["_isr_ld"] = loader
         bind(loader)
         wrapper = namespace[wrapper_name]

@@ -978,6 +978,7 @@ class Edge(Generic[P]):
     ) -> None:
         self.runtime = runtime
         self.site = Site(rules, origin, hosts)
+        runtime._edges.add(self)  # what `isr.ISR.explain` finds page rules in
         self._surrogate_keys = surrogate_keys
         self._cache_tag_header = cache_tag_header
         self._origin = self.site.origin

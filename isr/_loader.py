@@ -48,6 +48,8 @@ class Loader(Generic[T]):
         self.gone = 0
         #: The runtime it is bound to (an `isr.ISR`), once bound.
         self.runtime: object | None = None
+        #: Its key template (None: a key callable).
+        self.template: str | None = None
 
     def observe(self, seconds: float) -> None:
         self.delta = seconds if self.delta == 0.0 else 0.8 * self.delta + 0.2 * seconds

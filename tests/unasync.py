@@ -39,6 +39,7 @@ TEST_KEYWORDS: Sequence[tuple[str, str]] = ((r"\npytestmark = pytest\.mark\.anyi
 #: relative to the repository's root.
 PAIRS: Sequence[tuple[str, str, dict[str, str], Sequence[tuple[str, str]]]] = (
     ("isr/_async/driver.py", "isr/_sync/driver.py", {}, ()),
+    ("isr/_async/explain.py", "isr/_sync/explain.py", {}, ()),
     ("adapters/_async/redis.py", "adapters/_sync/redis.py", {}, ()),
     ("adapters/_async/l1.py", "adapters/_sync/l1.py", {}, ()),
     ("tests/_async/test_runtime.py", "tests/_sync/test_runtime.py", TEST_RENAMES, TEST_KEYWORDS),
@@ -71,6 +72,8 @@ RENAMES: dict[str, str] = {
     "aannounce": "announce",
     "aacquire": "acquire",
     "arelease": "release",
+    "afetch_locked": "fetch_locked",
+    "ainspect": "inspect",
     "aclaim": "claim",
     "amark": "mark",
     "ainvalidate_tag": "invalidate_tag",
