@@ -131,6 +131,8 @@ class Explanation:
     template matches the key, for a key the store does not hold) or ``"none"``."""
     loader: str | None = None
     """The decorated function or page rule whose key template matches the key, if any."""
+    loader_kind: str | None = None
+    """Which of the two: ``"function"`` or ``"page rule"``."""
     template: str | None = None
     """That function's key template (a page rule's path)."""
     tags: tuple[str, ...] = ()
@@ -364,6 +366,7 @@ def explanation(
         verdict=verdict.value,
         windows_from="entry" if shown is not None else (windows.source if windows else "none"),
         loader=None if windows is None else windows.name,
+        loader_kind=None if windows is None else windows.source,
         template=None if windows is None else windows.template,
         mark=None if mark is None else mark.name.lower(),
         marked_by=marked_by,
@@ -533,12 +536,16 @@ def _span(seconds: float | None) -> str:
     elif s < 120:
         text = f"{s:.0f} s"
     elif s < 7200:
-        text = f"{int(s // 60)} min {int(s % 60)} s"
+        text = _two(int(s // 60), "min", int(s % 60), "s")
     elif s < 172800:
-        text = f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+        text = _two(int(s // 3600), "h", int(s % 3600 // 60), "min")
     else:
-        text = f"{int(s // 86400)} d {int(s % 86400 // 3600)} h"
+        text = _two(int(s // 86400), "d", int(s % 86400 // 3600), "h")
     return text if seconds >= 0 else f"-{text}"
+
+
+def _two(big: int, unit: str, small: int, small_unit: str) -> str:
+    return f"{big} {unit}" if small == 0 else f"{big} {unit} {small} {small_unit}"
 
 
 def _when(unix: float) -> str:
@@ -558,8 +565,8 @@ def _window(name: str, length: float | None, left: float | None) -> str:
 def _lines(e: Explanation) -> Iterable[str]:
     yield f"key         {e.key}"
     if e.loader is not None:
-        what = "function" if e.windows_from != "page rule" else "page rule"
-        yield f"loader      {e.loader} ({what}, key template {e.template!r})"
+        what = "path" if e.loader_kind == "page rule" else "key template"
+        yield f"loader      {e.loader} ({e.loader_kind}, {what} {e.template!r})"
     else:
         yield "loader      none registered here matches this key"
     if e.produced is not None and e.age is not None:
