@@ -23,9 +23,11 @@ import io
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import timedelta
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import isr
 from isr._entry import Entry
@@ -50,6 +52,10 @@ from isr._http import (
     respond,
     unsafe_targets,
 )
+from isr._statuspage import MAX_BODY as STATUS_MAX_BODY
+from isr._statuspage import Render as StatusRender
+from isr._statuspage import Request as StatusRequest
+from isr._statuspage import StatusPage, gather_sync, joined_headers
 from isr.webhook import WebhookWSGIApp as WebhookApp
 
 __all__ = [
@@ -59,6 +65,7 @@ __all__ = [
     "OriginError",
     "Rule",
     "StartResponse",
+    "StatusApp",
     "WSGIApp",
     "WebhookApp",
 ]
@@ -453,3 +460,58 @@ def _with_x_cache(start_response: StartResponse, status: str) -> StartResponse:
         return start_response(code, headers, exc_info)
 
     return wrapped
+
+
+class StatusApp:
+    """`isr.asgi.StatusApp` as a WSGI app (the same page, access rules and options)."""
+
+    def __init__(
+        self,
+        runtime: isr.ISR,
+        *,
+        secret: str,
+        session: float | timedelta = 8 * 3600,
+        secure_cookie: bool | None = None,
+        log_limit: int = 50,
+        title: str = "isr status",
+    ) -> None:
+        self.page = StatusPage(
+            runtime,
+            secret=secret,
+            session=session,
+            secure_cookie=secure_cookie,
+            log_limit=log_limit,
+            title=title,
+        )
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        body = b""
+        length = environ.get("CONTENT_LENGTH") or ""
+        if method == "POST" and length.isdigit():
+            body = environ["wsgi.input"].read(min(int(length), STATUS_MAX_BODY + 1))
+        headers = joined_headers(
+            (name[5:].replace("_", "-"), value)
+            for name, value in environ.items()
+            if name.startswith("HTTP_") and isinstance(value, str)
+        )
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        # PEP 3333: the path's bytes, each as one latin-1 character.
+        raw_path = quote(path.encode("latin-1", "replace"), safe="/%-._~!$&'()*+,;=:@")
+        request = StatusRequest(
+            method,
+            raw_path,
+            environ.get("QUERY_STRING", ""),
+            headers,
+            body,
+            environ.get("wsgi.url_scheme") == "https",
+        )
+        page = self.page
+        step = page.decide(request, time.time())
+        if isinstance(step, StatusRender):
+            step = page.render(gather_sync(page, step.query))
+        phrase = HTTPStatus(step.status).phrase
+        start_response(
+            f"{step.status} {phrase}", [*step.headers, ("content-length", str(len(step.body)))]
+        )
+        return [b"" if method == "HEAD" else step.body]
