@@ -48,6 +48,7 @@ class L1Base(Adapter):
             on_resync=self._resync,
             on_lost=self._unsubscribed,
             epoch_poll=epoch_poll,
+            sender=l2.sender,
         )
 
     # ------------------------------------------------------------------ coherence
@@ -115,6 +116,14 @@ class L1Base(Adapter):
             self._set_generation(self.l2._generation.value)
 
     @property
+    def published(self) -> int | None:  # type: ignore[override]
+        return self.l2.published
+
+    @property
+    def acks(self) -> dict[str, int]:  # type: ignore[override]
+        return self.bus.acks
+
+    @property
     def losses(self) -> int:  # type: ignore[override]
         return self.l2.losses
 
@@ -161,6 +170,7 @@ class L1Base(Adapter):
             "l1_entries": self.l1.size(),
             "bus_received": self.bus.received,
             "bus_resyncs": self.bus.resyncs,
+            "bus_acks": self.bus.acked,
         }
 
     def ready(self, timeout: float) -> bool:

@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -33,6 +34,16 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     raise ImportError('the Redis store needs redis-py: pip install "isr-runtime[redis]"') from exc
 
 from isr._codec import Codec, CodecError, JsonCodec
+from isr._coherence import (
+    Confirmation,
+    Instance,
+    LoggedInvalidation,
+    instance_from,
+    instance_record,
+    is_live,
+    is_stale,
+    parse_epoch,
+)
 from isr._entry import Entry, Generation, Mode
 from isr._errors import ConfigError, StoreUnavailable
 from isr._redact import redact_url, split_url
@@ -42,8 +53,12 @@ from .base import Adapter, GenerationCache, lifetime
 from .breaker import Breaker
 from .names import prefix
 from .records import Refusals, tag_numbers
+from .redis_bus import PUBLISH
 
-__all__ = ["FAILURES", "Busy", "RedisBase"]
+__all__ = ["CONFIRMATIONS_SLACK", "FAILURES", "Busy", "RedisBase"]
+
+#: Confirmations of ids the log no longer holds that may pile up before they are pruned.
+CONFIRMATIONS_SLACK = 100
 
 logger = logging.getLogger("isr")
 
@@ -250,6 +265,19 @@ _OP: ContextVar[Any] = ContextVar("isr_redis_op", default=None)
 LONG_OP = 10.0
 
 
+#: A heartbeat: the instance's record, and the epoch it has applied unless the hash holds a
+#: higher one already (an acknowledgement the bus's thread wrote meanwhile).
+_BEAT = """
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then
+  local now = redis.call('HGET', KEYS[1], 'a:' .. ARGV[1])
+  if not now or tonumber(ARGV[3]) > tonumber(now) then
+    redis.call('HSET', KEYS[1], 'a:' .. ARGV[1], ARGV[3])
+  end
+end
+return 1
+"""
+
 _RUN_ID = re.compile(r"^run_id:(\w+)", re.MULTILINE)
 
 
@@ -297,6 +325,16 @@ def _generation(fields: list[Any]) -> Generation:
 def _members(raw: Any) -> list[str]:
     """A tag set's keys; a member that is not UTF-8 (isr never writes one) is skipped."""
     return [k.decode() for k in cast("set[bytes]", raw) if _utf8(k)]
+
+
+def _stream_id(value: Any) -> tuple[int, int]:
+    """A stream id (``b"1700000000000-0"``) as numbers, to compare; (0, 0) if malformed."""
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    ms, _, n = text.partition("-")
+    try:
+        return int(ms), int(n or 0)
+    except ValueError:
+        return 0, 0
 
 
 def _utf8(data: bytes) -> bool:
@@ -467,6 +505,17 @@ class RedisBase(Adapter):
         self._g = f"{ns}:gen"
         self._i = f"{ns}:i:"
         self._v = f"{ns}:v:"
+        #: The instance registry (a hash: ``r:<id>`` records, ``a:<id>`` applied epochs),
+        #: the invalidation log (a capped stream) and its confirmations (a hash by log id),
+        #: the bus's channel and epoch counter, the acknowledgements' channel.
+        self._n = f"{ns}:n"
+        self._log = f"{ns}:log"
+        self._logc = f"{ns}:logc"
+        self.bus_channel = f"{ns}:bus"
+        self.ack_channel = f"{ns}:ack"
+        self.epoch_key = f"{ns}:epoch"
+        #: This process's name on the bus (its own messages are not applied twice).
+        self.sender = uuid.uuid4().hex[:16]
         #: The tags each key's entry had when last read or written here: a read of a key
         #: fetches its tags' records in the same round trip (MGET), so a tag's invalidation
         #: is seen at once without a second one.
@@ -532,8 +581,8 @@ class RedisBase(Adapter):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
+    def _failed(self, exc: BaseException, counted: bool = True) -> None:
+        self.errors += counted
         self.breaker.failure(exc)
 
     def _abandoned(self, probe: bool) -> None:
@@ -669,11 +718,15 @@ class RedisBase(Adapter):
     if TYPE_CHECKING:  # the ops' own (_async/redis.py, and its generated twin)
 
         def _run(
-            self, op: Callable[[Any], T], default: T, long: bool = False
+            self, op: Callable[[Any], T], default: T, long: bool = False, counted: bool = True
         ) -> tuple[T, bool]: ...
 
         async def _arun(
-            self, op: Callable[[Any], Awaitable[T]], default: T, long: bool = False
+            self,
+            op: Callable[[Any], Awaitable[T]],
+            default: T,
+            long: bool = False,
+            counted: bool = True,
         ) -> tuple[T, bool]: ...
 
     def _run_command(self, args: tuple[Any, ...], default: Any) -> tuple[Any, bool]:
@@ -1005,6 +1058,71 @@ class RedisBase(Adapter):
             "vanished" if fields[0] is None else "went back",
         )
         return True
+
+    # ------------------------------------------------------------------ coherence
+
+    def _publishing(self, kind: str, mode: str, name: str) -> Callable[[Any], Any]:
+        """The command numbering an invalidation and publishing it on the bus (see
+        ``isr.adapters.redis_bus``), for either client."""
+        payload = f"{self.sender} {kind} {mode} {name}"
+        epoch_key, channel = self.epoch_key, self.bus_channel
+        return lambda c: c.eval(PUBLISH, 1, epoch_key, channel, payload)
+
+    def _published(self, answer: Any, kind: str, name: str) -> int:
+        """The epoch a publish was given (`_publishing`'s answer, None: not published,
+        `isr.StoreUnavailable`, so the runtime's outbox tells the others later)."""
+        if answer is None:
+            raise self._unavailable(f"telling the other instances of {kind} {name!r}")
+        epoch = int(answer)
+        if self.published is None or epoch > self.published:
+            self.published = epoch
+        return epoch
+
+    def _beating(self, instance: Instance) -> Callable[[Any], Any]:
+        applied = "" if instance.applied is None else str(instance.applied)
+        key, record = self._n, instance_record(instance)
+        return lambda c: c.eval(_BEAT, 1, key, instance.id, record, applied)
+
+    def _registry(self, fields: Any, now: float) -> tuple[list[Instance], list[str]]:
+        """The live instances in the registry hash's ``fields`` (HGETALL's answer), and
+        the fields of records long silent (or unreadable) to delete."""
+        raw = {
+            (k.decode() if isinstance(k, bytes) else str(k)): v for k, v in (fields or {}).items()
+        }
+        live: list[Instance] = []
+        stale: list[str] = []
+        for name, value in raw.items():
+            if not name.startswith("r:"):
+                if name.startswith("a:") and "r:" + name[2:] not in raw:
+                    stale.append(name)
+                continue
+            iid = name[2:]
+            found = instance_from(value, parse_epoch(raw.get("a:" + iid)))
+            if found is None or found.id != iid or is_stale(found, now):
+                stale += [name, "a:" + iid]
+            elif is_live(found, now):
+                live.append(found)
+        return sorted(live, key=lambda i: i.id), stale
+
+    def _outside_log(self, names: list[Any], first: Any) -> list[Any]:
+        """Of the confirmations hash's field ``names``, those older than the log's first
+        entry (``first``: XRANGE's answer for one), or all when the log is empty."""
+        if not first:
+            return list(names)
+        oldest = _stream_id(first[0][0])
+        return [name for name in names if _stream_id(name) < oldest]
+
+    def _logged(self, entries: Any, confirmations: Any) -> list[LoggedInvalidation]:
+        """The log's stream ``entries`` (XREVRANGE's answer) with their ``confirmations``
+        (HMGET's, in the same order); unreadable records left out."""
+        out: list[LoggedInvalidation] = []
+        for (sid, fields), conf in zip(entries or [], confirmations or [], strict=False):
+            iid = sid.decode() if isinstance(sid, bytes) else str(sid)
+            record = (fields or {}).get(b"r", (fields or {}).get("r"))
+            logged = LoggedInvalidation.from_record(iid, record, Confirmation.from_record(conf))
+            if logged is not None:
+                out.append(logged)
+        return out
 
     def _unavailable(self, what: str) -> StoreUnavailable:
         self._unreached(what)

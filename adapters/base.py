@@ -60,14 +60,16 @@ import inspect
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import anyio.to_thread
 
+from isr._coherence import Confirmation, Instance, LoggedInvalidation
 from isr._entry import Entry, Generation, Mode
 
 from .claims import LocalClaims
+from .coherence import LocalCoherence
 
 __all__ = ["Adapter", "GenerationCache", "ThreadedStore", "lifetime"]
 
@@ -107,6 +109,13 @@ class Adapter(abc.ABC):
     #: False while this process's own copy may have missed invalidations (an L1 whose bus
     #: is not subscribed): nothing is served from it without asking the store.
     coherent: bool = True
+    #: The highest bus epoch this store has published an invalidation as (None: it has no
+    #: bus, or published nothing yet): what `isr.ISR.confirm` waits for every L1 to apply.
+    published: int | None = None
+    #: The epochs other instances said (on the bus) they applied, by instance id, kept up
+    #: to date by the bus's thread; None: this store hears no acknowledgements, and a
+    #: confirmation reads the registry instead (`instances`).
+    acks: Mapping[str, int] | None = None
 
     @abc.abstractmethod
     def get(self, key: str) -> Entry | None:
@@ -195,10 +204,11 @@ class Adapter(abc.ABC):
         ``since`` (a fetch's start), if any."""
         return None
 
-    def announce(self, kind: str, name: str, mode: Mode) -> None:  # noqa: B027 - optional hook
+    def announce(self, kind: str, name: str, mode: Mode) -> int | None:
         """Tell other instances' local copies that ``kind`` ``name`` was just invalidated
-        (after the store holds the marks). Only a store with per-instance copies (an L1)
-        has anything to do."""
+        (after the store holds the marks), and return the bus epoch it was published as
+        (None: no bus). Only a store with a bus (Redis) has anything to do."""
+        return None
 
     def ready(self, timeout: float) -> bool:
         """Block until the store answers and can keep its promises (a network store's
@@ -268,6 +278,49 @@ class Adapter(abc.ABC):
         """How many entries the store holds, where that is cheap to know."""
         return None
 
+    # ------------------------------------------------------------------ coherence
+
+    def register(self, instance: Instance) -> None:
+        """Record ``instance`` as running, its ``seen`` the time now (a runtime calls it at
+        start and at every heartbeat; it replaces the earlier record). A store other
+        processes share keeps it where they read it (`instances`); the default keeps it in
+        this process, so the list is the runtime alone. A store with an L1 fills in ``l1``
+        and ``applied``. Best-effort: a store out of reach skips it (counted in
+        ``errors``)."""
+        self._coherence().register(instance)
+
+    def unregister(self, instance_id: str) -> None:
+        """Remove the instance's record (its runtime closes); best-effort."""
+        self._coherence().unregister(instance_id)
+
+    def instances(self, now: float) -> list[Instance]:
+        """The live instances (`isr._coherence.is_live` at ``now``), sorted by id, with the
+        epoch each has applied; records long silent are deleted on the way. A store out of
+        reach answers an empty list."""
+        return self._coherence().instances(now)
+
+    def log_invalidation(self, entry: LoggedInvalidation, keep: int) -> str | None:
+        """Append ``entry`` (its ``id`` ignored) to the store's invalidation log, which
+        keeps about the ``keep`` latest, and return the id given (None: not logged, the
+        store being out of reach). Best-effort: never raises for the store's sake."""
+        return self._coherence().log(entry, keep)
+
+    def confirm_logged(self, ids: Sequence[str], confirmation: Confirmation) -> None:
+        """Attach ``confirmation`` to the logged invalidations ``ids``; best-effort."""
+        self._coherence().confirm(ids, confirmation)
+
+    def invalidation_log(self, limit: int) -> list[LoggedInvalidation]:
+        """The ``limit`` latest logged invalidations, newest first, with their
+        confirmations (empty when the store is out of reach)."""
+        return self._coherence().read(limit)
+
+    def _coherence(self) -> LocalCoherence:
+        kept: LocalCoherence | None = self.__dict__.get("_local_coherence")
+        if kept is None:
+            with _claims_lock:
+                kept = self.__dict__.setdefault("_local_coherence", LocalCoherence())
+        return kept
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or files."""
 
@@ -325,8 +378,8 @@ class Adapter(abc.ABC):
     ) -> Mode | None:
         return self.invalidated_since(key, tags, since)
 
-    async def aannounce(self, kind: str, name: str, mode: Mode) -> None:
-        self.announce(kind, name, mode)
+    async def aannounce(self, kind: str, name: str, mode: Mode) -> int | None:
+        return self.announce(kind, name, mode)
 
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:
         return self.acquire(key, token, ttl)
@@ -355,6 +408,24 @@ class Adapter(abc.ABC):
 
     async def aunclaim(self, name: str) -> None:
         self.unclaim(name)
+
+    async def aregister(self, instance: Instance) -> None:
+        self.register(instance)
+
+    async def aunregister(self, instance_id: str) -> None:
+        self.unregister(instance_id)
+
+    async def ainstances(self, now: float) -> list[Instance]:
+        return self.instances(now)
+
+    async def alog_invalidation(self, entry: LoggedInvalidation, keep: int) -> str | None:
+        return self.log_invalidation(entry, keep)
+
+    async def aconfirm_logged(self, ids: Sequence[str], confirmation: Confirmation) -> None:
+        self.confirm_logged(ids, confirmation)
+
+    async def ainvalidation_log(self, limit: int) -> list[LoggedInvalidation]:
+        return self.invalidation_log(limit)
 
     async def aclose(self) -> None:
         self.close()

@@ -18,7 +18,12 @@
 - the tag index: diskcache keeps one tag per item, an entry has several, so (tag, key) pairs
   live in a small SQLite table beside the cache (``isr-tags.sqlite3``, WAL mode; the tag
   column holds ``ns:TAG``): adding is an ``INSERT OR IGNORE``, listing a tag reads its rows,
-  so ``invalidate_tag`` costs O(entries in the tag) and nothing ever scans the keyspace.
+  so ``invalidate_tag`` costs O(entries in the tag) and nothing ever scans the keyspace;
+- the instances of the runtimes sharing the directory (``isr_instances``: one JSON record
+  each, rewritten at every heartbeat) and the invalidation log (``isr_log``: one row per
+  invalidation, the oldest deleted past the runtime's ``log_size``, the confirmation added
+  to its row), two more tables of that database (`isr.ISR.instances`,
+  `isr.ISR.invalidation_log`).
 
 **Nothing the directory holds is ever unpickled.** isr writes only text and bytes in its own
 formats, and reads through a `diskcache.Disk` of its own (`_Disk`) that refuses every row
@@ -55,6 +60,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -62,6 +68,15 @@ import diskcache
 from diskcache.core import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW, MODE_TEXT, UNKNOWN
 
 from isr._codec import Codec, CodecError, JsonCodec
+from isr._coherence import (
+    Confirmation,
+    Instance,
+    LoggedInvalidation,
+    instance_from,
+    instance_record,
+    is_live,
+    is_stale,
+)
 from isr._entry import Entry, Generation, Mode
 from isr._errors import ConfigError
 from isr._redact import redact_url, split_url
@@ -80,6 +95,15 @@ from .records import (
 )
 
 __all__ = ["DiskAdapter"]
+
+
+def _seq(log_id: str) -> int:
+    """The table's row number in a log id ``"<ms>-<seq>"`` (-1: not one of ours)."""
+    try:
+        return int(log_id.rpartition("-")[2])
+    except ValueError:
+        return -1
+
 
 logger = logging.getLogger("isr")
 
@@ -374,6 +398,17 @@ class DiskAdapter(Adapter):
                 " tag TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tag, key))"
             )
             db.execute("CREATE INDEX IF NOT EXISTS isr_tags_key ON isr_tags (key)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS isr_instances ("
+                " ns TEXT NOT NULL, id TEXT NOT NULL, record TEXT NOT NULL,"
+                " PRIMARY KEY (ns, id))"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS isr_log ("
+                " seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL, ms INTEGER NOT NULL,"
+                " record TEXT NOT NULL, confirmation TEXT)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS isr_log_ns ON isr_log (ns, seq)")
 
     @classmethod
     def from_url(
@@ -624,6 +659,70 @@ class DiskAdapter(Adapter):
 
     def unclaim(self, name: str) -> None:
         self._cache.delete(self._c + checked(name, "claim"))
+
+    # ------------------------------------------------------------------ coherence
+
+    def register(self, instance: Instance) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO isr_instances (ns, id, record) VALUES (?, ?, ?)",
+                (self._tag_prefix, instance.id, instance_record(instance)),
+            )
+
+    def unregister(self, instance_id: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "DELETE FROM isr_instances WHERE ns = ? AND id = ?",
+                (self._tag_prefix, instance_id),
+            )
+
+    def instances(self, now: float) -> list[Instance]:
+        rows = self._db().execute(
+            "SELECT id, record FROM isr_instances WHERE ns = ?", (self._tag_prefix,)
+        )
+        live, stale = [], []
+        for iid, record in rows.fetchall():
+            found = instance_from(record)
+            if found is None or found.id != iid or is_stale(found, now):
+                stale.append((self._tag_prefix, iid))
+            elif is_live(found, now):
+                live.append(found)
+        if stale:
+            with self._db() as db:
+                db.executemany("DELETE FROM isr_instances WHERE ns = ? AND id = ?", stale)
+        return sorted(live, key=lambda i: i.id)
+
+    def log_invalidation(self, entry: LoggedInvalidation, keep: int) -> str | None:
+        ms = int(entry.at * 1000)
+        ns = self._tag_prefix
+        with self._db() as db:
+            seq = db.execute(
+                "INSERT INTO isr_log (ns, ms, record) VALUES (?, ?, ?)",
+                (ns, ms, entry.to_record()),
+            ).lastrowid
+            db.execute(
+                "DELETE FROM isr_log WHERE ns = ? AND seq <= ("
+                " SELECT seq FROM isr_log WHERE ns = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (ns, ns, keep),
+            )
+        return f"{ms}-{seq}"
+
+    def confirm_logged(self, ids: Sequence[str], confirmation: Confirmation) -> None:
+        seqs = [(confirmation.to_record(), self._tag_prefix, _seq(i)) for i in ids]
+        with self._db() as db:
+            db.executemany("UPDATE isr_log SET confirmation = ? WHERE ns = ? AND seq = ?", seqs)
+
+    def invalidation_log(self, limit: int) -> list[LoggedInvalidation]:
+        rows = self._db().execute(
+            "SELECT seq, ms, record, confirmation FROM isr_log WHERE ns = ?"
+            " ORDER BY seq DESC LIMIT ?",
+            (self._tag_prefix, limit),
+        )
+        found = (
+            LoggedInvalidation.from_record(f"{ms}-{seq}", record, Confirmation.from_record(conf))
+            for seq, ms, record, conf in rows.fetchall()
+        )
+        return [logged for logged in found if logged is not None]
 
     def close(self) -> None:
         self._cache.close()

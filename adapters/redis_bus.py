@@ -3,7 +3,7 @@
 Pub/sub is fire-and-forget: a subscriber that is disconnected (a network blip, a Redis
 restart, ``CLIENT KILL TYPE pubsub``) simply misses what was published meanwhile. So every
 message is numbered: one Lua script moves ``{ns}:epoch`` on and publishes the new number
-with the one before it, atomically (`_PUBLISH`; the numbers are Redis's clock in
+with the one before it, atomically (`PUBLISH`; the numbers are Redis's clock in
 milliseconds, never going back, so a counter Redis lost starts again above every number
 seen). A subscriber that gets a message whose previous number is not the last it saw,
 reconnects after a drop, or finds on its periodic check (every ``epoch_poll`` seconds) the
@@ -13,6 +13,13 @@ calls ``on_lost`` at once (the L1 then serves nothing unchecked), and it resubsc
 50 ms, doubling only while attempts fail in a row. So a value invalidated elsewhere is
 served by an instance for at most ``epoch_poll`` seconds after a lost message, and not at
 all while its subscription is down.
+
+**Acknowledgements.** Each epoch an instance has applied (its L1 dropped what the message
+covers, or resynced, which applies everything before it) is recorded as "applied up to E" in
+the namespace's registry hash (``{ns}:n``, field ``a:<instance id>``, never lowered) and
+published on ``{ns}:ack`` as ``"<instance id> <E>"`` (`ACK`, one command); every bus keeps
+the latest it heard per instance (``acks``), which is what `isr.ISR.confirm` waits on. An
+instance's own messages count too: its L1 obeyed before it published.
 
 The bus runs in one daemon thread with its own connections (redis-py's sync client), so it
 works the same under asyncio, trio and plain threads.
@@ -31,9 +38,7 @@ from typing import Any, cast
 import redis
 from redis.exceptions import RedisError
 
-from isr._errors import StoreUnavailable
-
-__all__ = ["Message", "RedisBus"]
+__all__ = ["ACK", "PUBLISH", "Message", "RedisBus"]
 
 logger = logging.getLogger("isr")
 
@@ -41,7 +46,7 @@ logger = logging.getLogger("isr")
 #: An epoch is a time in milliseconds on Redis's clock that never goes back (above the one
 #: before it), so a counter Redis lost (a restart, an eviction, a DEL) starts again above
 #: every epoch a subscriber saw, and no new message is taken for an old one.
-_PUBLISH = """
+PUBLISH = """
 redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -50,6 +55,17 @@ local epoch = string.format('%.0f', math.max(tonumber(prev) + 1, now))
 redis.call('SET', KEYS[1], epoch)
 redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. prev .. ' ' .. ARGV[2])
 return epoch
+"""
+
+#: An acknowledgement: "this instance applied everything up to epoch" in the registry hash
+#: (never lowered), and published on the ack channel for the confirmations waiting.
+ACK = """
+local now = redis.call('HGET', KEYS[1], 'a:' .. ARGV[1])
+if not now or tonumber(ARGV[2]) > tonumber(now) then
+  redis.call('HSET', KEYS[1], 'a:' .. ARGV[1], ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[2])
+return 1
 """
 
 _FAILURES = (RedisError, OSError, TimeoutError)
@@ -83,37 +99,33 @@ class RedisBus:
         on_resync: Callable[[str], None],
         on_lost: Callable[[], None] = lambda: None,
         epoch_poll: float = 1.0,
+        sender: str | None = None,
     ) -> None:
         self._factory = client_factory
         self.channel = f"{namespace}:bus"
+        self.ack_channel = f"{namespace}:ack"
+        self._registry = f"{namespace}:n"
         self._epoch_key = f"{namespace}:epoch"
         self._on_message = on_message
         self._on_resync = on_resync
         self._on_lost = on_lost
         self.epoch_poll = epoch_poll
-        self.sender = uuid.uuid4().hex[:16]
+        self.sender = sender or uuid.uuid4().hex[:16]
         self.last_epoch: int | None = None
+        #: The highest epoch this instance has applied (dropped what it covers, or resynced).
+        self.applied: int | None = None
+        #: This instance's id in the registry, once its runtime has registered it: from
+        #: then on each epoch applied is acknowledged (`ACK`).
+        self.instance_id: str | None = None
+        #: The epochs each instance acknowledged, as heard on the ack channel.
+        self.acks: dict[str, int] = {}
+        self.acked = 0
         self.received = 0
         self.resyncs = 0
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="isr-bus", daemon=True)
         self._thread.start()
-
-    # ------------------------------------------------------------------ publishing
-
-    def publishing(self, kind: str, mode: str, name: str = "") -> Callable[[Any], Any]:
-        """The command telling the other instances, for a sync or an asyncio client: the
-        store runs it (through its breaker and timeouts); on failure, `unpublished`."""
-        payload = f"{self.sender} {kind} {mode} {name}"
-        return lambda client: client.eval(_PUBLISH, 1, self._epoch_key, self.channel, payload)
-
-    def unpublished(self, kind: str, name: str) -> StoreUnavailable:
-        """The error for a `publishing` command the store could not run (it logged why)."""
-        return StoreUnavailable(
-            f"could not tell the other instances of the invalidation of {kind} {name!r} "
-            "(Redis failed or is out of use)"
-        )
 
     # ------------------------------------------------------------------ subscribing
 
@@ -147,7 +159,7 @@ class RedisBus:
         client = self._factory()
         pubsub = cast(Any, client).pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(self.channel)
+            pubsub.subscribe(self.channel, self.ack_channel)
             epoch = self._epoch(client)
             if self.last_epoch is not None:
                 # Reconnected: whatever was published while away is lost to us.
@@ -157,13 +169,14 @@ class RedisBus:
                 # unreachable at start-up) may have missed invalidations too.
                 self._on_resync("first subscription")
             self.last_epoch = epoch
+            self._applied(client, epoch)
             self.connected.set()
             next_check = time.monotonic() + self.epoch_poll
             while not self._stop.is_set():
                 wait = max(0.0, min(0.1, next_check - time.monotonic()))
                 raw = pubsub.get_message(timeout=wait)
                 if raw is not None:
-                    self._handle(raw)
+                    self._handle(raw, client)
                 if time.monotonic() >= next_check:
                     self._check(client, pubsub)
                     next_check = time.monotonic() + self.epoch_poll
@@ -182,14 +195,19 @@ class RedisBus:
             raw = pubsub.get_message(timeout=0.05) if epoch > self.last_epoch else None
             if raw is None:
                 self._resync("messages were lost", epoch)
+                self._applied(client, epoch)
                 break
-            self._handle(raw)
+            self._handle(raw, client)
 
-    def _handle(self, raw: dict[str, Any]) -> None:
+    def _handle(self, raw: dict[str, Any], client: redis.Redis) -> None:
         if raw.get("type") != "message":
             return
         data = raw["data"]
         text = data.decode() if isinstance(data, bytes) else str(data)
+        channel = raw.get("channel")
+        if channel == self.ack_channel or channel == self.ack_channel.encode():
+            self._heard_ack(text)
+            return
         try:
             epoch_text, prev_text, sender, kind, mode, name = text.split(" ", 5)
             epoch, prev = int(epoch_text), int(prev_text)
@@ -202,10 +220,39 @@ class RedisBus:
         self.last_epoch = epoch
         if last is not None and prev != last:
             self._resync("a message was skipped", epoch)
-            return
-        if sender != self.sender:
+        elif sender != self.sender:
             self.received += 1
             self._on_message(Message(epoch, prev, sender, kind, mode, name))
+        self._applied(client, epoch)  # this instance's own: its L1 obeyed before publishing
+
+    def _applied(self, client: redis.Redis, epoch: int) -> None:
+        """Everything up to ``epoch`` is applied here: say so (`ACK`) once this instance
+        is registered (before, its heartbeat's record carries ``applied``)."""
+        if self.applied is None or epoch > self.applied:
+            self.applied = epoch
+        if self.instance_id is not None:
+            self._ack(client, epoch)
+
+    def _ack(self, client: redis.Redis, epoch: int) -> None:
+        iid = self.instance_id
+        if iid is None:
+            return
+        try:
+            client.eval(ACK, 1, self._registry, iid, epoch, self.ack_channel)
+            self.acked += 1
+        except _FAILURES as exc:
+            # The next message's, or the heartbeat's record, says it; logged, not raised:
+            # a confirmation waiting for it reports this instance missing at worst.
+            logger.warning("invalidation bus: acknowledgement failed (%s)", type(exc).__name__)
+
+    def _heard_ack(self, text: str) -> None:
+        iid, _, epoch_text = text.rpartition(" ")
+        try:
+            epoch = int(epoch_text)
+        except ValueError:
+            return
+        if iid and epoch > self.acks.get(iid, 0):
+            self.acks[iid] = epoch
 
     def _resync(self, why: str, epoch: int) -> None:
         self.resyncs += 1

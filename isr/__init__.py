@@ -22,6 +22,7 @@ from ._api import (
     with_revalidate,
 )
 from ._codec import Codec, CodecError, JsonCodec, PickleCodec
+from ._coherence import Confirmation, Instance, LoggedInvalidation, invalidation_source
 from ._context import cache_life, cache_tag, no_store
 from ._decorator import AsyncCached, Revalidate, SyncCached
 from ._entry import Mode
@@ -37,8 +38,11 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "Confirmation",
     "ISRError",
+    "Instance",
     "JsonCodec",
+    "LoggedInvalidation",
     "Mode",
     "PickleCodec",
     "Result",
@@ -58,6 +62,7 @@ __all__ = [
     "invalidate_sync",
     "invalidate_tag",
     "invalidate_tag_sync",
+    "invalidation_source",
     "no_store",
     "with_revalidate",
 ]

@@ -16,10 +16,11 @@ import string
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from ._backoff import Backoff
+from ._coherence import LoggedInvalidation
 from ._decisions import decide_read
 from ._entry import EXPIRED, FRESH, INF, Entry, Generation, Mode, Policy, Verdict, classify
 from ._status import Status
@@ -29,27 +30,13 @@ __all__ = [
     "Facts",
     "Windows",
     "explanation",
+    "logged_json",
     "page_rule_windows",
     "template_matches",
 ]
 
 #: How many logged invalidations `isr.ISR.explain` searches for the one that set a mark.
 LOG_SEARCHED = 200
-
-
-class Logged(Protocol):
-    """What `explanation` reads of a logged invalidation (`isr.LoggedInvalidation`)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def at(self) -> float: ...
-    @property
-    def scope(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def mode(self) -> str: ...
 
 
 class Facts(NamedTuple):
@@ -250,19 +237,16 @@ def explanation(
     windows: Windows | None,
     backoff: Backoff | None,
     fetching_here: bool,
-    log: Sequence[Logged] | None,
+    log: Sequence[LoggedInvalidation] | None,
     instances: Sequence[str] | None,
     instance_id: str | None,
-    log_as_json: Any = None,
 ) -> Explanation:
     """The `Explanation` of what ``facts`` show, with the loader's ``windows`` (None: no
     template matches), this process's ``backoff`` for the key (active or not), whether it
     is ``fetching_here``, the invalidation ``log`` (newest first; None: not available) and
-    the live ``instances``. ``log_as_json`` turns a logged invalidation into JSON-ready
-    data (default: its fields)."""
+    the live ``instances``."""
     now, wall, key = facts.now, facts.wall, facts.key
     active = backoff if backoff is not None and now < backoff.retry_at else None
-    to_json = log_as_json or _logged_json
     notes: list[str] = []
 
     # What the next read does, in the drivers' order: this process's own copy first (an
@@ -370,7 +354,7 @@ def explanation(
         template=None if windows is None else windows.template,
         mark=None if mark is None else mark.name.lower(),
         marked_by=marked_by,
-        invalidation=None if logged is None else to_json(logged),
+        invalidation=None if logged is None else logged_json(logged),
         generation=generation,
         fetching=fetching,
         backoff=None
@@ -388,7 +372,7 @@ def explanation(
     )
 
 
-def _covers(item: Logged, key: str, tags: tuple[str, ...]) -> bool:
+def _covers(item: LoggedInvalidation, key: str, tags: tuple[str, ...]) -> bool:
     scope = item.scope
     return (
         scope == "all"
@@ -398,13 +382,13 @@ def _covers(item: Logged, key: str, tags: tuple[str, ...]) -> bool:
 
 
 def _setter(
-    log: Sequence[Logged],
+    log: Sequence[LoggedInvalidation],
     key: str,
     entry: Entry | None,
     mark: Mode | None,
     marked_by: str | None,
     produced: float | None,
-) -> Logged | None:
+) -> LoggedInvalidation | None:
     """The logged invalidation that set ``mark`` on ``entry``: the newest one covering the
     key (by key, by one of its tags, or all) with the mark's strength, made after the
     entry was produced (1 s of clock skew between hosts allowed). For a key the store does
@@ -515,11 +499,22 @@ def _others(has_l1: bool, instances: Sequence[str] | None, me: str | None) -> st
     )
 
 
-def _logged_json(item: Logged) -> dict[str, Any]:
-    as_json = getattr(item, "as_json", None)
-    if callable(as_json):
-        return dict(as_json())
-    return {name: getattr(item, name) for name in ("id", "at", "scope", "name", "mode")}
+def logged_json(item: LoggedInvalidation) -> dict[str, Any]:
+    """A logged invalidation as JSON-ready data (its confirmation as the webhook says it:
+    how many confirmed, which were missing, in how many ms)."""
+    confirmation = item.confirmation
+    return {
+        "id": item.id,
+        "at": item.at,
+        "scope": item.scope,
+        "name": item.name,
+        "mode": item.mode,
+        "source": item.source,
+        "detail": dict(item.detail),
+        "instance": item.instance,
+        "epoch": item.epoch,
+        "confirmation": None if confirmation is None else confirmation.as_json(),
+    }
 
 
 # ---------------------------------------------------------------------- words

@@ -11,10 +11,15 @@ operation that may wait (``invalidate`` / ``invalidate_sync``, ``wait_ready`` /
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import socket
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -28,12 +33,14 @@ from isr.adapters.names import checked
 from ._async.driver import AsyncDriver
 from ._async.explain import read_facts
 from ._codec import Codec
+from ._coherence import Confirmation, Instance, LoggedInvalidation
 from ._config import adapter_from_url, url_from_env
 from ._decisions import xfetch_due
 from ._decorator import Revalidate, make_decorator
 from ._entry import Mode, ModeName, parse_mode
 from ._errors import ConfigError
 from ._explain import (
+    LOG_SEARCHED,
     Explanation,
     Facts,
     Windows,
@@ -47,8 +54,11 @@ from ._state import RuntimeState
 from ._stats import Stats
 from ._sync.driver import SyncDriver
 from ._sync.explain import read_facts as read_facts_sync
+from ._synchronization import async_usable
 
 __all__ = ["ISR"]
+
+logger = logging.getLogger("isr")
 
 
 class ISR:
@@ -61,6 +71,13 @@ class ISR:
     sync loaders. Use it as ``async with ISR() as rt:`` to run refreshes in its own task
     group (``with ISR() as rt:`` from sync code), or call `aclose` (or `close` from sync
     code) when done: both wait for running refreshes to finish.
+
+    ``heartbeat`` (seconds or a `datetime.timedelta`, default 1): on a store other
+    processes share (disk, Redis), the runtime registers itself as an instance and says it
+    is alive this often, from a daemon thread (`instances`); None: it does not register (a
+    one-off script, the ``isr`` command). ``log_size``: how many invalidations the store's
+    log keeps (`invalidation_log`; about as many on Redis, whose stream is trimmed
+    approximately).
     """
 
     def __init__(
@@ -77,6 +94,8 @@ class ISR:
         codec: Codec | None = None,
         lock_ttl: float = 30.0,
         l1: bool | int = False,
+        heartbeat: float | timedelta | None = 1.0,
+        log_size: int = 1000,
     ) -> None:
         if isinstance(url_or_adapter, Adapter):
             if namespace is not None or codec is not None or l1:
@@ -97,6 +116,14 @@ class ISR:
             raise ConfigError("refresh_workers must be a positive integer")
         if not lock_ttl > 0:
             raise ConfigError("lock_ttl must be > 0 seconds")
+        if isinstance(heartbeat, timedelta):
+            heartbeat = heartbeat.total_seconds()
+        if heartbeat is not None and not (
+            isinstance(heartbeat, (int, float)) and 0 < heartbeat < float("inf")
+        ):
+            raise ConfigError("heartbeat must be > 0 seconds (or None: not registered)")
+        if isinstance(log_size, bool) or not isinstance(log_size, int) or log_size < 1:
+            raise ConfigError("log_size must be a positive integer")
         self.adapter = adapter
         self.clock: Callable[[], float] = clock or (
             time.time if adapter.wall_clock else time.monotonic
@@ -117,6 +144,17 @@ class ISR:
         #: The page middleware serving from this runtime (`isr._http.Edge`), whose rules
         #: `explain` matches page keys with.
         self._edges: weakref.WeakSet[Any] = weakref.WeakSet()
+        host = socket.gethostname()
+        self.instance_id = f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._host = host
+        self._started = time.time()
+        self.heartbeat = None if heartbeat is None else float(heartbeat)
+        self._state.instance_id = self.instance_id
+        self._state.registered = heartbeat is not None
+        self._state.log_size = log_size
+        self._beat: _Heartbeat | None = None
+        if self.heartbeat is not None and adapter.shared:
+            self._beat = _Heartbeat(adapter, self._instance, self.heartbeat)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> ISR:
@@ -168,13 +206,17 @@ class ISR:
     async def wait_ready(self, within: float = 5.0) -> bool:
         """Wait until the store answers and can keep its promises: Redis answers a PING;
         with an L1, its invalidation bus has also subscribed (so no invalidation published
-        from then on is missed). Call it at start-up before serving; False if that did not
-        happen within ``within`` seconds (the store cannot be reached, say)."""
-        return await anyio.to_thread.run_sync(self.adapter.ready, within)
+        from then on is missed); the runtime is in the store's registry of instances. Call
+        it at start-up before serving; False if that did not happen within ``within``
+        seconds (the store cannot be reached, say)."""
+        return await anyio.to_thread.run_sync(self.wait_ready_sync, within)
 
     def wait_ready_sync(self, within: float = 5.0) -> bool:
         """`wait_ready` for sync code."""
-        return self.adapter.ready(within)
+        ready = self.adapter.ready(within)
+        if ready and self._beat is not None:
+            self._beat.beat()  # registered before the caller goes on (and tells the others)
+        return ready
 
     async def drain(self) -> None:
         """Wait until no background refresh (async or in a thread) is running."""
@@ -188,10 +230,13 @@ class ISR:
         self._sync.drain()
 
     async def aclose(self) -> None:
-        """Wait for running refreshes, stop the refresh threads, close the store."""
+        """Wait for running refreshes, stop the refresh threads, leave the registry of
+        instances, close the store."""
         self._state.closing = True
         await self.drain()
         await anyio.to_thread.run_sync(self._sync.spawner.shutdown)
+        if self._beat is not None:
+            await anyio.to_thread.run_sync(self._beat.stop)
         await self.adapter.aclose()
 
     def close(self) -> None:
@@ -199,6 +244,8 @@ class ISR:
         self._state.closing = True
         self._sync.drain()
         self._sync.spawner.shutdown()
+        if self._beat is not None:
+            self._beat.stop()
         self.adapter.close()
 
     # ------------------------------------------------------------------ decorating
@@ -324,14 +371,19 @@ class ISR:
         counts nothing. The page key of a URL: `isr.asgi.page_key`."""
         _checked_key(key)
         facts = await read_facts(self.adapter, key, self.clock)
-        return self._explained(facts)
+        log = await self.invalidation_log(LOG_SEARCHED)
+        return self._explained(facts, log, await self.instances())
 
     def explain_sync(self, key: str) -> Explanation:
         """`explain` for sync code."""
         _checked_key(key)
-        return self._explained(read_facts_sync(self.adapter, key, self.clock))
+        facts = read_facts_sync(self.adapter, key, self.clock)
+        log = self.invalidation_log_sync(LOG_SEARCHED)
+        return self._explained(facts, log, self.instances_sync())
 
-    def _explained(self, facts: Facts) -> Explanation:
+    def _explained(
+        self, facts: Facts, log: list[LoggedInvalidation], instances: list[Instance]
+    ) -> Explanation:
         key, state = facts.key, self._state
         with state.lock:
             backoff = state.backoffs.active(key, facts.now)
@@ -341,9 +393,9 @@ class ISR:
             windows=self._windows(key),
             backoff=backoff,
             fetching_here=fetching,
-            log=None,
-            instances=None,
-            instance_id=None,
+            log=log,
+            instances=[instance.id for instance in instances],
+            instance_id=self.instance_id,
         )
 
     def _windows(self, key: str) -> Windows | None:
@@ -375,6 +427,76 @@ class ISR:
             best.soft_timeout,
         )
 
+    # ------------------------------------------------------------------ coherence
+
+    def _instance(self) -> Instance:
+        """This runtime's record in the registry, as of now (a store with an L1 fills in
+        ``l1`` and ``applied``)."""
+        return Instance(
+            self.instance_id,
+            self._host,
+            os.getpid(),
+            self._started,
+            getattr(self.adapter, "namespace", None) or "isr",
+            self._now(),
+            False,
+            None,
+            self.heartbeat or 1.0,
+        )
+
+    def _now(self) -> float:
+        """The registry's time: the runtime's clock on a store whose times are wall-clock
+        ones (every shared store), else unix time (a monotonic clock means nothing to
+        another process)."""
+        return self.clock() if self.adapter.wall_clock else time.time()
+
+    def _with_me(self, found: list[Instance]) -> list[Instance]:
+        if self._state.registered and all(i.id != self.instance_id for i in found):
+            found = sorted([*found, self._instance()], key=lambda i: i.id)
+        return found
+
+    async def instances(self) -> list[Instance]:
+        """The live instances sharing the store (this one included, unless built with
+        ``heartbeat=None``), sorted by id: each registers when it starts, says it is alive
+        every ``heartbeat`` seconds and leaves when it closes; one silent for three
+        heartbeats (killed, frozen, cut off) is no longer listed. Times are the instances'
+        clocks: hosts must agree on the time to well within a heartbeat (NTP does). The
+        memory store lists this runtime alone; a store out of reach, none but it."""
+        store = async_usable(self.adapter)
+        return self._with_me(await store.ainstances(self._now()))
+
+    def instances_sync(self) -> list[Instance]:
+        """`instances` for sync code."""
+        return self._with_me(self.adapter.instances(self._now()))
+
+    async def confirm(self, timeout: float = 1.0) -> Confirmation:  # noqa: ASYNC109 - a bound, not a cancel
+        """Wait until every live instance has applied every invalidation this runtime made
+        so far (its L1 dropped what they cover; an instance without an L1 has nothing to
+        drop and confirms at once), at most ``timeout`` seconds (0: look once, do not
+        wait), and say who did (`isr.Confirmation.confirmed`), who did not in time
+        (``missing``: frozen, partitioned, or its subscription down) and how long it took.
+        Never raises for an instance that does not answer. Invalidations still in the
+        outbox (the store was out of reach) cannot be confirmed: every other instance is
+        missing. Each logged invalidation it covers gets the confirmation
+        (`invalidation_log`)."""
+        return await self._async.confirm(_timeout(timeout))
+
+    def confirm_sync(self, timeout: float = 1.0) -> Confirmation:
+        """`confirm` for sync code."""
+        return self._sync.confirm(_timeout(timeout))
+
+    async def invalidation_log(self, limit: int = 50) -> list[LoggedInvalidation]:
+        """The ``limit`` latest invalidations made on the store by any instance, newest
+        first: when, what, how, where it came from (`isr.invalidation_source`), which
+        instance, its bus epoch and its confirmation once one covered it. Best-effort: a
+        store out of reach gives an empty list."""
+        store = async_usable(self.adapter)
+        return await store.ainvalidation_log(_limit(limit))
+
+    def invalidation_log_sync(self, limit: int = 50) -> list[LoggedInvalidation]:
+        """`invalidation_log` for sync code."""
+        return self.adapter.invalidation_log(_limit(limit))
+
     def __repr__(self) -> str:
         return f"ISR({type(self.adapter).__name__}, loaders={len(self._loaders)})"
 
@@ -383,6 +505,56 @@ def _checked_key(key: str) -> None:
     if not isinstance(key, str) or not key:
         raise ConfigError(f"the key to explain must be a non-empty str, not {key!r}")
     checked(key)
+
+
+class _Heartbeat:
+    """Registers a runtime in its store's registry now and every ``interval`` seconds,
+    from a daemon thread (the store's sync calls), until `stop` removes the record."""
+
+    def __init__(self, adapter: Adapter, instance: Callable[[], Instance], interval: float):
+        self._adapter = adapter
+        self._instance = instance
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="isr-heartbeat", daemon=True)
+        self._thread.start()
+
+    def beat(self) -> None:
+        with self._lock:
+            if not self._stop.is_set():
+                try:
+                    self._adapter.register(self._instance())
+                except Exception:  # a third-party store's: the next beat tries again
+                    logger.exception("isr: heartbeat failed")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.beat()
+            self._stop.wait(self._interval)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+        self._thread.join()
+        try:
+            self._adapter.unregister(self._instance().id)
+        except Exception:
+            logger.exception("isr: leaving the registry failed")
+
+
+def _timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ConfigError(f"timeout must be >= 0 seconds, not {timeout!r}")
+    return min(float(timeout), 3600.0)
+
+
+def _limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"limit must be a positive integer, not {limit!r}")
+    return limit
 
 
 def _checked(name: str, what: str, mode: ModeName | Mode) -> Mode:

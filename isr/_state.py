@@ -12,14 +12,17 @@ from __future__ import annotations
 import logging
 import random as _random
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from isr.adapters.names import checked_all
 
 from ._backoff import BackoffTable
+from ._coherence import LoggedInvalidation, current_source
 from ._context import FetchContext, current_fetch
 from ._decisions import (
     Answer,
@@ -63,12 +66,16 @@ COUNTERS = (
 
 class Invalidation(NamedTuple):
     """One invalidation: of a ``"key"``, a ``"tag"`` or ``"all"`` (``name`` then empty), its
-    strength and when it was made (this process's clock)."""
+    strength and when it was made (this process's clock); for the log, where it came from
+    (`isr.invalidation_source`) and the unix time it was made."""
 
     kind: str
     name: str
     mode: Mode
     at: float
+    source: str = "code"
+    detail: Mapping[str, str] = MappingProxyType({})
+    wall: float = 0.0
 
 
 class Run(NamedTuple):
@@ -129,6 +136,14 @@ class RuntimeState:
         self.closing = False
         #: The generation record a read last saw from a store that is not quick.
         self.last_gen = Generation()
+        #: This runtime's id among the instances (`isr.ISR.instance_id`), whether it is in
+        #: the store's registry (it heartbeats), and how many invalidations the log keeps.
+        self.instance_id = ""
+        self.registered = False
+        self.log_size = 1000
+        #: Log ids of this runtime's invalidations no confirmation has covered yet.
+        self.unconfirmed: deque[str] = deque(maxlen=journal)
+        self.log_failures = 0
 
     # ------------------------------------------------------------------ counting
 
@@ -361,7 +376,8 @@ class RuntimeState:
                 self.backoffs.clear()
             if kind != "all":
                 self.ledger.record(kind, name, mode)
-        return Invalidation(kind, name, mode, self.clock())
+        source, detail = current_source()
+        return Invalidation(kind, name, mode, self.clock(), source, detail, time.time())
 
     def mark_inline(self, key: str, mode: Mode, tag: str | None, before: float | None) -> bool:
         """`isr.adapters.base.Adapter.mark` on an inline store, under the lock, so that no
@@ -376,6 +392,43 @@ class RuntimeState:
             self.backoffs.succeeded(key)
 
     # ------------------------------------------------------------------ outbox, journal
+
+    def log_entry(self, invalidation: Invalidation, epoch: int | None) -> LoggedInvalidation:
+        """What the store's log keeps of ``invalidation`` (published as ``epoch``)."""
+        return LoggedInvalidation(
+            "",
+            invalidation.wall,
+            invalidation.kind,
+            invalidation.name,
+            invalidation.mode.name.lower(),
+            invalidation.source,
+            invalidation.detail,
+            self.instance_id,
+            epoch,
+        )
+
+    def logged(self, log_id: str | None) -> None:
+        """The store's log took an invalidation as ``log_id`` (None: it did not)."""
+        if log_id is not None:
+            with self.lock:
+                self.unconfirmed.append(log_id)
+
+    def log_failed(self, exc: Exception) -> None:
+        """A store's log raised (a third-party store): counted, logged the first time."""
+        self.log_failures += 1
+        if self.log_failures == 1:
+            logger.error(
+                "the invalidation log could not be written (%s: %s); invalidations go on, unlogged",
+                type(exc).__name__,
+                exc,
+            )
+
+    def take_unconfirmed(self) -> list[str]:
+        """The log ids a confirmation made now covers (and no later one will)."""
+        with self.lock:
+            ids = list(self.unconfirmed)
+            self.unconfirmed.clear()
+        return ids
 
     def queue(self, invalidation: Invalidation) -> None:
         """Keep an invalidation the store could not take, to apply when it answers."""

@@ -83,6 +83,7 @@ from urllib.parse import quote, unquote, urlsplit
 import anyio
 import httpx
 
+from ._coherence import invalidation_source
 from ._config import url_from_env
 from ._errors import ConfigError
 from ._explain import Explanation
@@ -205,7 +206,7 @@ def _store(args: argparse.Namespace, err: TextIO) -> ISR:
             "ask its webhook (--webhook)"
         )
     namespace = args.namespace or os.environ.get("ISR_NAMESPACE") or None
-    runtime = ISR(url, namespace=namespace)
+    runtime = ISR(url, namespace=namespace, heartbeat=None)  # a command is no instance
     shown = repr(namespace) if namespace else f"{DEFAULT_NAMESPACE!r} (the default)"
     err.write(f"isr: store {redact_url(url)}, namespace {shown}\n")
     if isinstance(runtime.adapter, MemoryAdapter):
@@ -255,15 +256,19 @@ def _invalidate(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Reda
         return _invalidate_webhook(args, out, redact)
     runtime = _store(args, err)
     try:
-        for key in args.key:
-            found = runtime.invalidate_sync(key, args.mode)
-            out.write(f"key {key!r}: {'invalidated' if found else 'not cached'} ({args.mode})\n")
-        for tag in args.tag:
-            count = runtime.invalidate_tag_sync(tag, args.mode)
-            out.write(f"tag {tag!r}: {count} entr{'y' if count == 1 else 'ies'} ({args.mode})\n")
-        if args.all:
-            runtime.invalidate_all_sync(args.mode)
-            out.write(f"everything ({args.mode})\n")
+        with invalidation_source("cli"):
+            for key in args.key:
+                found = runtime.invalidate_sync(key, args.mode)
+                out.write(
+                    f"key {key!r}: {'invalidated' if found else 'not cached'} ({args.mode})\n"
+                )
+            for tag in args.tag:
+                count = runtime.invalidate_tag_sync(tag, args.mode)
+                entries = f"{count} entr{'y' if count == 1 else 'ies'}"
+                out.write(f"tag {tag!r}: {entries} ({args.mode})\n")
+            if args.all:
+                runtime.invalidate_all_sync(args.mode)
+                out.write(f"everything ({args.mode})\n")
         errors = runtime.stats().store_errors
     finally:
         runtime.close()

@@ -42,7 +42,8 @@ def test_a_key_in_plain_words_and_as_json(
     code, text = run(["explain", "--key", "post:hello"])
     assert code == 0
     assert "tags        posts, post:hello" in text
-    assert "mark        revalidate (by key or tag)" in text
+    assert "mark        revalidate (by tag)" in text
+    assert "set by      revalidate of tag 'posts'" in text
     assert "next read   STALE + background refresh" in text
     code, data = run(["explain", "--key", "post:hello", "--json"])
     explained = json.loads(data)["explanation"]

@@ -103,11 +103,17 @@ async def test_marks_name_their_strength_and_whether_it_came_through_the_generat
         assert (e.next_read, e.verdict) == (next_read, verdict)
         if mode == "purge" and scope != "all":
             assert not e.found
-            assert e.mark is None
+            assert e.mark is None  # the entry is gone
+            if scope == "key":  # the log still says what removed it
+                assert e.invalidation is not None
+                assert e.invalidation["mode"] == "purge"
+                assert "last inval." in e.text()
             return
         assert e.mark == mode
-        assert e.marked_by == ("all" if scope == "all" else "key or tag")
-        assert f"marked {mode} (by {e.marked_by})" in e.why
+        assert e.marked_by == scope  # the log says which: the key, a tag, or all
+        assert f"marked {mode} (by {scope})" in e.why
+        assert e.invalidation is not None
+        assert (e.invalidation["scope"], e.invalidation["mode"]) == (scope, mode)
         assert e.refresh is (mode == "revalidate")
         if scope == "all":
             assert e.generation["entry"] < e.generation[mode]
@@ -247,7 +253,8 @@ async def test_text_says_everything_in_plain_words(clock: FakeClock) -> None:
         for line in (
             "key         post:hello",
             "tags        posts, post:hello",
-            "mark        revalidate (by key or tag)",
+            "mark        revalidate (by tag)",
+            "set by      revalidate of tag 'posts' at ",
             "stands      stale by time",
             "next read   STALE + background refresh: marked revalidate",
             "backoff     none",
@@ -308,3 +315,27 @@ async def test_l1_copies_are_reported_and_never_made_by_explaining(
         await a.invalidate("post:hello")
         e = await a.explain("post:hello")
         assert (e.mark, e.next_read, e.l1_here) == ("expire", "MISS", True)
+
+
+async def test_the_mark_is_matched_to_the_invalidation_that_set_it(clock: FakeClock) -> None:
+    async with isr.ISR("memory://", clock=clock) as rt:
+        get_post = _loader(rt)
+        await get_post("hello")
+        await rt.invalidate_tag("posts", mode="expire")  # before the value below: not it
+        await get_post("hello")  # fetched again, unmarked
+        clock.advance(1)
+        assert (await rt.explain("post:hello")).invalidation is None
+        with isr.invalidation_source("webhook", event="entry.update", model="post", entry="7"):
+            await rt.invalidate("post:hello", mode="revalidate")
+        await rt.invalidate("post:other", mode="revalidate")  # another key: never it
+        await rt.invalidate_tag("pages", mode="revalidate")  # a tag it does not carry
+        confirmation = await rt.confirm(timeout=0.5)
+        e = await rt.explain("post:hello")
+        assert e.marked_by == "key"
+        assert e.invalidation is not None
+        assert e.invalidation["name"] == "post:hello"
+        assert e.invalidation["source"] == "webhook"
+        assert e.invalidation["detail"] == {"event": "entry.update", "model": "post", "entry": "7"}
+        assert e.invalidation["confirmation"] == confirmation.as_json()
+        assert "from webhook (event=entry.update, model=post, entry=7); confirmed by 1" in str(e)
+        assert e.instances == (rt.instance_id,)

@@ -460,15 +460,22 @@ def test_under_gunicorn_a_strapi_unpublish_reaches_the_store_and_varnish(
         assert set(after) == set(before), server.output()  # no worker died
         # Per worker, whatever the number of requests: its main thread, gthread's pool of 4,
         # one purge loop and that loop's bounded executor for name lookups (asyncio's default:
-        # at most 6 threads on 2 cores). Sockets: the server's, the store's, a few pooled
-        # connections to Varnish; none left per request.
-        most = 1 + (4 if worker == "gthread" else 0) + 1 + min(32, (os.cpu_count() or 1) + 4)
+        # at most 6 threads on 2 cores), the runtime's heartbeat. Sockets: the server's, the
+        # store's, a few pooled connections to Varnish; none left per request.
+        most = 1 + (4 if worker == "gthread" else 0) + 2 + min(32, (os.cpu_count() or 1) + 4)
         for pid, (threads, fds) in after.items():
             assert threads <= most, (worker, before, after)
             assert fds <= before[pid][1] + 4, (worker, before, after)
-        allowed = ("MainThread", "isr-webhook-purges", "ThreadPoolExecutor", "asyncio_")
+        allowed = (
+            "MainThread",
+            "isr-webhook-purges",
+            "isr-heartbeat",
+            "ThreadPoolExecutor",
+            "asyncio_",
+        )
         for pid, names in thread_names(server.url, set(after)).items():
             assert names.count("isr-webhook-purges") == 1, (pid, names)
+            assert names.count("isr-heartbeat") <= 1, (pid, names)
             assert all(name.startswith(allowed) for name in names), (pid, names)
 
 

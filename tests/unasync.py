@@ -82,6 +82,13 @@ RENAMES: dict[str, str] = {
     "aunclaim": "unclaim",
     "atake": "take",
     "afinish": "finish",
+    "aregister": "register",
+    "aunregister": "unregister",
+    "ainstances": "instances",
+    "alog_invalidation": "log_invalidation",
+    "aconfirm_logged": "confirm_logged",
+    "ainvalidation_log": "invalidation_log",
+    "_aprune_confirmations": "_prune_confirmations",
     # the stores' own plumbing
     "aread": "read",
     "acommand": "command",

@@ -8,6 +8,10 @@ L1; invalidations are written to Redis, then published on the bus.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
+from isr._coherence import Confirmation, Instance, LoggedInvalidation
 from isr._entry import Entry, Generation, Mode
 
 from .._l1_base import L1Base
@@ -64,25 +68,34 @@ class AsyncL1Ops(L1Base):
         await self.l2.auntag(tag, keys)
 
     async def abump_generation(self, mode: Mode) -> Generation:
-        generation = self._set_generation(await self.l2.abump_generation(mode))
-        await self._apublish("all", mode.name.lower(), ",".join(map(str, generation)))
-        return generation
+        return self._set_generation(await self.l2.abump_generation(mode))  # published too
 
     async def anote_invalidation(
         self, kind: str, name: str, mode: Mode, at: float, ttl: float
     ) -> None:
         await self.l2.anote_invalidation(kind, name, mode, at, ttl)
 
-    async def aannounce(self, kind: str, name: str, mode: Mode) -> None:
-        await self._apublish(kind, mode.name.lower(), name)
+    async def aannounce(self, kind: str, name: str, mode: Mode) -> int | None:
+        return await self.l2.aannounce(kind, name, mode)
 
-    async def _apublish(self, kind: str, mode: str, name: str) -> None:
-        """Tell the other instances, through the store's own clients, breaker and
-        timeouts: a Redis that hangs costs it a command's timeout, one out of use nothing;
-        either way `isr.StoreUnavailable` (the runtime's outbox tells them later)."""
-        _, ok = await self.l2.acommand(self.bus.publishing(kind, mode, name), None)
-        if not ok:
-            raise self.bus.unpublished(kind, name)
+    async def aregister(self, instance: Instance) -> None:
+        self.bus.instance_id = instance.id  # its acknowledgements from now on
+        await self.l2.aregister(replace(instance, l1=True, applied=self.bus.applied))
+
+    async def aunregister(self, instance_id: str) -> None:
+        await self.l2.aunregister(instance_id)
+
+    async def ainstances(self, now: float) -> list[Instance]:
+        return await self.l2.ainstances(now)
+
+    async def alog_invalidation(self, entry: LoggedInvalidation, keep: int) -> str | None:
+        return await self.l2.alog_invalidation(entry, keep)
+
+    async def aconfirm_logged(self, ids: Sequence[str], confirmation: Confirmation) -> None:
+        await self.l2.aconfirm_logged(ids, confirmation)
+
+    async def ainvalidation_log(self, limit: int) -> list[LoggedInvalidation]:
+        return await self.l2.ainvalidation_log(limit)
 
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:
         return await self.l2.aacquire(key, token, ttl)

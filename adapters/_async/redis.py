@@ -13,9 +13,10 @@ awaiting differs.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from isr._coherence import Confirmation, Instance, LoggedInvalidation
 from isr._entry import Entry, Generation, Mode
 from isr._synchronization import AsyncEvent
 
@@ -29,6 +30,7 @@ from .._redis_base import (
     _RESTORE,
     _TAG,
     _TAKE,
+    CONFIRMATIONS_SLACK,
     FAILURES,
     Busy,
     RedisBase,
@@ -51,11 +53,16 @@ class AsyncRedisOps(RedisBase):
     """The store operations of `isr.adapters.redis.RedisAdapter` (see the module docstring)."""
 
     async def _arun(
-        self, op: Callable[[AsyncRedis], Awaitable[T]], default: T, long: bool = False
+        self,
+        op: Callable[[AsyncRedis], Awaitable[T]],
+        default: T,
+        long: bool = False,
+        counted: bool = True,
     ) -> tuple[T, bool]:
         """``op`` on the client through the breaker: (its answer, True), or (``default``,
         False) if Redis is out of use or the call failed. ``long``: an op whose answer may
-        be large (a tag's whole set), allowed `LONG_OP` seconds rather than ``timeout``."""
+        be large (a tag's whole set), allowed `LONG_OP` seconds rather than ``timeout``.
+        ``counted``: a failure counts in ``errors`` (not a heartbeat's: no caller's)."""
         breaker = self.breaker
         if breaker.failures and not breaker.allow():
             return default, False
@@ -69,7 +76,7 @@ class AsyncRedisOps(RedisBase):
             finally:
                 self._adone()
         except FAILURES as exc:
-            self._failed(exc)
+            self._failed(exc, counted)
             return default, False
         except Busy:  # swamped, not failing: the caller acts as if unreached, uncounted
             self._abandoned(probe)
@@ -352,7 +359,83 @@ class AsyncRedisOps(RedisBase):
     async def abump_generation(self, mode: Mode) -> Generation:
         field, floor = _FIELDS[mode], self._known.current
         fields, _ = await self._arun(lambda c: c.eval(_BUMP, 1, self._g, field, floor), None)
-        return self._bumped(mode, fields)
+        generation = self._bumped(mode, fields)
+        await self._apublish("all", mode.name.lower(), ",".join(map(str, generation)))
+        return generation
+
+    async def aannounce(self, kind: str, name: str, mode: Mode) -> int | None:
+        return await self._apublish(kind, mode.name.lower(), name)
+
+    async def _apublish(self, kind: str, mode: str, name: str) -> int:
+        """Tell the other instances (the bus, ``isr.adapters.redis_bus``), through the
+        breaker and timeouts: a Redis that hangs costs a command's timeout, one out of use
+        nothing; either way `isr.StoreUnavailable` (the runtime's outbox tells them
+        later). The epoch it was published as."""
+        answer, _ = await self._arun(self._publishing(kind, mode, name), None)
+        return self._published(answer, kind, name)
+
+    # ------------------------------------------------------------------ coherence
+
+    async def aregister(self, instance: Instance) -> None:
+        await self._arun(self._beating(instance), None, counted=False)  # else: next beat
+
+    async def aunregister(self, instance_id: str) -> None:
+        fields = ("r:" + instance_id, "a:" + instance_id)
+        await self._arun(lambda c: c.hdel(self._n, *fields), 0, counted=False)
+
+    async def ainstances(self, now: float) -> list[Instance]:
+        found, _ = await self._arun(lambda c: c.hgetall(self._n), None)
+        live, stale = self._registry(found, now)
+        if stale:
+            await self._arun(lambda c: c.hdel(self._n, *stale), 0)
+        return live
+
+    async def alog_invalidation(self, entry: LoggedInvalidation, keep: int) -> str | None:
+        record = entry.to_record()
+
+        async def add(c: AsyncRedis) -> Any:
+            return await c.xadd(self._log, {"r": record}, maxlen=keep, approximate=True)
+
+        sid, ok = await self._arun(add, None)
+        if not ok or sid is None:
+            return None
+        return sid.decode() if isinstance(sid, bytes) else str(sid)
+
+    async def aconfirm_logged(self, ids: Sequence[str], confirmation: Confirmation) -> None:
+        if not ids:
+            return
+        record = confirmation.to_record()
+        mapping: Any = dict.fromkeys(ids, record)
+        _, ok = await self._arun(lambda c: c.hset(self._logc, mapping=mapping), 0)
+        if ok:
+            await self._aprune_confirmations()
+
+    async def _aprune_confirmations(self) -> None:
+        """Keep the confirmations hash about as long as the log: once it holds more than
+        the stream (plus some slack), drop those of ids the stream no longer has."""
+
+        async def sizes(c: AsyncRedis) -> Any:
+            pipe = c.pipeline(transaction=False)
+            pipe.hlen(self._logc)
+            pipe.xlen(self._log)
+            pipe.xrange(self._log, count=1)
+            return await pipe.execute()
+
+        found, ok = await self._arun(sizes, None)
+        if not ok or not found or found[0] <= found[1] + CONFIRMATIONS_SLACK:
+            return
+        names, ok = await self._arun(lambda c: c.hkeys(self._logc), None)
+        old = self._outside_log(names or [], found[2])
+        if ok and old:
+            await self._arun(lambda c: c.hdel(self._logc, *old), 0)
+
+    async def ainvalidation_log(self, limit: int) -> list[LoggedInvalidation]:
+        entries, ok = await self._arun(lambda c: c.xrevrange(self._log, count=limit), None)
+        if not ok or not entries:
+            return []
+        ids: Any = [sid for sid, _ in entries]
+        confirmations, _ = await self._arun(lambda c: c.hmget(self._logc, ids), None)
+        return self._logged(entries, confirmations or [None] * len(ids))
 
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, math.ceil(ttl * 1000))

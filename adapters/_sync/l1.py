@@ -10,6 +10,10 @@ L1; invalidations are written to Redis, then published on the bus.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
+from isr._coherence import Confirmation, Instance, LoggedInvalidation
 from isr._entry import Entry, Generation, Mode
 
 from .._l1_base import L1Base
@@ -62,23 +66,32 @@ class SyncL1Ops(L1Base):
         self.l2.untag(tag, keys)
 
     def bump_generation(self, mode: Mode) -> Generation:
-        generation = self._set_generation(self.l2.bump_generation(mode))
-        self._publish("all", mode.name.lower(), ",".join(map(str, generation)))
-        return generation
+        return self._set_generation(self.l2.bump_generation(mode))  # published too
 
     def note_invalidation(self, kind: str, name: str, mode: Mode, at: float, ttl: float) -> None:
         self.l2.note_invalidation(kind, name, mode, at, ttl)
 
-    def announce(self, kind: str, name: str, mode: Mode) -> None:
-        self._publish(kind, mode.name.lower(), name)
+    def announce(self, kind: str, name: str, mode: Mode) -> int | None:
+        return self.l2.announce(kind, name, mode)
 
-    def _publish(self, kind: str, mode: str, name: str) -> None:
-        """Tell the other instances, through the store's own clients, breaker and
-        timeouts: a Redis that hangs costs it a command's timeout, one out of use nothing;
-        either way `isr.StoreUnavailable` (the runtime's outbox tells them later)."""
-        _, ok = self.l2.command(self.bus.publishing(kind, mode, name), None)
-        if not ok:
-            raise self.bus.unpublished(kind, name)
+    def register(self, instance: Instance) -> None:
+        self.bus.instance_id = instance.id  # its acknowledgements from now on
+        self.l2.register(replace(instance, l1=True, applied=self.bus.applied))
+
+    def unregister(self, instance_id: str) -> None:
+        self.l2.unregister(instance_id)
+
+    def instances(self, now: float) -> list[Instance]:
+        return self.l2.instances(now)
+
+    def log_invalidation(self, entry: LoggedInvalidation, keep: int) -> str | None:
+        return self.l2.log_invalidation(entry, keep)
+
+    def confirm_logged(self, ids: Sequence[str], confirmation: Confirmation) -> None:
+        self.l2.confirm_logged(ids, confirmation)
+
+    def invalidation_log(self, limit: int) -> list[LoggedInvalidation]:
+        return self.l2.invalidation_log(limit)
 
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         return self.l2.acquire(key, token, ttl)

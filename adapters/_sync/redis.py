@@ -15,9 +15,10 @@ awaiting differs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from isr._coherence import Confirmation, Instance, LoggedInvalidation
 from isr._entry import Entry, Generation, Mode
 from isr._synchronization import Event
 
@@ -31,6 +32,7 @@ from .._redis_base import (
     _RESTORE,
     _TAG,
     _TAKE,
+    CONFIRMATIONS_SLACK,
     FAILURES,
     Busy,
     RedisBase,
@@ -52,10 +54,17 @@ T = TypeVar("T")
 class SyncRedisOps(RedisBase):
     """The store operations of `isr.adapters.redis.RedisAdapter` (see the module docstring)."""
 
-    def _run(self, op: Callable[[Redis], T], default: T, long: bool = False) -> tuple[T, bool]:
+    def _run(
+        self,
+        op: Callable[[Redis], T],
+        default: T,
+        long: bool = False,
+        counted: bool = True,
+    ) -> tuple[T, bool]:
         """``op`` on the client through the breaker: (its answer, True), or (``default``,
         False) if Redis is out of use or the call failed. ``long``: an op whose answer may
-        be large (a tag's whole set), allowed `LONG_OP` seconds rather than ``timeout``."""
+        be large (a tag's whole set), allowed `LONG_OP` seconds rather than ``timeout``.
+        ``counted``: a failure counts in ``errors`` (not a heartbeat's: no caller's)."""
         breaker = self.breaker
         if breaker.failures and not breaker.allow():
             return default, False
@@ -69,7 +78,7 @@ class SyncRedisOps(RedisBase):
             finally:
                 self._done()
         except FAILURES as exc:
-            self._failed(exc)
+            self._failed(exc, counted)
             return default, False
         except Busy:  # swamped, not failing: the caller acts as if unreached, uncounted
             self._abandoned(probe)
@@ -344,7 +353,83 @@ class SyncRedisOps(RedisBase):
     def bump_generation(self, mode: Mode) -> Generation:
         field, floor = _FIELDS[mode], self._known.current
         fields, _ = self._run(lambda c: c.eval(_BUMP, 1, self._g, field, floor), None)
-        return self._bumped(mode, fields)
+        generation = self._bumped(mode, fields)
+        self._publish("all", mode.name.lower(), ",".join(map(str, generation)))
+        return generation
+
+    def announce(self, kind: str, name: str, mode: Mode) -> int | None:
+        return self._publish(kind, mode.name.lower(), name)
+
+    def _publish(self, kind: str, mode: str, name: str) -> int:
+        """Tell the other instances (the bus, ``isr.adapters.redis_bus``), through the
+        breaker and timeouts: a Redis that hangs costs a command's timeout, one out of use
+        nothing; either way `isr.StoreUnavailable` (the runtime's outbox tells them
+        later). The epoch it was published as."""
+        answer, _ = self._run(self._publishing(kind, mode, name), None)
+        return self._published(answer, kind, name)
+
+    # ------------------------------------------------------------------ coherence
+
+    def register(self, instance: Instance) -> None:
+        self._run(self._beating(instance), None, counted=False)  # else: next beat
+
+    def unregister(self, instance_id: str) -> None:
+        fields = ("r:" + instance_id, "a:" + instance_id)
+        self._run(lambda c: c.hdel(self._n, *fields), 0, counted=False)
+
+    def instances(self, now: float) -> list[Instance]:
+        found, _ = self._run(lambda c: c.hgetall(self._n), None)
+        live, stale = self._registry(found, now)
+        if stale:
+            self._run(lambda c: c.hdel(self._n, *stale), 0)
+        return live
+
+    def log_invalidation(self, entry: LoggedInvalidation, keep: int) -> str | None:
+        record = entry.to_record()
+
+        def add(c: Redis) -> Any:
+            return c.xadd(self._log, {"r": record}, maxlen=keep, approximate=True)
+
+        sid, ok = self._run(add, None)
+        if not ok or sid is None:
+            return None
+        return sid.decode() if isinstance(sid, bytes) else str(sid)
+
+    def confirm_logged(self, ids: Sequence[str], confirmation: Confirmation) -> None:
+        if not ids:
+            return
+        record = confirmation.to_record()
+        mapping: Any = dict.fromkeys(ids, record)
+        _, ok = self._run(lambda c: c.hset(self._logc, mapping=mapping), 0)
+        if ok:
+            self._prune_confirmations()
+
+    def _prune_confirmations(self) -> None:
+        """Keep the confirmations hash about as long as the log: once it holds more than
+        the stream (plus some slack), drop those of ids the stream no longer has."""
+
+        def sizes(c: Redis) -> Any:
+            pipe = c.pipeline(transaction=False)
+            pipe.hlen(self._logc)
+            pipe.xlen(self._log)
+            pipe.xrange(self._log, count=1)
+            return pipe.execute()
+
+        found, ok = self._run(sizes, None)
+        if not ok or not found or found[0] <= found[1] + CONFIRMATIONS_SLACK:
+            return
+        names, ok = self._run(lambda c: c.hkeys(self._logc), None)
+        old = self._outside_log(names or [], found[2])
+        if ok and old:
+            self._run(lambda c: c.hdel(self._logc, *old), 0)
+
+    def invalidation_log(self, limit: int) -> list[LoggedInvalidation]:
+        entries, ok = self._run(lambda c: c.xrevrange(self._log, count=limit), None)
+        if not ok or not entries:
+            return []
+        ids: Any = [sid for sid, _ in entries]
+        confirmations, _ = self._run(lambda c: c.hmget(self._logc, ids), None)
+        return self._logged(entries, confirmations or [None] * len(ids))
 
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         ms = max(1, math.ceil(ttl * 1000))

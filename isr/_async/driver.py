@@ -22,6 +22,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from isr._coherence import Confirmation
 from isr._decisions import Answer
 from isr._entry import Entry, Mode, classify
 from isr._errors import StoreUnavailable
@@ -43,10 +44,14 @@ if TYPE_CHECKING:
     from isr._state import Invalidation, RuntimeState
     from isr.adapters.base import Adapter
 
-__all__ = ["OUTBOX_RETRY", "AsyncDriver"]
+__all__ = ["ACK_POLL", "OUTBOX_RETRY", "REGISTRY_POLL", "AsyncDriver"]
 
 #: Seconds between two tries at applying the outbox while the store is out of reach.
 OUTBOX_RETRY = 0.5
+#: Seconds between two looks at the acknowledgements a confirmation waits for: in this
+#: process's memory when its bus hears them (an L1), else in the store's registry.
+ACK_POLL = 0.0005
+REGISTRY_POLL = 0.005
 
 
 class AsyncDriver:
@@ -332,7 +337,7 @@ class AsyncDriver:
         state, store = self.state, async_usable(self.store)
         try:
             await self._flush(store)
-            done = await self._perform(store, invalidation, None)
+            done, epoch = await self._perform(store, invalidation, None)
         except StoreUnavailable:
             state.queue(invalidation)
             kind, name, mode = invalidation.kind, invalidation.name, invalidation.mode
@@ -340,26 +345,84 @@ class AsyncDriver:
             self._keep_trying()
             raise
         state.applied(invalidation)
+        await self._log(store, invalidation, epoch)
         return done
 
     async def _perform(
         self, store: Adapter, invalidation: Invalidation, before: float | None
-    ) -> int:
+    ) -> tuple[int, int | None]:
         """The store's part of ``invalidation`` (only on entries produced before ``before``,
-        when given: a replay); how many entries it affected."""
+        when given: a replay); how many entries it affected, and the bus epoch it was
+        published as (None: no bus)."""
         state = self.state
         kind, name, mode = invalidation.kind, invalidation.name, invalidation.mode
         if kind == "all":
             await store.abump_generation(mode)
-            return 0
+            return 0, store.published
         if state.shared:
             await store.anote_invalidation(kind, name, mode, invalidation.at, state.lock_ttl)
         if kind == "key":
             done = int(await self._mark(store, name, mode, None, before))
         else:
             done = await self._mark_tag(store, name, mode, before)
-        await store.aannounce(kind, name, mode)
-        return done
+        return done, await store.aannounce(kind, name, mode)
+
+    async def _log(self, store: Adapter, invalidation: Invalidation, epoch: int | None) -> None:
+        """Add ``invalidation`` to the store's log: best-effort, one store op (a store
+        that cannot take it counts an error; one that raises is logged once)."""
+        state = self.state
+        try:
+            logged = await store.alog_invalidation(
+                state.log_entry(invalidation, epoch), state.log_size
+            )
+        except Exception as exc:  # a third-party store's: the invalidation is done
+            state.log_failed(exc)
+            return
+        state.logged(logged)
+
+    # ------------------------------------------------------------------ coherence
+
+    async def confirm(self, timeout: float) -> Confirmation:
+        """Wait (at most ``timeout`` seconds) until every live instance with an L1 has
+        applied the latest epoch this runtime published; who did, who did not, how long it
+        took. Recorded on the logged invalidations it covers."""
+        state, store = self.state, async_usable(self.store)
+        started = time.perf_counter()
+        target = store.published
+        covered = state.take_unconfirmed()
+        me = state.instance_id
+        others = [i for i in await store.ainstances(state.clock()) if i.id != me]
+        if state.outbox:  # not in the store yet: nobody else can have applied it
+            waiting = {i.id for i in others}
+        elif target is None:
+            waiting = set()
+        else:
+            waiting = {i.id for i in others if i.l1 and (i.applied is None or i.applied < target)}
+        deadline = started + timeout
+        looks = 0
+        while waiting and not state.outbox:
+            acks = store.acks
+            if acks is not None:
+                waiting = {iid for iid in waiting if acks.get(iid, 0) < (target or 0)}
+            left = deadline - time.perf_counter()
+            if not waiting or left <= 0:
+                break
+            await async_sleep(min(ACK_POLL if acks is not None else REGISTRY_POLL, left))
+            looks += 1
+            if acks is None or looks % 100 == 0:  # the registry: acks this bus missed
+                applied = {i.id: i.applied for i in await store.ainstances(state.clock())}
+                waiting = {iid for iid in waiting if (applied.get(iid) or 0) < (target or 0)}
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        confirmed = [i.id for i in others if i.id not in waiting]
+        if state.registered:
+            confirmed.append(me)
+        confirmation = Confirmation(tuple(sorted(confirmed)), tuple(sorted(waiting)), ms)
+        if covered:
+            try:
+                await store.aconfirm_logged(covered, confirmation)
+            except Exception as exc:  # a third-party store's: the confirmation stands
+                state.log_failed(exc)
+        return confirmation
 
     async def _mark_tag(self, store: Adapter, tag: str, mode: Mode, before: float | None) -> int:
         """Invalidate ``tag``'s entries: in one step where the store has one (a lazy record,
@@ -393,8 +456,9 @@ class AsyncDriver:
         state = self.state
         while state.outbox:
             invalidation = state.outbox[0]
-            await self._perform(store, invalidation, None)
+            _, epoch = await self._perform(store, invalidation, None)
             state.applied(invalidation, queued=True)
+            await self._log(store, invalidation, epoch)
 
     def _keep_trying(self) -> None:
         """Apply the outbox in the background as soon as the store answers (tried every

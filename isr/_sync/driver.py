@@ -24,6 +24,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from isr._coherence import Confirmation
 from isr._decisions import Answer
 from isr._entry import Entry, Mode, classify
 from isr._errors import StoreUnavailable
@@ -45,10 +46,14 @@ if TYPE_CHECKING:
     from isr._state import Invalidation, RuntimeState
     from isr.adapters.base import Adapter
 
-__all__ = ["OUTBOX_RETRY", "SyncDriver"]
+__all__ = ["ACK_POLL", "OUTBOX_RETRY", "REGISTRY_POLL", "SyncDriver"]
 
 #: Seconds between two tries at applying the outbox while the store is out of reach.
 OUTBOX_RETRY = 0.5
+#: Seconds between two looks at the acknowledgements a confirmation waits for: in this
+#: process's memory when its bus hears them (an L1), else in the store's registry.
+ACK_POLL = 0.0005
+REGISTRY_POLL = 0.005
 
 
 class SyncDriver:
@@ -332,7 +337,7 @@ class SyncDriver:
         state, store = self.state, usable(self.store)
         try:
             self._flush(store)
-            done = self._perform(store, invalidation, None)
+            done, epoch = self._perform(store, invalidation, None)
         except StoreUnavailable:
             state.queue(invalidation)
             kind, name, mode = invalidation.kind, invalidation.name, invalidation.mode
@@ -340,24 +345,82 @@ class SyncDriver:
             self._keep_trying()
             raise
         state.applied(invalidation)
+        self._log(store, invalidation, epoch)
         return done
 
-    def _perform(self, store: Adapter, invalidation: Invalidation, before: float | None) -> int:
+    def _perform(
+        self, store: Adapter, invalidation: Invalidation, before: float | None
+    ) -> tuple[int, int | None]:
         """The store's part of ``invalidation`` (only on entries produced before ``before``,
-        when given: a replay); how many entries it affected."""
+        when given: a replay); how many entries it affected, and the bus epoch it was
+        published as (None: no bus)."""
         state = self.state
         kind, name, mode = invalidation.kind, invalidation.name, invalidation.mode
         if kind == "all":
             store.bump_generation(mode)
-            return 0
+            return 0, store.published
         if state.shared:
             store.note_invalidation(kind, name, mode, invalidation.at, state.lock_ttl)
         if kind == "key":
             done = int(self._mark(store, name, mode, None, before))
         else:
             done = self._mark_tag(store, name, mode, before)
-        store.announce(kind, name, mode)
-        return done
+        return done, store.announce(kind, name, mode)
+
+    def _log(self, store: Adapter, invalidation: Invalidation, epoch: int | None) -> None:
+        """Add ``invalidation`` to the store's log: best-effort, one store op (a store
+        that cannot take it counts an error; one that raises is logged once)."""
+        state = self.state
+        try:
+            logged = store.log_invalidation(state.log_entry(invalidation, epoch), state.log_size)
+        except Exception as exc:  # a third-party store's: the invalidation is done
+            state.log_failed(exc)
+            return
+        state.logged(logged)
+
+    # ------------------------------------------------------------------ coherence
+
+    def confirm(self, timeout: float) -> Confirmation:
+        """Wait (at most ``timeout`` seconds) until every live instance with an L1 has
+        applied the latest epoch this runtime published; who did, who did not, how long it
+        took. Recorded on the logged invalidations it covers."""
+        state, store = self.state, usable(self.store)
+        started = time.perf_counter()
+        target = store.published
+        covered = state.take_unconfirmed()
+        me = state.instance_id
+        others = [i for i in store.instances(state.clock()) if i.id != me]
+        if state.outbox:  # not in the store yet: nobody else can have applied it
+            waiting = {i.id for i in others}
+        elif target is None:
+            waiting = set()
+        else:
+            waiting = {i.id for i in others if i.l1 and (i.applied is None or i.applied < target)}
+        deadline = started + timeout
+        looks = 0
+        while waiting and not state.outbox:
+            acks = store.acks
+            if acks is not None:
+                waiting = {iid for iid in waiting if acks.get(iid, 0) < (target or 0)}
+            left = deadline - time.perf_counter()
+            if not waiting or left <= 0:
+                break
+            sleep(min(ACK_POLL if acks is not None else REGISTRY_POLL, left))
+            looks += 1
+            if acks is None or looks % 100 == 0:  # the registry: acks this bus missed
+                applied = {i.id: i.applied for i in store.instances(state.clock())}
+                waiting = {iid for iid in waiting if (applied.get(iid) or 0) < (target or 0)}
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        confirmed = [i.id for i in others if i.id not in waiting]
+        if state.registered:
+            confirmed.append(me)
+        confirmation = Confirmation(tuple(sorted(confirmed)), tuple(sorted(waiting)), ms)
+        if covered:
+            try:
+                store.confirm_logged(covered, confirmation)
+            except Exception as exc:  # a third-party store's: the confirmation stands
+                state.log_failed(exc)
+        return confirmation
 
     def _mark_tag(self, store: Adapter, tag: str, mode: Mode, before: float | None) -> int:
         """Invalidate ``tag``'s entries: in one step where the store has one (a lazy record,
@@ -391,8 +454,9 @@ class SyncDriver:
         state = self.state
         while state.outbox:
             invalidation = state.outbox[0]
-            self._perform(store, invalidation, None)
+            _, epoch = self._perform(store, invalidation, None)
             state.applied(invalidation, queued=True)
+            self._log(store, invalidation, epoch)
 
     def _keep_trying(self) -> None:
         """Apply the outbox in the background as soon as the store answers (tried every
