@@ -35,13 +35,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs, quote
 
 from ._errors import ConfigError
 from ._explain import Explanation, _span, _when
 from ._redact import check_header_value
 from ._stats import Stats
+
+if TYPE_CHECKING:
+    from ._coherence import Confirmation, Instance, LoggedInvalidation
+    from ._runtime import ISR
 
 __all__ = [
     "Answer",
@@ -133,8 +137,8 @@ class Snapshot:
     store: str
     namespace: str | None
     instance: str | None
-    instances: Sequence[Any] | None
-    log: Sequence[Any] | None
+    instances: Sequence[Instance] | None
+    log: Sequence[LoggedInvalidation] | None
     stats: Stats
     functions: Sequence[tuple[str, str, Mapping[str, int]]]
     query: str = ""
@@ -148,7 +152,7 @@ class StatusPage:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: ISR,
         *,
         secret: str,
         session: float | timedelta = 8 * 3600,
@@ -312,7 +316,7 @@ def joined_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 # ---------------------------------------------------------------------- gathering
 
 
-def function_rates(runtime: Any) -> list[tuple[str, str, Mapping[str, int]]]:
+def function_rates(runtime: ISR) -> list[tuple[str, str, Mapping[str, int]]]:
     """Answers by status for each decorated function and page rule of ``runtime``:
     (name, ``"function"`` or ``"page rule"``, counts), page rules first, then by name."""
     pages = {
@@ -334,7 +338,7 @@ def function_rates(runtime: Any) -> list[tuple[str, str, Mapping[str, int]]]:
     return rows
 
 
-def _key_for(runtime: Any, query: str) -> tuple[str | None, str | None]:
+def _key_for(runtime: ISR, query: str) -> tuple[str | None, str | None]:
     """The key a search names: itself, or for a path or URL the page key the runtime's page
     rules give it; (None, why) when no rule caches that path."""
     if not query.startswith(("/", "http://", "https://")):
@@ -346,7 +350,7 @@ def _key_for(runtime: Any, query: str) -> tuple[str | None, str | None]:
     return None, f"No page rule caches {query}: nothing to explain."
 
 
-def _snapshot(runtime: Any, query: str, **found: Any) -> Snapshot:
+def _snapshot(runtime: ISR, query: str, **found: Any) -> Snapshot:
     adapter = runtime.adapter
     return Snapshot(
         at=time.time(),
@@ -372,9 +376,9 @@ async def gather(page: StatusPage, query: str) -> Snapshot:
     return _snapshot(
         runtime,
         query,
-        instance=None,
-        instances=None,
-        log=None,
+        instance=runtime.instance_id,
+        instances=await runtime.instances(),
+        log=await runtime.invalidation_log(page.log_limit),
         key=key,
         explanation=explanation,
         problem=problem,
@@ -394,9 +398,9 @@ def gather_sync(page: StatusPage, query: str) -> Snapshot:
     return _snapshot(
         runtime,
         query,
-        instance=None,
-        instances=None,
-        log=None,
+        instance=runtime.instance_id,
+        instances=runtime.instances_sync(),
+        log=runtime.invalidation_log_sync(page.log_limit),
         key=key,
         explanation=explanation,
         problem=problem,
@@ -486,7 +490,7 @@ def _instances(s: Snapshot) -> str:
     return f"{head}{table}</section>"
 
 
-def _confirmation(c: Any) -> str:
+def _confirmation(c: Confirmation | None) -> str:
     if c is None:
         return '<td class="dim">not yet known</td>'
     missing = list(c.missing)

@@ -230,3 +230,24 @@ def test_a_pages_html_is_one_document_without_any_script_or_remote_asset() -> No
     assert page.startswith("<!doctype html>")
     assert not re.search(r"<script|<link|<img|<iframe|src=|href=\"http", page)
     assert page.count("<style>") == 1
+
+
+async def test_instances_and_invalidations_with_their_confirmations(
+    client: Client, rt: isr.ISR
+) -> None:
+    await client.login()
+    with isr.invalidation_source("webhook", event="entry.publish", model=EVIL, entry="7"):
+        await rt.invalidate_tag(EVIL, mode="purge")
+    page = (await client.request("GET", "/ops/status")).text
+    instances = page[page.index('id="instances"') : page.index('id="log"')]
+    assert rt.instance_id in instances
+    log = page[page.index('id="log"') : page.index('id="rates"')]
+    assert "<td>tag</td>" in log
+    assert "<td>purge</td>" in log
+    assert "not yet known" in log  # no confirmation asked yet
+    assert "webhook (event=entry.publish, model=&lt;script&gt;" in log
+    assert "<script" not in page
+    await rt.confirm(timeout=0.5)
+    page = (await client.request("GET", "/ops/status")).text
+    log = page[page.index('id="log"') : page.index('id="rates"')]
+    assert re.search(r'<td class="ok">1 confirmed in [0-9.]+ ms</td>', log)
