@@ -154,7 +154,7 @@ def test_the_page_in_a_real_browser(kind: str, site: Site) -> None:
 
         problems = [
             entry["message"]
-            for entry in driver.get_log("browser")
+            for entry in driver.get_log("browser")  # type: ignore[no-untyped-call]
             if entry["level"] == "SEVERE" and "status of 401" not in entry["message"]
         ]
         assert problems == [], problems  # no CSP violation, no error (the login form is a 401)
