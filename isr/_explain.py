@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from ._backoff import Backoff
-from ._coherence import LoggedInvalidation
+from ._coherence import Instance, LoggedInvalidation
 from ._decisions import decide_read
 from ._entry import EXPIRED, FRESH, INF, Entry, Generation, Mode, Policy, Verdict, classify
 from ._status import Status
@@ -238,7 +238,7 @@ def explanation(
     backoff: Backoff | None,
     fetching_here: bool,
     log: Sequence[LoggedInvalidation] | None,
-    instances: Sequence[str] | None,
+    instances: Sequence[Instance] | None,
     instance_id: str | None,
 ) -> Explanation:
     """The `Explanation` of what ``facts`` show, with the loader's ``windows`` (None: no
@@ -366,7 +366,7 @@ def explanation(
         },
         l1_here=(facts.local is not None) if facts.has_l1 else None,
         l1_others=_others(facts.has_l1, instances, instance_id),
-        instances=tuple(instances or ()),
+        instances=tuple(instance.id for instance in instances or ()),
         notes=tuple(notes),
         **out,
     )
@@ -487,15 +487,19 @@ def _error(backoff: Backoff) -> str:
     return f"{type(backoff.error).__name__}: {backoff.error}"
 
 
-def _others(has_l1: bool, instances: Sequence[str] | None, me: str | None) -> str:
-    if not has_l1:
-        return "no L1: every read goes to the store itself"
-    others = [i for i in instances or () if i != me]
-    count = "" if instances is None else f" ({len(others)} live)"
+def _others(has_l1: bool, instances: Sequence[Instance] | None, me: str | None) -> str:
+    """What is known of the L1 copies of the instances other than ``me``."""
+    others = [i for i in instances or () if i.id != me]
+    with_l1 = sum(1 for i in others if i.l1)
+    here = "" if has_l1 else "this runtime keeps no L1 (it reads the store itself); "
+    if instances is None:
+        return f"{here}other instances: not known here"
+    if not with_l1:
+        return f"{here}no other live instance keeps an L1 ({len(others)} other live)"
     return (
-        f"other instances{count}: not asked. Each L1 is its instance's own memory; an "
-        "invalidation reaches it over the bus, and a confirmation says which instances "
-        "applied it"
+        f"{here}{with_l1} other live instance(s) keep an L1, not asked whether they hold a "
+        "copy: each L1 is its instance's own memory; every invalidation reaches it over the "
+        "bus, and a confirmation says which instances applied it"
     )
 
 
@@ -607,11 +611,11 @@ def _lines(e: Explanation) -> Iterable[str]:
         )
     else:
         yield "backoff     none"
-    if e.l1_here is None:
-        yield f"L1          {e.l1_others}"
-    else:
+    if e.l1_here is not None:
         yield f"L1          this instance {'holds' if e.l1_here else 'does not hold'} a copy"
         yield f"            {e.l1_others}"
+    else:
+        yield f"L1          {e.l1_others}"
     if e.instances:
         yield f"instances   {', '.join(e.instances)}"
     refresh = " + background refresh" if e.refresh else ""

@@ -394,7 +394,7 @@ class ISR:
             backoff=backoff,
             fetching_here=fetching,
             log=log,
-            instances=[instance.id for instance in instances],
+            instances=instances,
             instance_id=self.instance_id,
         )
 

@@ -310,7 +310,7 @@ async def test_l1_copies_are_reported_and_never_made_by_explaining(
         assert seen_by_b.next_read == "HIT"
         assert seen_by_b.l1_here is False
         assert (await b.explain("post:hello")).l1_here is False  # explaining kept none
-        assert "other instances" in seen_by_b.l1_others
+        assert "1 other live instance(s) keep an L1, not asked" in seen_by_b.l1_others
         assert (await a.explain("post:hello")).l1_here is True
         await a.invalidate("post:hello")
         e = await a.explain("post:hello")
