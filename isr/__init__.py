@@ -27,6 +27,7 @@ from ._context import cache_life, cache_tag, no_store
 from ._decorator import AsyncCached, Revalidate, SyncCached
 from ._entry import Mode
 from ._errors import ConfigError, ISRError, StoreUnavailable, TemplateError
+from ._explain import Explanation
 from ._runtime import ISR
 from ._stats import Stats
 from ._status import Result, Status
@@ -38,6 +39,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "Explanation",
     "Confirmation",
     "ISRError",
     "Instance",
