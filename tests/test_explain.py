@@ -339,3 +339,46 @@ async def test_the_mark_is_matched_to_the_invalidation_that_set_it(clock: FakeCl
         assert e.invalidation["confirmation"] == confirmation.as_json()
         assert "from webhook (event=entry.update, model=post, entry=7); confirmed by 1" in str(e)
         assert e.instances == (rt.instance_id,)
+
+
+@pytest.mark.parametrize(
+    ("template", "key", "matches"),
+    [
+        ("post:{slug}", "post:hello", True),
+        ("post:{slug}", "post:", True),  # a field may format to ""
+        ("post:{slug}", "posts:hello", False),
+        ("a.b:{x}", "aXb:1", False),  # the literal is literal, not a pattern
+        ("a.b:{x}", "a.b:1", True),
+        ("p:{x}:{y:.2f}", "p:1:2.50", True),
+        ("p:{x}:{y:.2f}", "p:1", False),
+        ("{{literal}}:{x}", "{literal}:7", True),
+        ("exact", "exact", True),
+        ("exact", "exactly", False),
+        ("bad {", "bad {", True),  # not a template str.format accepts: taken literally
+    ],
+)
+def test_template_matching(template: str, key: str, matches: bool) -> None:
+    from isr._explain import template_matches
+
+    assert template_matches(template, key) is matches
+
+
+def test_page_keys_of_urls_as_the_middleware_computes_them() -> None:
+    from isr.asgi import ISRMiddleware, Rule
+
+    rt = isr.ISR()
+    rules = [Rule("/p/{x}", ttl=1, query=["page"], vary=["accept-language"])]
+    keyed = ISRMiddleware(None, rt, rules, hosts=["a.example"])  # type: ignore[arg-type]
+    assert keyed.page_key("/p/1") is None  # no host: the site keys it
+    assert keyed.page_key("http://b.example/p/1") is None  # a host it may not cache
+    plain = keyed.page_key("http://A.example:80/p/1")
+    assert plain == "page:http://a.example/p/1"
+    german = keyed.page_key("http://a.example/p/1", {"Accept-Language": "de"})
+    assert german is not None
+    assert german.startswith("page:http://a.example/p/1#")
+    assert keyed.page_key("http://a.example/p/1?page=2&x=1") == keyed.page_key(
+        "http://a.example/p/1?x=9&page=2"
+    )
+    assert keyed.page_key("http://a.example/p/1", {"Cookie": "s=1"}) is None
+    assert rt.explain_sync(german).loader == "/p/{x}"  # a keyed host's page: its rule
+    assert rt.explain_sync("page:/p/1").loader is None  # no origin-keyed site has it
