@@ -120,8 +120,10 @@ class L1Base(Adapter):
         return self.l2.published
 
     @property
-    def acks(self) -> dict[str, int]:  # type: ignore[override]
-        return self.bus.acks
+    def acks(self) -> dict[str, int] | None:  # type: ignore[override]
+        """The acknowledgements the bus heard, once it listens to them (asked on first
+        use: until then None, and a confirmation reads the registry)."""
+        return self.bus.acks if self.bus.listen_to_acks() else None
 
     @property
     def losses(self) -> int:  # type: ignore[override]

@@ -3,7 +3,8 @@
 Every record a store keeps for a namespace is named ``{prefix}:{kind}:{rest}``: ``prefix``
 is the namespace as `prefix` spells it (never containing ``:``), ``kind`` one fixed word
 per sort of record (``e`` entry, ``t`` tag set, ``l`` fetch lock, ``i`` invalidation
-marker, ``c`` claim, ``gen``, ``bus``, ``epoch``) and ``rest`` the key or tag, as it is.
+marker, ``c`` claim, ``gen``, ``bus``, ``epoch``, ``ack``, ``n`` the instances, ``log`` and
+``logc`` the invalidation log) and ``rest`` the key or tag, as it is.
 Since the prefix holds no ``:``, the first ``:`` of a name ends it; the kind is fixed, so
 whatever follows is the key: no two (namespace, key) pairs share a name, however either
 is spelt (namespace ``site`` with key ``post:e:1`` and namespace ``site:e:post`` with key

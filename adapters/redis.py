@@ -38,6 +38,18 @@ standard commands only (no KEYS, no SCAN, no modules):
   before it stores its value marked (see ``Adapter.note_invalidation``).
 - ``{ns}:c:{name}``: a claim (``SET NX PX``; the webhook's replay guard, see
   ``Adapter.claim``); one Redis cannot answer is None, never a guess.
+- ``{ns}:bus``, ``{ns}:epoch``: the invalidation bus's channel and its epoch counter (every
+  invalidation is published there, numbered, whether or not this process has an L1: the
+  others' L1s hear it; see ``isr.adapters.redis_bus``); ``{ns}:ack``: the channel an L1
+  acknowledges each epoch it applied on.
+- ``{ns}:n``: the registry of live instances, a HASH: ``r:{id}`` the instance's record
+  (JSON, rewritten at every heartbeat, with the time it was written on the instance's
+  clock), ``a:{id}`` the highest epoch it applied (never lowered). One key, so a heartbeat
+  and a listing are one command each, in a Cluster too; readers delete the records of
+  instances silent for ten heartbeats.
+- ``{ns}:log``: the invalidation log, a STREAM capped at the runtime's ``log_size``
+  (``XADD MAXLEN``, exact), one entry per invalidation (a JSON record in field ``r``);
+  ``{ns}:logc``: the confirmations, a HASH by log id, pruned of ids the stream dropped.
 
 In a Cluster no two keys need to share a slot: each command and script touches one key, and
 the one write that touches several (an entry and its tag sets) is a non-transactional

@@ -117,8 +117,13 @@ class RedisBus:
         #: This instance's id in the registry, once its runtime has registered it: from
         #: then on each epoch applied is acknowledged (`ACK`).
         self.instance_id: str | None = None
-        #: The epochs each instance acknowledged, as heard on the ack channel.
+        #: The epochs each instance acknowledged, as heard on the ack channel, which the
+        #: bus listens to once this instance's runtime first asks for a confirmation
+        #: (`listen_to_acks`): the others' acknowledgements are no other instance's business.
         self.acks: dict[str, int] = {}
+        self._want_acks = threading.Event()
+        #: Set once the ack channel is subscribed (cleared while the bus is not).
+        self.hearing_acks = threading.Event()
         self.acked = 0
         self.received = 0
         self.resyncs = 0
@@ -159,7 +164,7 @@ class RedisBus:
         client = self._factory()
         pubsub = cast(Any, client).pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(self.channel, self.ack_channel)
+            pubsub.subscribe(self.channel)
             epoch = self._epoch(client)
             if self.last_epoch is not None:
                 # Reconnected: whatever was published while away is lost to us.
@@ -173,6 +178,9 @@ class RedisBus:
             self.connected.set()
             next_check = time.monotonic() + self.epoch_poll
             while not self._stop.is_set():
+                if self._want_acks.is_set() and not self.hearing_acks.is_set():
+                    pubsub.subscribe(self.ack_channel)
+                    self.hearing_acks.set()
                 wait = max(0.0, min(0.1, next_check - time.monotonic()))
                 raw = pubsub.get_message(timeout=wait)
                 if raw is not None:
@@ -181,6 +189,7 @@ class RedisBus:
                     self._check(client, pubsub)
                     next_check = time.monotonic() + self.epoch_poll
         finally:
+            self.hearing_acks.clear()
             pubsub.close()
             client.close()
 
@@ -244,6 +253,12 @@ class RedisBus:
             # The next message's, or the heartbeat's record, says it; logged, not raised:
             # a confirmation waiting for it reports this instance missing at worst.
             logger.warning("invalidation bus: acknowledgement failed (%s)", type(exc).__name__)
+
+    def listen_to_acks(self) -> bool:
+        """Have the bus listen to the acknowledgements from now on; whether it already
+        does (until then, a confirmation reads the registry)."""
+        self._want_acks.set()
+        return self.hearing_acks.is_set()
 
     def _heard_ack(self, text: str) -> None:
         iid, _, epoch_text = text.rpartition(" ")

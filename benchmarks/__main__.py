@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import (
     concurrency,
+    confirmation,
     disk_store,
     hot_path,
     http_load,
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             *wsgi_load.run(settings),
             *redis_load.run(settings),
             *tag_scale.run(settings),
+            *confirmation.run(settings),
         ]
     progress(f"done in {time.perf_counter() - started:.1f} s")
     print_report(sections, settings)

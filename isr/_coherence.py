@@ -47,7 +47,7 @@ SOURCES = ("code", "cli", "webhook")
 DETAIL_CHARS = 200
 DETAIL_ITEMS = 8
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
+_EMPTY: Mapping[str, str] = MappingProxyType({})  # the default source's: never changed
 _redact = Redactor()
 
 
@@ -140,6 +140,22 @@ class LoggedInvalidation:
     confirmation: Confirmation | None = field(default=None)
     """Who had applied it, once a confirmation covering it was made (`isr.ISR.confirm`)."""
 
+    def as_json(self) -> dict[str, object]:
+        """Every field as JSON-ready values (the confirmation's ids in full)."""
+        done = self.confirmation
+        return {
+            "id": self.id,
+            "at": self.at,
+            "scope": self.scope,
+            "name": self.name,
+            "mode": self.mode,
+            "source": self.source,
+            "detail": dict(self.detail),
+            "instance": self.instance,
+            "epoch": self.epoch,
+            "confirmation": None if done is None else json.loads(done.to_record()),
+        }
+
     def to_record(self) -> str:
         """The JSON text a store keeps (without ``id`` and ``confirmation``: the store's)."""
         return json.dumps(
@@ -183,7 +199,7 @@ class LoggedInvalidation:
             name,
             mode,
             source,
-            MappingProxyType(dict(detail)),
+            dict(detail),
             instance,
             epoch,
             confirmation,
@@ -303,7 +319,7 @@ def _details(detail: Mapping[str, object]) -> Mapping[str, str]:
             continue
         text = _redact.excerpt(str(value), DETAIL_CHARS)
         kept[name[:40]] = text
-    return MappingProxyType(kept)
+    return kept
 
 
 # ------------------------------------------------------------------ parsing

@@ -7,6 +7,8 @@
     isr invalidate --webhook http://127.0.0.1:8000/hooks/isr --tag posts   # ISR_WEBHOOK_SECRET
     isr invalidate --webhook http://127.0.0.1:8000/hooks/isr --secret-file /run/secrets/isr ...
     isr stats --store disk:///var/cache/blog
+    isr instances --store redis://cache:6379/0 --namespace blog     # or --json
+    isr log --limit 20                                              # or --json
     isr explain --key post:hello                       # on ISR_CACHE_URL's store
     isr explain --url http://127.0.0.1:8000/posts/hello --app blog.app:rt --json
     isr --version
@@ -16,6 +18,14 @@ build-time warm-up of static sites, at run time); it reports what each answer's 
 said. Paths need ``--base-url``; full URLs do not. ``invalidate`` acts on a store directly
 or asks a running webhook to (``--webhook``), which also purges the CDNs it knows of.
 ``stats`` shows a store's generation record and how many entries its namespace holds.
+``instances`` lists the live instances sharing the store (`isr.ISR.instances`), ``log``
+the latest invalidations with where they came from and their confirmations
+(`isr.ISR.invalidation_log`): a table, or JSON with ``--json``. The command itself does not
+register as an instance; its invalidations are logged as coming from ``"cli"``. After
+invalidating on a store, ``invalidate`` waits (``--confirm``, 1 s by default; 0: not at
+all) until every live instance has applied them (`isr.ISR.confirm`) and prints how many
+confirmed and which did not; an instance missing is reported, not an error (exit 0).
+
 ``explain`` says what the store holds for a key now and what its next read will do and why
 (`isr.ISR.explain`); ``--url`` requests the page first, shows its answer's ``X-Cache``,
 ``Age``, ``ETag`` and ``Cache-Control``, and explains the page's key.
@@ -66,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -83,7 +94,7 @@ from urllib.parse import quote, unquote, urlsplit
 import anyio
 import httpx
 
-from ._coherence import invalidation_source
+from ._coherence import Confirmation, LoggedInvalidation, invalidation_source
 from ._config import url_from_env
 from ._errors import ConfigError
 from ._explain import Explanation
@@ -250,6 +261,8 @@ def _invalidate_webhook(args: argparse.Namespace, out: TextIO, redact: Redactor)
 def _invalidate(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Redactor) -> int:
     if not args.tag and not args.key and not args.all:
         raise ConfigError("say what to invalidate: --key, --tag (both repeatable) or --all")
+    if not args.confirm >= 0:
+        raise ConfigError("--confirm must be >= 0 seconds (0: do not wait)")
     if args.webhook:
         if args.all:
             raise ConfigError("--all is not something a webhook is asked for; use --store")
@@ -269,6 +282,17 @@ def _invalidate(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Reda
             if args.all:
                 runtime.invalidate_all_sync(args.mode)
                 out.write(f"everything ({args.mode})\n")
+        if args.confirm > 0:
+            done = runtime.confirm_sync(args.confirm)
+            if done.confirmed or done.missing:
+                out.write(f"instances: {len(done.confirmed)} confirmed in {done.ms:g} ms\n")
+            else:
+                out.write("instances: none live (nothing to confirm)\n")
+            if done.missing:
+                out.write(
+                    f"instances missing (no confirmation within {args.confirm:g} s): "
+                    f"{', '.join(done.missing)}\n"
+                )
         errors = runtime.stats().store_errors
     finally:
         runtime.close()
@@ -418,6 +442,100 @@ def _stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _instances(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    runtime = _store(args, err)
+    try:
+        found = runtime.instances_sync()
+        now = runtime._now()
+        errors = runtime.stats().store_errors
+    finally:
+        runtime.close()
+    if args.json:
+        out.write(json.dumps([dataclasses.asdict(i) for i in found], indent=2) + "\n")
+    else:
+        rows = [
+            [
+                i.id,
+                i.host,
+                str(i.pid),
+                _when(i.started),
+                f"{max(0.0, now - i.seen):.1f} s ago",
+                "yes" if i.l1 else "no",
+                "-" if i.applied is None else str(i.applied),
+            ]
+            for i in found
+        ]
+        _table(out, ["ID", "HOST", "PID", "STARTED (UTC)", "SEEN", "L1", "APPLIED"], rows)
+        out.write(f"{len(found)} live instance{'' if len(found) == 1 else 's'}\n")
+    if errors:
+        err.write(f"isr instances: {errors} store error(s) while reading: see the log\n")
+        return 1
+    return 0
+
+
+def _log(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.limit < 1:
+        raise ConfigError("--limit must be a positive number")
+    runtime = _store(args, err)
+    try:
+        found = runtime.invalidation_log_sync(args.limit)
+        errors = runtime.stats().store_errors
+    finally:
+        runtime.close()
+    if args.json:
+        out.write(json.dumps([logged.as_json() for logged in found], indent=2) + "\n")
+    else:
+        rows = [
+            [
+                _when(logged.at),
+                logged.scope if logged.scope == "all" else f"{logged.scope} {logged.name}",
+                logged.mode,
+                _source(logged),
+                logged.instance,
+                _confirmed(logged.confirmation),
+            ]
+            for logged in found
+        ]
+        _table(out, ["AT (UTC)", "WHAT", "MODE", "SOURCE", "INSTANCE", "CONFIRMED"], rows)
+    if errors:
+        err.write(f"isr log: {errors} store error(s) while reading: see the log\n")
+        return 1
+    return 0
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
+
+
+def _source(logged: LoggedInvalidation) -> str:
+    detail = " ".join(f"{k}={v}" for k, v in logged.detail.items())
+    return f"{logged.source} {detail}" if detail else logged.source
+
+
+def _confirmed(confirmation: Confirmation | None) -> str:
+    if confirmation is None:
+        return "-"
+    total = len(confirmation.confirmed) + len(confirmation.missing)
+    said = f"{len(confirmation.confirmed)}/{total} in {confirmation.ms:g} ms"
+    if confirmation.missing:
+        said += f"; missing {', '.join(confirmation.missing)}"
+    return said
+
+
+def _table(out: TextIO, header: list[str], rows: list[list[str]]) -> None:
+    """``rows`` under ``header``, in columns as wide as their widest cell; the last
+    column unpadded. Control characters (from a store's records) are shown as ``?``."""
+    clean = [[_printable(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in clean) for i in range(len(header) - 1)]
+    for row in clean:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        out.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 #: RANDOMKEY samples behind a Redis estimate: a 95 % interval of about ±3 % of the database.
 SAMPLES = 1000
 
@@ -555,7 +673,28 @@ def _parser() -> argparse.ArgumentParser:
         "standard input)",
     )
     invalidate.add_argument("--timeout", type=float, default=30.0)
+    invalidate.add_argument(
+        "--confirm",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="on a store: wait this long for every live instance to confirm it applied the "
+        "invalidations, and say who did not (default 1; 0: do not wait)",
+    )
     store_options(invalidate)
+
+    instances = commands.add_parser(
+        "instances", help="the live instances sharing a store (table, or --json)"
+    )
+    store_options(instances)
+    instances.add_argument("--json", action="store_true", help="JSON instead of a table")
+
+    log = commands.add_parser(
+        "log", help="the latest invalidations, their sources and confirmations (or --json)"
+    )
+    store_options(log)
+    log.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    log.add_argument("--json", action="store_true", help="JSON instead of a table")
 
     stats = commands.add_parser("stats", help="a store's generation record and entry count")
     store_options(stats)
@@ -652,6 +791,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             elif args.secret is not None or args.secret_file is not None:
                 raise ConfigError("--secret and --secret-file go with --webhook")
             return _invalidate(args, out, err, redact)
+        if args.command == "instances":
+            return _instances(args, out, err)
+        if args.command == "log":
+            return _log(args, out, err)
         if args.command == "explain":
             return _explain(args, out, err, redact)
         return _stats(args, out, err)

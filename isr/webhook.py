@@ -83,8 +83,21 @@ are required. Without either, construction fails unless ``insecure=True``. A ``s
 ``hmac_secret``) with a control character or surrounding whitespace (a newline read from a
 file) is refused at construction, without being shown.
 
+**Confirmation before the purge.** Once the invalidation is in the store, the webhook waits
+(at most ``confirm_timeout`` seconds, 1 by default; 0: it does not wait) until every live
+instance has applied it (`isr.ISR.confirm`: each replica's L1 dropped the pages), and only
+then purges the CDNs: a CDN that refetches right after the purge gets the new page from
+whichever replica it asks, never an old copy it would keep. An instance that does not
+confirm in time (frozen, cut off) does not fail the request: the CDNs are purged anyway,
+the answer names it, and a warning is logged. The answer says
+``"instances": {"confirmed": 3, "missing": [], "ms": 2.1}`` (the count of instances that
+confirmed, this one included; the ids of those missing; how long it took). Each
+invalidation is logged as coming from ``"webhook"``, with the Strapi event, model and entry
+(``documentId``, else ``id``) (`isr.ISR.invalidation_log`).
+
 **Answers** (JSON, ``Cache-Control: no-store``): 200 done (or ignored; ``"tags"`` maps each
-tag to the entries it reached, ``"modes"`` each tag to its mode); 502 when the local
+tag to the entries it reached, ``"modes"`` each tag to its mode, ``"instances"`` the
+confirmation); 502 when the local
 invalidation was done but a CDN purge failed (``"cdn"`` says which, and why); 503 when the
 local invalidation itself raised; 400 malformed JSON or wrong shape (``"field"`` names it);
 401 authentication; 405 not POST; 413 body over ``max_body`` (read incrementally, never
@@ -120,6 +133,7 @@ from anyio.from_thread import BlockingPortal
 from typing_extensions import Self
 
 from isr import ISR, ConfigError, StoreUnavailable, get_runtime
+from isr._coherence import Confirmation, invalidation_source
 from isr.adapters.base import Adapter
 
 from ._entry import _MODES, ModeName
@@ -447,6 +461,8 @@ class _Plan:
     keys: list[str]
     mode: ModeName
     extra: dict[str, Any]
+    #: What the invalidation log says of the request (`isr.invalidation_source`).
+    detail: dict[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ payloads
@@ -548,6 +564,7 @@ class Webhook:
         modes: Mapping[str, ModeSpec] | None = None,
         purgers: Sequence[Purger] = (),
         purge_timeout: float = 10.0,
+        confirm_timeout: float = 1.0,
         insecure: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -567,6 +584,10 @@ class Webhook:
             raise ConfigError("tolerance must be > 0 seconds")
         if not purge_timeout > 0:
             raise ConfigError("purge_timeout must be > 0 seconds")
+        if isinstance(confirm_timeout, bool) or not (
+            isinstance(confirm_timeout, (int, float)) and 0 <= confirm_timeout <= 60
+        ):
+            raise ConfigError("confirm_timeout must be between 0 (no waiting) and 60 seconds")
         if not isinstance(max_body, int) or max_body < 1:
             raise ConfigError("max_body must be a positive number of bytes")
         if not isinstance(max_seen, int) or max_seen < 1:
@@ -587,6 +608,7 @@ class Webhook:
         self.max_seen = max_seen
         self.purgers = tuple(purgers)
         self.purge_timeout = purge_timeout
+        self.confirm_timeout = float(confirm_timeout)
         self.clock = clock
         self._secret = hashlib.sha256(secret.encode()).digest() if secret else None
         self._hmac_key = _key(hmac_secret) if hmac_secret is not None else None
@@ -733,12 +755,17 @@ class Webhook:
             return plan
         runtime = self.runtime if self.runtime is not None else get_runtime()
         try:
-            counts = {tag: await runtime.invalidate_tag(tag, m) for tag, m in plan.tags.items()}
-            found = {key: await runtime.invalidate(key, plan.mode) for key in plan.keys}
+            with invalidation_source("webhook", **plan.detail):
+                counts = {tag: await runtime.invalidate_tag(tag, m) for tag, m in plan.tags.items()}
+                found = {key: await runtime.invalidate(key, plan.mode) for key in plan.keys}
         except Exception as exc:
             return self._store_failed(exc)
+        confirmation = None
+        if self.confirm_timeout:
+            confirmation = await runtime.confirm(self.confirm_timeout)
+            self._note_missing(confirmation)
         results = await self._purge_all(plan) if plan.tags else []
-        return self._answer(plan, counts, found, results)
+        return self._answer(plan, counts, found, results, confirmation)
 
     def _prepare(self, headers: Mapping[str, str], body: bytes) -> WebhookResponse | _Plan:
         """Parse and plan, or the answer refusing the payload."""
@@ -774,12 +801,25 @@ class Webhook:
         response.headers["retry-after"] = "5"
         return response
 
+    def _note_missing(self, confirmation: Confirmation) -> None:
+        """Log the instances that did not confirm in time: the CDNs are purged anyway (a
+        frozen replica must not hold every publish back), and may refetch its old page."""
+        if confirmation.missing:
+            logger.warning(
+                "webhook: %d instance(s) did not confirm within confirm_timeout=%g s (%s); "
+                "purging the CDNs anyway",
+                len(confirmation.missing),
+                self.confirm_timeout,
+                ", ".join(confirmation.missing),
+            )
+
     def _answer(
         self,
         plan: _Plan,
         counts: dict[str, int],
         found: dict[str, bool],
         results: list[PurgeResult],
+        confirmation: Confirmation | None = None,
     ) -> WebhookResponse:
         answer: dict[str, Any] = {
             "ok": True,
@@ -790,6 +830,8 @@ class Webhook:
             "keys": found,
             "cdn": [result.to_json() for result in results],
         }
+        if confirmation is not None:
+            answer["instances"] = confirmation.as_json()
         if all(result.ok for result in results):
             return WebhookResponse(200, answer)
         answer["ok"] = False
@@ -871,7 +913,11 @@ class Webhook:
                 put(tag, modes.localizations if role == "own" else modes.collection)
         if not plan:
             return WebhookResponse(200, {"ok": True, **extra, "ignored": "no tags for this model"})
-        return _Plan(plan, [], modes.own, extra)
+        entry_id = entry.get("documentId") or entry.get("id")
+        detail = {"event": event, "model": model}
+        if isinstance(entry_id, (str, int)) and not isinstance(entry_id, bool):
+            detail["entry"] = str(entry_id)
+        return _Plan(plan, [], modes.own, extra, detail)
 
     # -------------------------------------------------------------- purging
 
@@ -1176,14 +1222,19 @@ class WebhookWSGIApp(Webhook):
             return plan
         runtime = self.runtime if self.runtime is not None else get_runtime()
         try:
-            counts = {tag: runtime.invalidate_tag_sync(tag, m) for tag, m in plan.tags.items()}
-            found = {key: runtime.invalidate_sync(key, plan.mode) for key in plan.keys}
+            with invalidation_source("webhook", **plan.detail):
+                counts = {tag: runtime.invalidate_tag_sync(tag, m) for tag, m in plan.tags.items()}
+                found = {key: runtime.invalidate_sync(key, plan.mode) for key in plan.keys}
         except Exception as exc:
             return self._store_failed(exc)
+        confirmation = None
+        if self.confirm_timeout:
+            confirmation = runtime.confirm_sync(self.confirm_timeout)
+            self._note_missing(confirmation)
         results: list[PurgeResult] = []
         if plan.tags and self.purgers:
             results = self._loop.portal().call(self._purge_all, plan)
-        return self._answer(plan, counts, found, results)
+        return self._answer(plan, counts, found, results, confirmation)
 
 
 def _environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:

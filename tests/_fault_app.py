@@ -20,8 +20,17 @@ Routes (JSON answers, each naming the ``instance``):
   the runtime's ``invalidate``, ``invalidate_tag``, ``invalidate_all``. 200
   ``{"ok": true}``; 503 ``{"ok": false, "error"}`` with ``Retry-After`` when the runtime
   raises `isr.StoreUnavailable` (any other exception is uvicorn's 500).
-- ``POST /webhook``: `isr.webhook.WebhookApp` (``Authorization: Bearer <secret>``).
+- ``POST /webhook``: `isr.webhook.WebhookApp` (``Authorization: Bearer <secret>``); a
+  Strapi entry's event invalidates the tag ``slug:{slug}``.
 - ``GET /stats``: `isr.ISR.stats`. ``GET /ready``: 200 once ``wait_ready`` says so, else 503.
+- ``GET /instances``: ``{"me": its instance id, "instances": [...]}`` (`isr.ISR.instances`);
+  ``POST /confirm?timeout=S``: `isr.ISR.confirm`, every id listed; ``GET /log?limit=N``:
+  `isr.ISR.invalidation_log`. ``POST /slow?delay=S``: from now on, the replica's bus
+  thread waits ``S`` seconds before it applies another instance's invalidation (a replica
+  whose bus lags: a GC pause, a starved thread, a slow link); 0 ends it.
+
+Optional: ``HEARTBEAT`` (seconds, the runtime's ``heartbeat``), ``CONFIRM_TIMEOUT`` (the
+webhook's), ``PURGE_URL`` (a Varnish-style purge endpoint the webhook purges).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -36,6 +46,7 @@ import anyio
 
 import isr
 from examples.replicas.app import MODES, Message, Receive, Response, Scope, Send
+from isr.cdn import VarnishPurger
 from isr.webhook import WebhookApp
 
 __all__ = ["app"]
@@ -50,7 +61,15 @@ class Replica:
     def __init__(self, rt: isr.ISR, origin: str, instance: str, secret: str) -> None:
         self.rt = rt
         self.instance = instance
-        self.webhook = WebhookApp(runtime=rt, secret=secret)
+        env = os.environ
+        purgers = [VarnishPurger(env["PURGE_URL"], retries=0)] if env.get("PURGE_URL") else []
+        self.webhook = WebhookApp(
+            runtime=rt,
+            secret=secret,
+            purgers=purgers,
+            confirm_timeout=float(env.get("CONFIRM_TIMEOUT", "1.0")),
+            tag_map={"*": ["slug:{slug}"]},  # a Strapi entry's page: the slug's tag
+        )
 
         async def version(slug: str) -> dict[str, Any]:
             versions = json.loads(await anyio.Path(origin).read_text(encoding="utf-8"))
@@ -67,6 +86,16 @@ class Replica:
             return await version(slug)
 
         self.loaders = {"page": page, "classic": classic}
+        self.apply_delay = 0.0
+        bus = rt.adapter.bus  # type: ignore[attr-defined]
+        apply = bus._on_message
+
+        def lagging(message: Any) -> None:
+            if self.apply_delay:
+                time.sleep(self.apply_delay)
+            apply(message)
+
+        bus._on_message = lagging
 
     async def read(self, kind: str, slug: str) -> Response:
         result = await self.loaders[kind].lookup(slug)
@@ -95,6 +124,26 @@ class Replica:
 
     def stats(self) -> Response:
         return self.reply(200, dataclasses.asdict(self.rt.stats()))
+
+    async def instances(self) -> Response:
+        found = [dataclasses.asdict(i) for i in await self.rt.instances()]
+        return self.reply(200, {"me": self.rt.instance_id, "instances": found})
+
+    async def confirm(self, query: str) -> Response:
+        params = {name: values[-1] for name, values in parse_qs(query).items()}
+        done = await self.rt.confirm(float(params.get("timeout", "1.0")))
+        return self.reply(200, dataclasses.asdict(done))
+
+    def slow(self, query: str) -> Response:
+        params = {name: values[-1] for name, values in parse_qs(query).items()}
+        self.apply_delay = float(params.get("delay", "0"))
+        return self.reply(200, {"delay": self.apply_delay})
+
+    async def log(self, query: str) -> Response:
+        params = {name: values[-1] for name, values in parse_qs(query).items()}
+        found = await self.rt.invalidation_log(int(params.get("limit", "50")))
+        logged = [e.as_json() for e in found]
+        return self.reply(200, {"log": logged})
 
     def reply(
         self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -129,6 +178,14 @@ class App:
             response = await replica.ready()
         elif method == "GET" and path == "/stats":
             response = replica.stats()
+        elif method == "GET" and path == "/instances":
+            response = await replica.instances()
+        elif method == "POST" and path == "/confirm":
+            response = await replica.confirm(scope["query_string"].decode("latin-1"))
+        elif method == "POST" and path == "/slow":
+            response = replica.slow(scope["query_string"].decode("latin-1"))
+        elif method == "GET" and path == "/log":
+            response = await replica.log(scope["query_string"].decode("latin-1"))
         else:
             response = replica.reply(404, {"error": f"no route {method} {path}"})
         await response.send(send)
@@ -137,7 +194,8 @@ class App:
         message: Message = await receive()
         assert message["type"] == "lifespan.startup"
         env = os.environ
-        async with isr.ISR.from_env(l1=True) as rt:
+        heartbeat = float(env.get("HEARTBEAT", "1.0"))
+        async with isr.ISR.from_env(l1=True, heartbeat=heartbeat) as rt:
             if not await rt.wait_ready(10):
                 await send({"type": "lifespan.startup.failed", "message": "Redis not ready"})
                 return

@@ -192,8 +192,11 @@ class Site:
 
 
 @contextmanager
-def running_site(tmp: Path, namespace: str = "faults") -> Iterator[Site]:
-    """Start Redis and the three replicas; stop them all on leaving."""
+def running_site(
+    tmp: Path, namespace: str = "faults", env: Mapping[str, str] | None = None
+) -> Iterator[Site]:
+    """Start Redis and the three replicas (``env``: more of their environment, see
+    ``tests/_fault_app.py``); stop them all on leaving."""
     with ExitStack() as stack:
         server = stack.enter_context(RedisServer())
         origin = Origin(tmp / "origin.json")
@@ -209,6 +212,7 @@ def running_site(tmp: Path, namespace: str = "faults") -> Iterator[Site]:
                 "INSTANCE": name,
                 "ORIGIN": str(origin.path),
                 "WEBHOOK_SECRET": secret,
+                **(env or {}),
             }
             args = [sys.executable, "-m", "uvicorn", "tests._fault_app:app"]
             args += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "on"]

@@ -22,6 +22,10 @@ def test_quick_benchmark_run_reports_every_section() -> None:
         assert section in out
     for section in ("11. burst", "12. cold fill", "13. tag invalidation"):  # issue 17's
         assert section in out
+    assert "14. confirmation" in out  # issue 19's: every round's confirmation was complete
+    for row in ("3 instances: p50", "20 instances: p99"):
+        line = next(x for x in out.splitlines() if row in x)
+        assert " ms" in line, line
     # Stampede outcomes are behaviour, not speed: one loader call, all STALE, one refresh.
     for row in ("(a) cold key", "    statuses", "    background refreshes", "(c) cold key"):
         line = next(x for x in out.splitlines() if x.startswith(row))

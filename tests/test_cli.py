@@ -104,10 +104,12 @@ def test_invalidate_a_store_directly(tmp_path: Path) -> None:
     post("a")
     post("b")
     code, out = run("invalidate", "--store", url, "--namespace", "blog", "--tag", "posts")
-    assert (code, out) == (0, "tag 'posts': 2 entries (expire)\n")
+    report, confirmed = out.rsplit("instances: ", 1)
+    assert (code, report) == (0, "tag 'posts': 2 entries (expire)\n")
+    assert re.fullmatch(r"1 confirmed in [0-9.]+ ms\n", confirmed)  # rt, on the store
     assert post.lookup("a").status is Status.MISS
     code, out = run("invalidate", "--store", url, "--namespace", "blog", "--key", "post:a",
-                    "--mode", "purge")  # fmt: skip
+                    "--mode", "purge", "--confirm", "0")  # fmt: skip
     assert (code, out) == (0, "key 'post:a': invalidated (purge)\n")
     code, out = run("invalidate", "--store", url, "--namespace", "blog", "--all")
     assert code == 0
@@ -370,13 +372,15 @@ def test_the_namespace_in_use_is_named_on_stderr(tmp_path: Path) -> None:
     done = isr_command("invalidate", "--store", url, "--namespace", "blog", "--key", "post:0")
     assert done.returncode == 0, done.stderr
     assert done.stderr == f"isr: store {url}, namespace 'blog'\n"
-    assert done.stdout == "key 'post:0': invalidated (expire)\n"  # stdout stays the report
+    assert done.stdout == (  # stdout stays the report
+        "key 'post:0': invalidated (expire)\ninstances: none live (nothing to confirm)\n"
+    )
     done = isr_command("stats", "--store", url, ISR_NAMESPACE="blog")
     assert "namespace 'blog'" in done.stderr
     assert json.loads(done.stdout)["namespace"] == "blog"
     done = isr_command("invalidate", "--store", url, "--key", "post:0")
     assert "namespace 'isr' (the default)" in done.stderr
-    assert done.stdout == "key 'post:0': not cached (expire)\n"  # blog's entry is not isr's
+    assert done.stdout.startswith("key 'post:0': not cached (expire)\n")  # blog's, not isr's
 
 
 def test_warm_without_a_base_url_says_so(site: tuple[str, type[Site]]) -> None:

@@ -266,10 +266,17 @@ async def test_the_same_answers_as_the_asgi_app(
         with WebhookWSGIApp(**options) as wsgi:
             status, wsgi_headers, wsgi_answer = call(wsgi, wsgi_environ(sent))
         asgi_status, asgi_answer = await replay_asgi(WebhookApp(**options), sent)
-    assert (status, wsgi_answer) == (asgi_status, asgi_answer)
+    assert (status, timeless(wsgi_answer)) == (asgi_status, timeless(asgi_answer))
     assert wsgi_headers["cache-control"] == "no-store"
     if status == 405:
         assert wsgi_headers["allow"] == "POST"
+
+
+def timeless(answer: Any) -> Any:
+    """A webhook's answer without how long its confirmation took (which varies)."""
+    if isinstance(answer, dict) and isinstance(answer.get("instances"), dict):
+        assert answer["instances"].pop("ms") >= 0
+    return answer
 
 
 def test_signed_deliveries_from_several_threads_are_each_accepted_once() -> None:
@@ -516,5 +523,5 @@ async def test_fuzz_the_wsgi_app_answers_as_the_asgi_app(
             else:
                 with WebhookWSGIApp(**options) as app:
                     status, _, answer = call(app, wsgi_environ(sent))
-            answers.append((status, answer, rt.stats().invalidations))
+            answers.append((status, timeless(answer), rt.stats().invalidations))
     assert answers[0] == answers[1]

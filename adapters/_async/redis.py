@@ -394,7 +394,7 @@ class AsyncRedisOps(RedisBase):
         record = entry.to_record()
 
         async def add(c: AsyncRedis) -> Any:
-            return await c.xadd(self._log, {"r": record}, maxlen=keep, approximate=True)
+            return await c.xadd(self._log, {"r": record}, maxlen=keep, approximate=False)
 
         sid, ok = await self._arun(add, None)
         if not ok or sid is None:

@@ -388,7 +388,7 @@ class SyncRedisOps(RedisBase):
         record = entry.to_record()
 
         def add(c: Redis) -> Any:
-            return c.xadd(self._log, {"r": record}, maxlen=keep, approximate=True)
+            return c.xadd(self._log, {"r": record}, maxlen=keep, approximate=False)
 
         sid, ok = self._run(add, None)
         if not ok or sid is None:

@@ -51,7 +51,7 @@ OUTBOX_RETRY = 0.5
 #: Seconds between two looks at the acknowledgements a confirmation waits for: in this
 #: process's memory when its bus hears them (an L1), else in the store's registry.
 ACK_POLL = 0.0005
-REGISTRY_POLL = 0.005
+REGISTRY_POLL = 0.002
 
 
 class AsyncDriver:

@@ -6,6 +6,7 @@ a fake clock; every store of the conformance suite is checked."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -542,3 +543,85 @@ async def test_an_entry_its_loader_retagged_leaves_its_old_tag(rt: isr.ISR) -> N
     assert await rt.invalidate_tag("section:a") == 0
     assert (await load.lookup()).status is Status.HIT
     assert await rt.invalidate_tag("section:b") == 1
+
+
+# ------------------------------------------------------------------ coherence (issue 19)
+
+
+async def test_a_runtime_lists_itself_among_the_live_instances(rt: isr.ISR, store: str) -> None:
+    found = await rt.instances()
+    assert [i.id for i in found] == [rt.instance_id]
+    me = found[0]
+    host, pid, tail = rt.instance_id.split(":")
+    assert (me.host, me.pid, len(tail)) == (host, os.getpid(), 6)
+    assert me.pid == int(pid)
+    assert me.l1 is (store == "redis-l1")
+    # An L1 has applied the bus's epoch it subscribed at; without a bus, None.
+    assert (me.applied is not None) is (store == "redis-l1")
+
+
+async def test_confirm_after_invalidations_lists_this_instance_and_covers_the_log(
+    rt: isr.ISR, store: str
+) -> None:
+    origin = Origin()
+    get = cached(rt, origin, tags=["posts"])
+    await get("a")
+    assert await rt.invalidate_tag("posts", "purge") == 1
+    assert (await rt.invalidation_log())[0].confirmation is None  # none asked yet
+    done = await rt.confirm(timeout=1.0)
+    assert done.complete
+    assert (done.confirmed, done.missing) == ((rt.instance_id,), ())
+    assert 0 <= done.ms < 1000
+    assert done.as_json() == {"confirmed": 1, "missing": [], "ms": done.ms}
+    logged = (await rt.invalidation_log())[0]
+    assert (logged.scope, logged.name, logged.mode, logged.source) == (
+        "tag",
+        "posts",
+        "purge",
+        "code",
+    )
+    assert logged.confirmation == done
+    assert (logged.epoch is not None) is store.startswith(("redis", "valkey"))
+    # A later confirmation covers what was made since, not the earlier ones again.
+    await rt.invalidate("item:a")
+    again = await rt.confirm(timeout=0)
+    newest, older = await rt.invalidation_log(limit=2)
+    assert (newest.confirmation, older.confirmation) == (again, done)
+
+
+async def test_the_log_says_what_where_from_and_who_newest_first(rt: isr.ISR) -> None:
+    await rt.invalidate("post:1")
+    with isr.invalidation_source("webhook", event="entry.publish", model="article", entry="x4m1"):
+        await rt.invalidate_tag("article:x4m1", "purge")
+    with isr.invalidation_source("cli"):
+        await rt.invalidate_all("revalidate")
+    log = await rt.invalidation_log(limit=10)
+    assert [(e.scope, e.name, e.mode, e.source) for e in log] == [
+        ("all", "", "revalidate", "cli"),
+        ("tag", "article:x4m1", "purge", "webhook"),
+        ("key", "post:1", "expire", "code"),
+    ]
+    assert dict(log[1].detail) == {"event": "entry.publish", "model": "article", "entry": "x4m1"}
+    assert {e.instance for e in log} == {rt.instance_id}
+    assert log[0].id != log[1].id != log[2].id
+    assert log[0].at >= log[1].at >= log[2].at
+    assert [e.name for e in await rt.invalidation_log(limit=1)] == [""]
+    with pytest.raises(isr.ConfigError):
+        await rt.invalidation_log(limit=0)
+    with pytest.raises(isr.ConfigError):
+        await rt.confirm(timeout=-1)
+
+
+async def test_an_invalidation_the_store_could_not_take_is_not_confirmed(rt: isr.ISR) -> None:
+    """With the outbox holding an invalidation, nobody else can have applied it: a
+    confirmation says so at once instead of waiting for acknowledgements."""
+    from isr._entry import Mode
+    from isr._state import Invalidation
+
+    rt._state.queue(Invalidation("key", "k", Mode.EXPIRE, 0.0))
+    try:
+        done = await rt.confirm(timeout=5)
+        assert done.ms < 1000  # did not wait for the timeout
+        assert done.confirmed == (rt.instance_id,)
+    finally:
+        rt._state.outbox.clear()

@@ -8,6 +8,7 @@ a fake clock; every store of the conformance suite is checked."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -540,3 +541,85 @@ def test_an_entry_its_loader_retagged_leaves_its_old_tag(srt: isr.ISR) -> None:
     assert srt.invalidate_tag_sync("section:a") == 0
     assert (load.lookup()).status is Status.HIT
     assert srt.invalidate_tag_sync("section:b") == 1
+
+
+# ------------------------------------------------------------------ coherence (issue 19)
+
+
+def test_a_runtime_lists_itself_among_the_live_instances(srt: isr.ISR, store: str) -> None:
+    found = srt.instances_sync()
+    assert [i.id for i in found] == [srt.instance_id]
+    me = found[0]
+    host, pid, tail = srt.instance_id.split(":")
+    assert (me.host, me.pid, len(tail)) == (host, os.getpid(), 6)
+    assert me.pid == int(pid)
+    assert me.l1 is (store == "redis-l1")
+    # An L1 has applied the bus's epoch it subscribed at; without a bus, None.
+    assert (me.applied is not None) is (store == "redis-l1")
+
+
+def test_confirm_after_invalidations_lists_this_instance_and_covers_the_log(
+    srt: isr.ISR, store: str
+) -> None:
+    origin = Origin()
+    get = cached(srt, origin, tags=["posts"])
+    get("a")
+    assert srt.invalidate_tag_sync("posts", "purge") == 1
+    assert (srt.invalidation_log_sync())[0].confirmation is None  # none asked yet
+    done = srt.confirm_sync(timeout=1.0)
+    assert done.complete
+    assert (done.confirmed, done.missing) == ((srt.instance_id,), ())
+    assert 0 <= done.ms < 1000
+    assert done.as_json() == {"confirmed": 1, "missing": [], "ms": done.ms}
+    logged = (srt.invalidation_log_sync())[0]
+    assert (logged.scope, logged.name, logged.mode, logged.source) == (
+        "tag",
+        "posts",
+        "purge",
+        "code",
+    )
+    assert logged.confirmation == done
+    assert (logged.epoch is not None) is store.startswith(("redis", "valkey"))
+    # A later confirmation covers what was made since, not the earlier ones again.
+    srt.invalidate_sync("item:a")
+    again = srt.confirm_sync(timeout=0)
+    newest, older = srt.invalidation_log_sync(limit=2)
+    assert (newest.confirmation, older.confirmation) == (again, done)
+
+
+def test_the_log_says_what_where_from_and_who_newest_first(srt: isr.ISR) -> None:
+    srt.invalidate_sync("post:1")
+    with isr.invalidation_source("webhook", event="entry.publish", model="article", entry="x4m1"):
+        srt.invalidate_tag_sync("article:x4m1", "purge")
+    with isr.invalidation_source("cli"):
+        srt.invalidate_all_sync("revalidate")
+    log = srt.invalidation_log_sync(limit=10)
+    assert [(e.scope, e.name, e.mode, e.source) for e in log] == [
+        ("all", "", "revalidate", "cli"),
+        ("tag", "article:x4m1", "purge", "webhook"),
+        ("key", "post:1", "expire", "code"),
+    ]
+    assert dict(log[1].detail) == {"event": "entry.publish", "model": "article", "entry": "x4m1"}
+    assert {e.instance for e in log} == {srt.instance_id}
+    assert log[0].id != log[1].id != log[2].id
+    assert log[0].at >= log[1].at >= log[2].at
+    assert [e.name for e in srt.invalidation_log_sync(limit=1)] == [""]
+    with pytest.raises(isr.ConfigError):
+        srt.invalidation_log_sync(limit=0)
+    with pytest.raises(isr.ConfigError):
+        srt.confirm_sync(timeout=-1)
+
+
+def test_an_invalidation_the_store_could_not_take_is_not_confirmed(srt: isr.ISR) -> None:
+    """With the outbox holding an invalidation, nobody else can have applied it: a
+    confirmation says so at once instead of waiting for acknowledgements."""
+    from isr._entry import Mode
+    from isr._state import Invalidation
+
+    srt._state.queue(Invalidation("key", "k", Mode.EXPIRE, 0.0))
+    try:
+        done = srt.confirm_sync(timeout=5)
+        assert done.ms < 1000  # did not wait for the timeout
+        assert done.confirmed == (srt.instance_id,)
+    finally:
+        srt._state.outbox.clear()
