@@ -2,8 +2,8 @@
 
 `isr.asgi.StatusApp` and `isr.wsgi.StatusApp` only move bytes: each asks `StatusPage.decide`
 what a request gets (a finished answer, or "gather a snapshot and render it"), gathers the
-`Snapshot` with its own kind of I/O (`gather` / `gather_sync`), and sends
-`StatusPage.render`'s answer.
+`Snapshot` with its own kind of I/O (``isr/_async/status.py``, and ``isr/_sync/status.py``
+generated from it), and sends `StatusPage.render`'s answer.
 
 **Access.** The page shows keys, tags, hosts and process ids: it is protected like the
 webhook, by a shared ``secret`` (16 characters at least; compared in constant time, as a
@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import parse_qs, quote
 
 from ._errors import ConfigError
@@ -54,9 +54,9 @@ __all__ = [
     "Snapshot",
     "StatusPage",
     "function_rates",
-    "gather",
-    "gather_sync",
     "joined_headers",
+    "search_key",
+    "snapshot",
 ]
 
 #: The cookie carrying a browser's session.
@@ -148,7 +148,14 @@ class Snapshot:
 
 
 class StatusPage:
-    """What both status apps share (see the module docstring)."""
+    """What the ASGI and the WSGI status apps share (they are made of it; see the module
+    docstring): their options, access rules and renderer.
+
+    ``secret``: what a browser signs in with (or a script sends as ``Authorization: Bearer``),
+    16 characters at least. ``session``: how long a browser's sign-in lasts (seconds or a
+    timedelta). ``secure_cookie``: mark the session cookie ``Secure`` (default: when the
+    request came over https; say True behind a proxy that terminates TLS). ``log_limit``:
+    the invalidations shown. ``title``: the page's."""
 
     def __init__(
         self,
@@ -338,7 +345,7 @@ def function_rates(runtime: ISR) -> list[tuple[str, str, Mapping[str, int]]]:
     return rows
 
 
-def _key_for(runtime: ISR, query: str) -> tuple[str | None, str | None]:
+def search_key(runtime: ISR, query: str) -> tuple[str | None, str | None]:
     """The key a search names: itself, or for a path or URL the page key the runtime's page
     rules give it; (None, why) when no rule caches that path."""
     if not query.startswith(("/", "http://", "https://")):
@@ -350,57 +357,27 @@ def _key_for(runtime: ISR, query: str) -> tuple[str | None, str | None]:
     return None, f"No page rule caches {query}: nothing to explain."
 
 
-def _snapshot(runtime: ISR, query: str, **found: Any) -> Snapshot:
+def snapshot(
+    runtime: ISR,
+    query: str,
+    live: Sequence[Instance],
+    log: Sequence[LoggedInvalidation],
+    found: tuple[str | None, Explanation | None, str | None],
+) -> Snapshot:
+    """A `Snapshot` of ``runtime`` now, with what the driver read: the ``live`` instances,
+    the ``log``, and for the search ``query`` the key, its explanation and a problem."""
     adapter = runtime.adapter
+    key, explanation, problem = found
     return Snapshot(
         at=time.time(),
         store=type(adapter).__name__,
         namespace=getattr(adapter, "namespace", None),
+        instance=runtime.instance_id,
+        instances=live,
+        log=log,
         stats=runtime.stats(),
         functions=function_rates(runtime),
         query=query,
-        **found,
-    )
-
-
-async def gather(page: StatusPage, query: str) -> Snapshot:
-    """The page's snapshot, from async code."""
-    runtime = page.runtime
-    key, problem = _key_for(runtime, query) if query else (None, None)
-    explanation = None
-    if key is not None:
-        try:
-            explanation = await runtime.explain(key)
-        except ConfigError as exc:
-            problem = str(exc)
-    return _snapshot(
-        runtime,
-        query,
-        instance=runtime.instance_id,
-        instances=await runtime.instances(),
-        log=await runtime.invalidation_log(page.log_limit),
-        key=key,
-        explanation=explanation,
-        problem=problem,
-    )
-
-
-def gather_sync(page: StatusPage, query: str) -> Snapshot:
-    """The page's snapshot, from sync code."""
-    runtime = page.runtime
-    key, problem = _key_for(runtime, query) if query else (None, None)
-    explanation = None
-    if key is not None:
-        try:
-            explanation = runtime.explain_sync(key)
-        except ConfigError as exc:
-            problem = str(exc)
-    return _snapshot(
-        runtime,
-        query,
-        instance=runtime.instance_id,
-        instances=runtime.instances_sync(),
-        log=runtime.invalidation_log_sync(page.log_limit),
         key=key,
         explanation=explanation,
         problem=problem,

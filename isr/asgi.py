@@ -23,7 +23,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from datetime import timedelta
 from types import MethodType
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +30,7 @@ from urllib.parse import quote
 import anyio
 
 import isr
+from isr._async.status import gather
 from isr._entry import Entry
 from isr._http import (
     BYPASS,
@@ -61,7 +61,7 @@ from isr._httpdate import http_date
 from isr._statuspage import MAX_BODY as STATUS_MAX_BODY
 from isr._statuspage import Render as StatusRender
 from isr._statuspage import Request as StatusRequest
-from isr._statuspage import StatusPage, gather, joined_headers
+from isr._statuspage import StatusPage, joined_headers
 
 __all__ = [
     "ERROR_STATUSES",
@@ -630,7 +630,7 @@ def _with_x_cache(send: Send, status: bytes) -> Send:
     return wrapped
 
 
-class StatusApp:
+class StatusApp(StatusPage):
     """The status page as an ASGI app: live instances, recent invalidations with their
     confirmations, answers by function and page rule, and a search that explains a key or
     a path (`isr.ISR.explain`). Mount it where you like (any path it is called on shows the
@@ -640,25 +640,6 @@ class StatusApp:
     Bearer <secret>``. Server-rendered, escaped, no script, a strict
     ``Content-Security-Policy``, ``Cache-Control: no-store``; ``log_limit`` invalidations
     shown. See ``isr._statuspage`` for the choices; `isr.wsgi.StatusApp` is its twin."""
-
-    def __init__(
-        self,
-        runtime: isr.ISR,
-        *,
-        secret: str,
-        session: float | timedelta = 8 * 3600,
-        secure_cookie: bool | None = None,
-        log_limit: int = 50,
-        title: str = "isr status",
-    ) -> None:
-        self.page = StatusPage(
-            runtime,
-            secret=secret,
-            session=session,
-            secure_cookie=secure_cookie,
-            log_limit=log_limit,
-            title=title,
-        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -697,10 +678,9 @@ class StatusApp:
             body,
             scope.get("scheme") == "https",
         )
-        page = self.page
-        step = page.decide(request, time.time())
+        step = self.decide(request, time.time())
         if isinstance(step, StatusRender):
-            step = page.render(await gather(page, step.query))
+            step = self.render(await gather(self, step.query))
         await send(
             {
                 "type": "http.response.start",

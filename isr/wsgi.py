@@ -23,7 +23,6 @@ import io
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import timedelta
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
@@ -55,7 +54,8 @@ from isr._http import (
 from isr._statuspage import MAX_BODY as STATUS_MAX_BODY
 from isr._statuspage import Render as StatusRender
 from isr._statuspage import Request as StatusRequest
-from isr._statuspage import StatusPage, gather_sync, joined_headers
+from isr._statuspage import StatusPage, joined_headers
+from isr._sync.status import gather
 from isr.webhook import WebhookWSGIApp as WebhookApp
 
 __all__ = [
@@ -462,27 +462,8 @@ def _with_x_cache(start_response: StartResponse, status: str) -> StartResponse:
     return wrapped
 
 
-class StatusApp:
+class StatusApp(StatusPage):
     """`isr.asgi.StatusApp` as a WSGI app (the same page, access rules and options)."""
-
-    def __init__(
-        self,
-        runtime: isr.ISR,
-        *,
-        secret: str,
-        session: float | timedelta = 8 * 3600,
-        secure_cookie: bool | None = None,
-        log_limit: int = 50,
-        title: str = "isr status",
-    ) -> None:
-        self.page = StatusPage(
-            runtime,
-            secret=secret,
-            session=session,
-            secure_cookie=secure_cookie,
-            log_limit=log_limit,
-            title=title,
-        )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -506,10 +487,9 @@ class StatusApp:
             body,
             environ.get("wsgi.url_scheme") == "https",
         )
-        page = self.page
-        step = page.decide(request, time.time())
+        step = self.decide(request, time.time())
         if isinstance(step, StatusRender):
-            step = page.render(gather_sync(page, step.query))
+            step = self.render(gather(self, step.query))
         phrase = HTTPStatus(step.status).phrase
         start_response(
             f"{step.status} {phrase}", [*step.headers, ("content-length", str(len(step.body)))]

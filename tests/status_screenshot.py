@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 import isr
@@ -98,11 +99,11 @@ def take(target: Path) -> str:
                 field = d.find_element(By.NAME, "secret")
                 field.send_keys(SECRET)
                 field.submit()
-                WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "instances"))
+                WebDriverWait(d, 10).until(staleness_of(field))
                 box = d.find_element(By.NAME, "q")
                 box.send_keys("/posts/hello")
                 box.submit()
-                WebDriverWait(d, 10).until(lambda d: d.find_elements(By.ID, "explanation"))
+                WebDriverWait(d, 10).until(staleness_of(box))
                 height = d.execute_script("return document.documentElement.scrollHeight")
                 d.set_window_size(1280, int(height) + 40)
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import pytest
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 import isr
@@ -79,6 +80,7 @@ def _sign_in(driver: WebDriver, url: str, secret: str) -> None:
     field = driver.find_element(By.NAME, "secret")
     field.send_keys(secret)
     field.submit()
+    WebDriverWait(driver, 10).until(staleness_of(field))  # the next page has loaded
 
 
 def _search(driver: WebDriver, text: str) -> str:
@@ -87,12 +89,7 @@ def _search(driver: WebDriver, text: str) -> str:
     box.clear()
     box.send_keys(text)
     box.submit()
-    WebDriverWait(driver, 10).until(
-        lambda d: (
-            d.find_element(By.NAME, "q").get_attribute("value") == text
-            and d.find_elements(By.ID, "next-read")
-        )
-    )
+    WebDriverWait(driver, 10).until(staleness_of(box))  # the answer has loaded
     return str(driver.find_element(By.ID, "next-read").text)
 
 
@@ -159,7 +156,8 @@ def test_the_page_in_a_real_browser(kind: str, site: Site) -> None:
         ]
         assert problems == [], problems  # no CSP violation, no error (the login form is a 401)
 
-        driver.find_element(By.CSS_SELECTOR, "header button").click()
-        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.NAME, "secret"))
+        button = driver.find_element(By.CSS_SELECTOR, "header button")
+        button.click()
+        WebDriverWait(driver, 10).until(staleness_of(button))
         driver.get(url)
         assert driver.find_elements(By.NAME, "secret")  # signed out: the cookie is gone

@@ -36,6 +36,12 @@ TEST_RENAMES: dict[str, str] = {
     "AsyncTaskGroup": "TaskGroup",
     "async_wait_until": "wait_until",
 }
+#: The runtime's own methods the status page calls.
+STATUS_RENAMES: dict[str, str] = {
+    "explain": "explain_sync",
+    "instances": "instances_sync",
+    "invalidation_log": "invalidation_log_sync",
+}
 TEST_KEYWORDS: Sequence[tuple[str, str]] = ((r"\npytestmark = pytest\.mark\.anyio\n", ""),)
 
 #: (async source, generated sync twin, its own renames and keyword rewrites), paths
@@ -43,6 +49,7 @@ TEST_KEYWORDS: Sequence[tuple[str, str]] = ((r"\npytestmark = pytest\.mark\.anyi
 PAIRS: Sequence[tuple[str, str, dict[str, str], Sequence[tuple[str, str]]]] = (
     ("isr/_async/driver.py", "isr/_sync/driver.py", {}, ()),
     ("isr/_async/explain.py", "isr/_sync/explain.py", {}, ()),
+    ("isr/_async/status.py", "isr/_sync/status.py", STATUS_RENAMES, ()),
     ("adapters/_async/redis.py", "adapters/_sync/redis.py", {}, ()),
     ("adapters/_async/l1.py", "adapters/_sync/l1.py", {}, ()),
     ("tests/_async/test_runtime.py", "tests/_sync/test_runtime.py", TEST_RENAMES, TEST_KEYWORDS),
