@@ -156,8 +156,10 @@ class L1Base(Adapter):
     def generation(self) -> Generation:
         """The record as the bus keeps it (no network); while the bus is unsubscribed (it
         hears nothing), Redis's, read at most every ``generation_poll``, as the async
-        `ageneration` always does."""
-        if self.coherent:
+        `ageneration` always does. Redis's too while a new connection has found a server
+        whose run_id is not yet checked (a restart the bus may have resubscribed across
+        before anyone saw it): the check may move the record on (`_RESTARTED`)."""
+        if self.coherent and not self.l2._pending_runs:
             return self._generation
         return self._set_generation(self.l2.generation())
 

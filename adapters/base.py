@@ -61,7 +61,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio.to_thread
 
@@ -78,7 +78,19 @@ def _never(key: str) -> Entry | None:
     return None
 
 
-_claims_lock = threading.Lock()
+_kept_lock = threading.Lock()
+T = TypeVar("T")
+
+
+def _kept(store: object, name: str, make: Callable[[], T]) -> T:
+    """The object ``store`` keeps under ``name`` in its ``__dict__``, made by ``make`` on
+    first use (once, whichever thread comes first): a default a subclass need not set up
+    in its ``__init__``."""
+    found: T | None = store.__dict__.get(name)
+    if found is None:
+        with _kept_lock:
+            found = store.__dict__.setdefault(name, make())
+    return found
 
 
 class Adapter(abc.ABC):
@@ -268,11 +280,7 @@ class Adapter(abc.ABC):
         self._local_claims().unclaim(name)
 
     def _local_claims(self) -> LocalClaims:
-        claims: LocalClaims | None = self.__dict__.get("_claims")
-        if claims is None:
-            with _claims_lock:
-                claims = self.__dict__.setdefault("_claims", LocalClaims())
-        return claims
+        return _kept(self, "_claims", LocalClaims)
 
     def size(self) -> int | None:
         """How many entries the store holds, where that is cheap to know."""
@@ -315,11 +323,7 @@ class Adapter(abc.ABC):
         return self._coherence().read(limit)
 
     def _coherence(self) -> LocalCoherence:
-        kept: LocalCoherence | None = self.__dict__.get("_local_coherence")
-        if kept is None:
-            with _claims_lock:
-                kept = self.__dict__.setdefault("_local_coherence", LocalCoherence())
-        return kept
+        return _kept(self, "_local_coherence", LocalCoherence)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections or files."""

@@ -19,6 +19,12 @@ it and stamped it with the new object again: one lookup per tag, once per entry.
 ``max_bytes`` bounds the store by size as well: the text and binary data its values hold
 (`weigh`: a page record's body and headers, a loader's strings) are counted, and the same
 second-chance eviction makes room when a write would pass the bound.
+
+``codec`` (``memory://?codec=json``, or ``ISR("memory://", codec=isr.JsonCodec())``) makes the
+store do what a shared store does with every value it keeps: encode it with the codec, and
+keep what decoding gives back. A value the shared stores would refuse then fails here too
+(`isr.CodecError`, nothing stored), in development rather than in production, and readers
+get what they would get from Redis (a tuple comes back a list, a dict's int keys as str).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any, ClassVar
 
 import cachetools
 
+from isr._codec import Codec
 from isr._entry import INF, Entry, Generation, Mode, Policy
 from isr._errors import ConfigError
 
@@ -121,7 +128,8 @@ class MemoryAdapter(Adapter):
     default. ``max_bytes`` (None: no bound) also bounds the data the values hold (`weigh`);
     a value heavier than the whole bound is not kept (counted as an eviction).
 
-    Values are kept as they are (no codec). ``namespace`` is accepted for symmetry with the
+    Values are kept as they are, unless a ``codec`` is given (see the module docstring).
+    ``namespace`` is accepted for symmetry with the
     shared stores and has no effect: a memory store belongs to the runtime that made it.
     Keys and tags that are not valid Unicode text are refused as every store refuses them
     (`isr.adapters.names.checked`), although a dict could hold them: a store swap changes
@@ -137,6 +145,7 @@ class MemoryAdapter(Adapter):
         *,
         namespace: str | None = None,
         max_bytes: int | None = None,
+        codec: Codec | None = None,
     ) -> None:
         if not isinstance(max_entries, int) or isinstance(max_entries, bool) or max_entries < 1:
             raise ConfigError(f"max_entries must be a positive integer, not {max_entries!r}")
@@ -146,6 +155,8 @@ class MemoryAdapter(Adapter):
             raise ConfigError(f"max_bytes must be a positive integer or None, not {max_bytes!r}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        #: Every value kept goes through it and back, as in a shared store (None: kept as is).
+        self.codec = codec
         self.namespace = namespace
         self.evictions = 0
         self._lock = threading.RLock()
@@ -241,6 +252,11 @@ class MemoryAdapter(Adapter):
     def set(self, key: str, entry: Entry) -> None:
         checked(key)
         checked_all(entry.tags)
+        codec = self.codec
+        if codec is not None:  # a CodecError leaves the store untouched
+            entry = codec.loads(key, codec.dumps(key, entry))
+            if entry.gen == self.gen:
+                entry.gen = self.gen  # the very object the hot path compares with ``is``
         with self._lock:
             old = self._cache.peek(key)
             if old is not None and old.tags != entry.tags:

@@ -25,13 +25,17 @@ standard commands only (no KEYS, no SCAN, no modules):
   end of its last window (ttl + swr + stale_if_error from the write). An entry with an
   unbounded window (``swr=None``, the classic ISR setting) has none: then the server's
   ``maxmemory`` with an eviction policy such as ``allkeys-lru`` is what bounds the memory.
-- ``{ns}:t:{tag}``: a SET of the keys stored with that tag, so an invalidation of the tag
-  costs O(keys in it). Keys whose entry is gone (expired, deleted) or no longer carries the
-  tag are removed when the tag is next invalidated (``untag``), which then re-reads them and
-  adds back any stored again with the tag meanwhile: a write stores the entry before it adds
-  the key to its tag sets, so no such key is lost.
-- ``{ns}:gen``: the invalidate-all record, a HASH (current, revalidate, expire, purge),
-  changed by one Lua script on that one key; read at most every ``generation_poll`` s.
+- ``{ns}:v:{tag}``: the tag's invalidation record, a text record as the generation's
+  (`isr.adapters.records.tag_mark`); an entry carries the number each of its tags' records
+  had when it was written and obeys any invalidation of them since, when read (one MGET
+  with the entry). So an invalidation of the tag is one write, whatever its entries.
+- ``{ns}:t:{tag}``: a SET of the keys stored with that tag, for the count
+  `invalidate_tag` returns (dropped by each invalidation of the tag: it starts over).
+- ``{ns}:gen``: the invalidate-all record, a HASH (current, revalidate, expire, purge, and
+  ``run@<host:port>``: the ``run_id`` of the server that holds it, so that a restart is
+  recognised), changed by Lua scripts on that one key; read at most every
+  ``generation_poll`` s. Its numbers are times (Redis's ``TIME`` in ms), so they never go
+  back below an entry's after a restart (see the faults page of the docs).
 - ``{ns}:l:{key}``: a fetch lock (``SET NX PX``; released by a compare-and-delete script).
 - ``{ns}:i:key:{key}``, ``{ns}:i:tag:{tag}``: "<time> <mode>" of the latest (strongest)
   invalidation, kept for the runtime's lock TTL, so that a fetch another process started
@@ -56,10 +60,11 @@ the one write that touches several (an entry and its tag sets) is a non-transact
 pipeline (in a Cluster, whose pipelines may reorder across nodes, the entry is written first
 and the tag sets after).
 
-Outages never reach the caller: every call goes through a circuit breaker, and a failed or
+Outages never reach a reader: every call goes through a circuit breaker, and a failed or
 refused call returns the safe answer (a read: missing; a lock: acquired, so the caller goes
-to the origin; a write: skipped; an invalidation: logged as an error, and an invalidate-all
-still applied in this process). Once Redis answers again it is used again, no restart.
+to the origin; a write: skipped). An invalidation Redis cannot take raises
+`isr.StoreUnavailable`: the runtime keeps it in its outbox and applies it when Redis
+answers. Once Redis answers again it is used again, no restart.
 
 The code: the plumbing (options, clients, breaker, record formats) is ``_redis_base``; the
 store operations are written once, async, in ``_async/redis.py`` and generated for sync

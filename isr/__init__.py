@@ -19,22 +19,26 @@ from ._api import (
     invalidate_sync,
     invalidate_tag,
     invalidate_tag_sync,
+    revalidating,
+    revalidating_sync,
     with_revalidate,
 )
 from ._codec import Codec, CodecError, JsonCodec, PickleCodec
 from ._coherence import Confirmation, Instance, LoggedInvalidation, invalidation_source
 from ._context import cache_life, cache_tag, no_store
-from ._decorator import AsyncCached, Revalidate, SyncCached
+from ._decorator import AsyncBound, AsyncCached, Revalidate, SyncBound, SyncCached
 from ._entry import Mode
-from ._errors import ConfigError, ISRError, StoreUnavailable, TemplateError
+from ._errors import ConfigError, ISRError, ISRWarning, StoreUnavailable, TemplateError
 from ._explain import Explanation
 from ._runtime import ISR
 from ._stats import Stats
 from ._status import Result, Status
+from ._switch import disabled
 from ._version import __version__ as __version__
 
 __all__ = [
     "ISR",
+    "AsyncBound",
     "AsyncCached",
     "Codec",
     "CodecError",
@@ -42,6 +46,7 @@ __all__ = [
     "Explanation",
     "Confirmation",
     "ISRError",
+    "ISRWarning",
     "Instance",
     "JsonCodec",
     "LoggedInvalidation",
@@ -52,11 +57,13 @@ __all__ = [
     "Stats",
     "Status",
     "StoreUnavailable",
+    "SyncBound",
     "SyncCached",
     "TemplateError",
     "cache_life",
     "cache_tag",
     "configure",
+    "disabled",
     "get_runtime",
     "invalidate",
     "invalidate_all",
@@ -66,5 +73,7 @@ __all__ = [
     "invalidate_tag_sync",
     "invalidation_source",
     "no_store",
+    "revalidating",
+    "revalidating_sync",
     "with_revalidate",
 ]

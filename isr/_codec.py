@@ -13,9 +13,9 @@ that signs can bind its signature to the namespace and the key without knowing t
 layout, and a codec that does not sign just names the record in its messages.
 
 A record is one JSON array (or one signed pickle of the same tuple):
-``[2, value, created, ttl, swr or null, stale_if_error, mark or null, generation, [tags],
-[tag numbers]]`` (format 1, an earlier release's, has no tag numbers: it is read, and any
-invalidation of its tags reaches it).
+``[2, value, created, ttl, swr or null, stale_if_error or null, mark or null, generation,
+[tags], [tag numbers]]`` (null: no bound; format 1, an earlier release's, has no tag numbers:
+it is read, and any invalidation of its tags reaches it).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _record(entry: Entry) -> list[Any]:
         entry.created,
         p.ttl,
         None if p.swr == math.inf else p.swr,
-        p.sie,
+        None if p.sie == math.inf else p.sie,
         None if p.mark is None else int(p.mark),
         int(entry.gen),
         list(entry.tags),

@@ -158,18 +158,9 @@ class LoggedInvalidation:
 
     def to_record(self) -> str:
         """The JSON text a store keeps (without ``id`` and ``confirmation``: the store's)."""
-        return json.dumps(
-            {
-                "at": self.at,
-                "scope": self.scope,
-                "name": self.name,
-                "mode": self.mode,
-                "source": self.source,
-                "detail": dict(self.detail),
-                "instance": self.instance,
-                "epoch": self.epoch,
-            }
-        )
+        fields = self.as_json()
+        del fields["id"], fields["confirmation"]
+        return json.dumps(fields)
 
     @classmethod
     def from_record(

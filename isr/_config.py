@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from isr.adapters.base import Adapter
 from isr.adapters.memory import MemoryAdapter
 
-from ._codec import Codec
+from ._codec import Codec, JsonCodec
 from ._errors import ConfigError
 from ._redact import redact_url, split_url
 
@@ -30,30 +30,38 @@ def adapter_from_url(
 ) -> Adapter:
     """Make the store a cache URL names.
 
-    ``memory://[?max_entries=N][&max_bytes=N]`` (bytes; ``64MiB``, ``512KB`` and the like
-    too); ``disk:///absolute/path``; ``redis://host:port/db`` or
-    ``rediss://`` (needs the ``isr-runtime[redis]`` extra), with ``l1=True`` (or a bound)
-    for a memory L1 kept coherent over pub/sub.
+    ``memory://[?max_entries=N][&max_bytes=N][&codec=json]`` (bytes; ``64MiB``, ``512KB``
+    and the like too; ``codec``: every value kept goes through it, as in a shared store);
+    ``disk:///absolute/path``; ``redis://host:port/db`` or ``rediss://`` (needs the
+    ``isr-runtime[redis]`` extra), with ``l1=True`` (or a bound) for a memory L1 kept
+    coherent over pub/sub.
     """
     parts = split_url(url)
     scheme = parts.scheme
     if l1 and scheme not in ("redis", "rediss"):
         raise ConfigError(f"l1= puts a memory L1 in front of Redis; {scheme}:// has none")
     if scheme == "memory":
-        if codec is not None:
-            raise ConfigError("memory:// keeps values as they are; it takes no codec")
         if parts.netloc or parts.path not in ("", "/") or "@" in url:
             raise ConfigError(
                 f"cache URL {redact_url(url)!r}: memory:// takes no host or path, only "
                 "?max_entries=N"
             )
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = set(options) - {"max_entries", "max_bytes"}
+        unknown = set(options) - {"max_entries", "max_bytes", "codec"}
         if unknown:
             raise ConfigError(
-                f"cache URL {redact_url(url)!r}: memory:// takes only ?max_entries=N&max_bytes=N "
-                f"(unknown: {', '.join(sorted(unknown))})"
+                f"cache URL {redact_url(url)!r}: memory:// takes only "
+                f"?max_entries=N&max_bytes=N&codec=json (unknown: {', '.join(sorted(unknown))})"
             )
+        if "codec" in options:
+            if options["codec"] != "json":
+                raise ConfigError(
+                    f"cache URL {redact_url(url)!r}: memory:// takes codec=json (or pass "
+                    "codec= to ISR, a PickleCodec say), not codec={options['codec']!r}"
+                )
+            if codec is not None:
+                raise ConfigError("pass the codec in the cache URL or as codec=, not both")
+            codec = JsonCodec()
         text = options.get("max_entries", "10000")
         if not (text.isascii() and text.isdigit() and int(text) >= 1):
             raise ConfigError(
@@ -69,7 +77,7 @@ def adapter_from_url(
                     "(65536, 64KiB, 32MB)"
                 )
         try:
-            return MemoryAdapter(max_entries, namespace=namespace, max_bytes=max_bytes)
+            return MemoryAdapter(max_entries, namespace=namespace, max_bytes=max_bytes, codec=codec)
         except ValueError as exc:
             raise ConfigError(f"cache URL {redact_url(url)!r}: {exc}") from None
     if scheme == "disk":

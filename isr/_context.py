@@ -13,30 +13,48 @@ Outside a loader these calls raise RuntimeError: there is no result for them to 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
+from ._entry import Seconds, optional_seconds
 from ._errors import ConfigError
 
-__all__ = ["FetchContext", "cache_life", "cache_tag", "current_fetch", "no_store"]
+__all__ = ["FetchContext", "cache_life", "cache_tag", "current_fetch", "loading", "no_store"]
 
 _UNSET: float = -1.0
 
 
 class FetchContext:
-    """Per-fetch overrides collected while a loader runs."""
+    """Per-fetch overrides collected while a loader runs (``*_set``: the loader set that
+    window, possibly to None, no bound)."""
 
-    __slots__ = ("no_store", "sie", "swr", "swr_set", "tags", "ttl")
+    __slots__ = ("no_store", "sie", "sie_set", "swr", "swr_set", "tags", "ttl")
 
     def __init__(self) -> None:
         self.ttl: float | None = None
         self.swr: float | None = None
         self.swr_set = False
         self.sie: float | None = None
+        self.sie_set = False
         self.tags: list[str] = []
         self.no_store = False
 
 
 current_fetch: ContextVar[FetchContext | None] = ContextVar("isr_fetch", default=None)
+
+
+@contextmanager
+def loading(ctx: FetchContext | None = None) -> Iterator[FetchContext]:
+    """The block where a loader runs: ``isr.cache_life`` and the others apply to ``ctx``
+    (a fresh one by default)."""
+    ctx = FetchContext() if ctx is None else ctx
+    token = current_fetch.set(ctx)
+    try:
+        yield ctx
+    finally:
+        current_fetch.reset(token)
 
 
 def _context(name: str) -> FetchContext:
@@ -46,41 +64,40 @@ def _context(name: str) -> FetchContext:
     return ctx
 
 
-def _check_window(name: str, value: float | None, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"isr.cache_life({name}=...) takes seconds >= 0, not {value!r}")
+class _Keep:
+    """The default of `cache_life`'s windows that may be None: keep the decorator's."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
 
 
-_KEEP: object = object()
+_KEEP: Any = _Keep()
 
 
 def cache_life(
     *,
-    ttl: float | None = None,
-    swr: float | object | None = _KEEP,
-    stale_if_error: float | None = None,
+    ttl: Seconds | None = None,
+    swr: Seconds | None = _KEEP,
+    stale_if_error: Seconds | None = _KEEP,
 ) -> None:
     """Override the decorator's windows for the value the running loader returns.
 
-    ``swr=None`` means unbounded (classic ISR), as on the decorator; leave an argument out to
-    keep the decorator's value.
+    Windows are seconds or `datetime.timedelta`. ``swr=None`` and ``stale_if_error=None``
+    mean unbounded, as on the decorator; leave an argument out to keep the decorator's value.
     """
     ctx = _context("cache_life")
-    if ttl is not None:
-        _check_window("ttl", ttl)
-    if swr is not _KEEP:
-        _check_window("swr", swr, allow_none=True)  # type: ignore[arg-type]
-    if stale_if_error is not None:
-        _check_window("stale_if_error", stale_if_error)
-    if ttl is not None:
-        ctx.ttl = float(ttl)
-    if swr is not _KEEP:
-        ctx.swr = None if swr is None else float(swr)  # type: ignore[arg-type]
-        ctx.swr_set = True
-    if stale_if_error is not None:
-        ctx.sie = float(stale_if_error)
+    new_ttl = optional_seconds(ttl, "isr.cache_life(ttl=...)")
+    keep_swr, keep_sie = swr is _KEEP, stale_if_error is _KEEP
+    new_swr = None if keep_swr else optional_seconds(swr, "isr.cache_life(swr=...)")
+    new_sie = (
+        None if keep_sie else optional_seconds(stale_if_error, "isr.cache_life(stale_if_error=...)")
+    )
+    if new_ttl is not None:
+        ctx.ttl = new_ttl
+    if not keep_swr:
+        ctx.swr, ctx.swr_set = new_swr, True
+    if not keep_sie:
+        ctx.sie, ctx.sie_set = new_sie, True
 
 
 def cache_tag(*tags: str) -> None:

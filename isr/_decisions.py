@@ -25,6 +25,7 @@ from ._entry import EXPIRED, FRESH, STALE, Entry, Mode, Policy, Verdict
 from ._status import Status
 
 __all__ = [
+    "FETCH",
     "Answer",
     "Read",
     "Settle",
@@ -54,7 +55,8 @@ class Read(NamedTuple):
     fallback: Entry | None
 
 
-_FETCH: Final = Read(None, False, None)
+#: A read that fetches, with no old value to fall back on.
+FETCH: Final = Read(None, False, None)
 # Every slow read makes one: tuple's own C constructor, not the NamedTuple's Python one.
 _new = tuple.__new__
 
@@ -78,7 +80,7 @@ def decide_read(
     running ``backoff``, if any (only an expired entry needs it), and whether an early
     refresh is ``early`` (`xfetch_due`)."""
     if entry is None:
-        return _FETCH
+        return FETCH
     if verdict is FRESH:
         return _new(Read, ((entry.value, _HIT, now - entry.created, None), early, None))
     if verdict is STALE:
@@ -88,7 +90,7 @@ def decide_read(
             age = now - entry.created
             return _new(Read, ((entry.value, _STALE_IF_ERROR, age, backoff.error), False, None))
         return _new(Read, (None, False, entry))
-    return _FETCH
+    return FETCH
 
 
 def xfetch_due(delta: float, beta: float | None, r: float, now: float, fresh_until: float) -> bool:
@@ -115,11 +117,11 @@ def fetched_entry(
     ``cache_life``, ``cache_tag`` and ``no_store``)."""
     if ctx.no_store:
         return None
-    if ctx.ttl is not None or ctx.swr_set or ctx.sie is not None:
+    if ctx.ttl is not None or ctx.swr_set or ctx.sie_set:
         policy = Policy(
             policy.ttl if ctx.ttl is None else ctx.ttl,
             (None if policy.swr == math.inf else policy.swr) if not ctx.swr_set else ctx.swr,
-            policy.sie if ctx.sie is None else ctx.sie,
+            (None if policy.sie == math.inf else policy.sie) if not ctx.sie_set else ctx.sie,
         )
     if ctx.tags:
         tags = tuple(dict.fromkeys((*tags, *ctx.tags)))

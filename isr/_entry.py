@@ -7,13 +7,18 @@ stale-if-error fallback); the async and the sync drivers only carry out its verd
     created ── ttl ──► fresh_until ── swr ──► stale_until ── stale_if_error ──► error_until
       FRESH               STALE (+ one refresh)            EXPIRED (fetch; old value     ABSENT
                                                              only if the fetch fails)
+
+``swr`` and ``stale_if_error`` may be None: no bound (a `Policy` keeps them as infinity).
+``ttl=0`` is a valid window: never fresh, as HTTP's ``max-age=0`` (each read within ``swr``
+is STALE and refreshes). Windows are given in seconds or as `datetime.timedelta` (`seconds`).
 """
 
 from __future__ import annotations
 
+import datetime
 import enum
 import math
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 from ._errors import ConfigError
 
@@ -24,14 +29,39 @@ __all__ = [
     "Mode",
     "ModeName",
     "Policy",
+    "Seconds",
     "Verdict",
     "classify",
+    "optional_seconds",
     "parse_mode",
+    "seconds",
 ]
 
 INF: Final = math.inf
 
 ModeName = Literal["revalidate", "expire", "purge"]
+
+#: A window: seconds (an int or a float), or a `datetime.timedelta`.
+Seconds: TypeAlias = "float | datetime.timedelta"
+
+
+def seconds(value: Seconds, what: str) -> float:
+    """``value`` (a window: seconds >= 0, or a non-negative `datetime.timedelta`) in seconds,
+    or `isr.ConfigError` naming ``what`` (``"with_revalidate(ttl=...)"``) and the value."""
+    if isinstance(value, datetime.timedelta):
+        number: object = value.total_seconds()
+    else:
+        number = value
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not number >= 0:
+        raise ConfigError(
+            f"{what} takes seconds >= 0 (a number or a datetime.timedelta), not {value!r}"
+        )
+    return float(number)
+
+
+def optional_seconds(value: Seconds | None, what: str) -> float | None:
+    """`seconds`, where None (no bound) is a valid value too."""
+    return None if value is None else seconds(value, what)
 
 
 class Mode(enum.IntEnum):
@@ -68,10 +98,12 @@ class Policy:
 
     __slots__ = ("mark", "sie", "swr", "ttl")
 
-    def __init__(self, ttl: float, swr: float | None, sie: float, mark: Mode | None = None) -> None:
+    def __init__(
+        self, ttl: float, swr: float | None, sie: float | None, mark: Mode | None = None
+    ) -> None:
         self.ttl = float(ttl)
         self.swr = INF if swr is None else float(swr)
-        self.sie = float(sie)
+        self.sie = INF if sie is None else float(sie)
         self.mark = mark
 
     def marked(self, mode: Mode) -> Policy:
@@ -95,7 +127,8 @@ class Policy:
 
     def __repr__(self) -> str:
         swr = None if self.swr == INF else self.swr
-        return f"Policy(ttl={self.ttl}, swr={swr}, sie={self.sie}, mark={self.mark!r})"
+        sie = None if self.sie == INF else self.sie
+        return f"Policy(ttl={self.ttl}, swr={swr}, sie={sie}, mark={self.mark!r})"
 
 
 class Entry:

@@ -16,6 +16,10 @@
     └── OriginError              (isr.asgi / isr.wsgi) the app answered 5xx while rendering a
                                  page for the cache
 
+    ISRWarning (UserWarning)     a likely mistake that still works: two functions with one
+                                 key template on a runtime, a sync loader blocking an event
+                                 loop (`warn`)
+
 ``except isr.ISRError`` catches all of them; ``except ValueError`` still catches the bad
 arguments, as before. Exceptions raised by a loader are never wrapped: the caller sees the
 origin's own exception (or the stale value, when ``stale_if_error`` allows).
@@ -23,7 +27,11 @@ origin's own exception (or the stale value, when ``stale_if_error`` allows).
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ISRError", "StoreUnavailable", "TemplateError"]
+import os
+import sys
+import warnings
+
+__all__ = ["ConfigError", "ISRError", "ISRWarning", "StoreUnavailable", "TemplateError", "warn"]
 
 
 class ISRError(Exception):
@@ -46,3 +54,25 @@ class StoreUnavailable(ISRError):
     before it serves anything from the store again. The caller learns that the other
     instances have not heard of it yet, and may retry (the webhook answers 503, so a CMS
     that retries will)."""
+
+
+class ISRWarning(UserWarning):
+    """A likely mistake that isr-runtime lets run: see the message for the fix. Turn it into
+    an error in tests with ``-W error::isr.ISRWarning`` (or pytest's ``filterwarnings``)."""
+
+
+#: Where isr's own frames come from (the package folder; its generated wrappers' code).
+_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str) -> None:
+    """Warn with `ISRWarning`, attributed to the first caller outside isr-runtime (the
+    line that decorated the function, or that called it)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_OURS)
+        or frame.f_code.co_filename.startswith("<isr wrapper")
+    ):
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    warnings.warn(message, ISRWarning, stacklevel=level)

@@ -86,7 +86,8 @@ class Explanation:
     found: bool
     """Whether the store holds an entry under the key."""
     next_read: str
-    """What the next read does: ``"HIT"``, ``"STALE"``, ``"MISS"`` or ``"STALE-IF-ERROR"``."""
+    """What the next read does: ``"HIT"``, ``"STALE"``, ``"MISS"``, ``"STALE-IF-ERROR"``, or
+    ``"BYPASS"`` where the cache is off (`isr.disabled`, ``ISR(enabled=False)``)."""
     refresh: bool
     """Whether that read starts a background refresh (STALE)."""
     why: str
@@ -240,11 +241,13 @@ def explanation(
     log: Sequence[LoggedInvalidation] | None,
     instances: Sequence[Instance] | None,
     instance_id: str | None,
+    off: str | None = None,
 ) -> Explanation:
     """The `Explanation` of what ``facts`` show, with the loader's ``windows`` (None: no
     template matches), this process's ``backoff`` for the key (active or not), whether it
     is ``fetching_here``, the invalidation ``log`` (newest first; None: not available) and
-    the live ``instances``."""
+    the live ``instances``. ``off``: why the cache is off for the caller (a disabled
+    runtime or `isr.disabled` scope), if it is: the next read then runs its loader."""
     now, wall, key = facts.now, facts.wall, facts.key
     active = backoff if backoff is not None and now < backoff.retry_at else None
     notes: list[str] = []
@@ -303,6 +306,12 @@ def explanation(
         windows,
     )
 
+    if off is not None:
+        next_read, refresh, why = (
+            "BYPASS",
+            False,
+            f"{off}: the read runs its loader and stores nothing",
+        )
     policy = shown.policy if shown is not None else (windows.policy if windows else None)
     out: dict[str, Any] = {}
     if policy is not None:

@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from ._context import cache_life, cache_tag, no_store
+from ._entry import Seconds, optional_seconds, seconds
 from ._errors import ConfigError
 from ._httpdate import http_date
 from ._status import Status
+from ._switch import CLOSED, register
 from ._tags import encode_tag
 
 if TYPE_CHECKING:
@@ -168,7 +170,9 @@ class Rule:
 
     ``path``: ``"/posts/{slug}"`` (a parameter matches one segment; ``{name:path}`` matches
     the rest of the path, slashes included). ``ttl``, ``swr`` (None: serve stale without
-    bound until re-rendered), ``stale_if_error``: the windows, as for ``with_revalidate``.
+    bound until re-rendered), ``stale_if_error`` (None: the old page is the fallback until
+    purged; sent as one year, `SWR_UNBOUNDED`): the windows, as for ``with_revalidate``,
+    in seconds or as `datetime.timedelta` (kept as seconds).
     ``tags``: templates over the path parameters (``"post:{slug}"``). ``query``: the query
     parameters that select a different page (all others are ignored for the key, and never
     reach a render); ``bypass_query``: parameters whose presence skips the cache
@@ -182,17 +186,30 @@ class Rule:
     """
 
     path: str
-    ttl: float
-    swr: float | None = None
-    stale_if_error: float = 86400
+    ttl: Seconds
+    swr: Seconds | None = None
+    stale_if_error: Seconds | None = 86400
     tags: Sequence[str] = ()
     query: Sequence[str] = ()
     bypass_query: Sequence[str] = ()
     private_ok: bool = False
     vary: Sequence[str] = ()
-    negative_ttl: float | None = None
+    negative_ttl: Seconds | None = None
 
     def __post_init__(self) -> None:
+        where = f"Rule({self.path!r}"
+        object.__setattr__(self, "ttl", seconds(self.ttl, f"{where}, ttl=...)"))
+        for name in ("swr", "stale_if_error"):
+            value = optional_seconds(getattr(self, name), f"{where}, {name}=...)")
+            object.__setattr__(self, name, value)
+        if self.negative_ttl is not None:
+            negative = seconds(self.negative_ttl, f"{where}, negative_ttl=...)")
+            if negative <= 0:
+                raise ConfigError(
+                    f"Rule({self.path!r}): negative_ttl takes seconds > 0 or None, not "
+                    f"{self.negative_ttl!r}"
+                )
+            object.__setattr__(self, "negative_ttl", negative)
         for name in ("tags", "query", "bypass_query", "vary"):
             value = getattr(self, name)
             items = (value,) if isinstance(value, str) else tuple(value)
@@ -206,11 +223,6 @@ class Rule:
                 if bad:
                     raise ValueError(f"Rule({self.path!r}): vary names no header: {bad[0]!r}")
             object.__setattr__(self, name, items)
-        negative = self.negative_ttl
-        if negative is not None and (
-            not isinstance(negative, (int, float)) or isinstance(negative, bool) or negative <= 0
-        ):
-            raise ValueError(f"Rule({self.path!r}): negative_ttl takes seconds > 0 or None")
 
 
 class Response:
@@ -265,8 +277,9 @@ class IncompleteResponse(Exception):
         self.cause = cause
 
 
-def _seconds(value: float) -> int:
-    return max(0, int(value))
+def _seconds(value: Seconds) -> int:
+    """A window (a `Rule`'s, kept as seconds) in whole seconds, for a header."""
+    return int(seconds(value, "a window"))
 
 
 def _name_matcher(names: Sequence[str]) -> Callable[[str], bool] | None:
@@ -346,7 +359,8 @@ class Route:
         self.vary = tuple(name.encode("latin-1") for name in rule.vary)
         self.vary_header = ", ".join(rule.vary).encode("latin-1")
         swr = SWR_UNBOUNDED if rule.swr is None else _seconds(rule.swr)
-        windows = f"stale-while-revalidate={swr}, stale-if-error={_seconds(rule.stale_if_error)}"
+        sie = SWR_UNBOUNDED if rule.stale_if_error is None else _seconds(rule.stale_if_error)
+        windows = f"stale-while-revalidate={swr}, stale-if-error={sie}"
         self.cache_control = f"public, s-maxage={_seconds(rule.ttl)}, {windows}".encode("latin-1")
         # A stale answer must not become fresh downstream: after a revalidate mark its Age
         # can be under the ttl, and a CDN refetching on a soft purge would keep the old page.
@@ -992,11 +1006,35 @@ class Edge(Generic[P]):
         self._wires = self._kept.pages
         # A store keeping values as they are holds each body once, as bytes, shared with
         # its prepared answer; a shared store needs JSON-encodable records.
-        self._raw_bodies = not adapter.shared
-        # The store's hot path, for a driver's quick path (rules never use xfetch).
-        self._store = adapter
+        self._raw_bodies = not adapter.shared and getattr(adapter, "codec", None) is None
+        # The store's hot path, for a driver's quick path (rules never use xfetch); its
+        # generations are compared with the store's, or with CLOSED's while the cache is
+        # off (isr._switch).
+        self._store: Any = adapter
         self._peek = adapter.peek
         self._clock = runtime.clock
+        register(self)
+
+    def shut_hot_paths(self, shut: bool) -> None:
+        """The quick path's store: `isr.CLOSED` while the cache is off somewhere in
+        the process (``shut``) or for a disabled runtime, so that every request takes the
+        full path, which asks the switch (`bypassing`)."""
+        runtime = self.runtime
+        self._store = runtime.adapter if runtime.enabled and not shut else CLOSED
+
+    def bypassing(self, target: Target | None) -> bool:
+        """Whether the cache is off for this request (`isr.disabled`, a disabled runtime):
+        the app then answers it with ``X-Cache: BYPASS``, counted for ``target``'s route."""
+        if not self.runtime._state.bypassing():
+            return False
+        self.passed(target)
+        return True
+
+    def passed(self, target: Target | None) -> None:
+        """Count a request for ``target``'s route that the app answers with ``X-Cache:
+        BYPASS`` (metrics: ``isr.calls`` under the route's path)."""
+        if target is not None and target is not BYPASS:
+            target.route.counter.bypassed += 1
 
     def page_key(self, url: str, headers: Mapping[str, str] | None = None) -> str | None:
         """The key under which this middleware caches the page a GET of ``url`` gets: a

@@ -18,27 +18,27 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import anyio
 import anyio.to_thread
-from typing_extensions import Self
+from typing_extensions import Self, Unpack
 
 from isr.adapters.base import Adapter
 from isr.adapters.names import checked
 
 from ._async.driver import AsyncDriver
 from ._async.explain import read_facts
+from ._callsite import CallSites, RevalidatingOptions, checked_call, label
 from ._codec import Codec
 from ._coherence import Confirmation, Instance, LoggedInvalidation
 from ._config import adapter_from_url, url_from_env
 from ._decisions import xfetch_due
 from ._decorator import Revalidate, make_decorator
-from ._entry import Mode, ModeName, parse_mode
-from ._errors import ConfigError
+from ._entry import Mode, ModeName, Seconds, parse_mode, seconds
+from ._errors import ConfigError, warn
 from ._explain import (
     LOG_SEARCHED,
     Explanation,
@@ -50,8 +50,11 @@ from ._explain import (
     template_matches,
 )
 from ._loader import ErrorHook, Loader
+from ._metrics import install
 from ._state import RuntimeState
 from ._stats import Stats
+from ._status import Result, Status
+from ._switch import CLOSED, bypassing, register
 from ._sync.driver import SyncDriver
 from ._sync.explain import read_facts as read_facts_sync
 from ._synchronization import async_usable
@@ -59,6 +62,11 @@ from ._synchronization import async_usable
 __all__ = ["ISR"]
 
 logger = logging.getLogger("isr")
+
+T = TypeVar("T")
+_HIT = Status.HIT
+#: `ISR._site_hit`'s answer when the entry is not a fresh hit.
+_NOT_FRESH: Any = object()
 
 
 class ISR:
@@ -94,9 +102,12 @@ class ISR:
         codec: Codec | None = None,
         lock_ttl: float = 30.0,
         l1: bool | int = False,
-        heartbeat: float | timedelta | None = 1.0,
+        heartbeat: Seconds | None = 1.0,
         log_size: int = 1000,
+        enabled: bool = True,
     ) -> None:
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"ISR(enabled=...) takes True or False, not {enabled!r}")
         if isinstance(url_or_adapter, Adapter):
             if namespace is not None or codec is not None or l1:
                 raise ConfigError(
@@ -116,12 +127,9 @@ class ISR:
             raise ConfigError("refresh_workers must be a positive integer")
         if not lock_ttl > 0:
             raise ConfigError("lock_ttl must be > 0 seconds")
-        if isinstance(heartbeat, timedelta):
-            heartbeat = heartbeat.total_seconds()
-        if heartbeat is not None and not (
-            isinstance(heartbeat, (int, float)) and 0 < heartbeat < float("inf")
-        ):
-            raise ConfigError("heartbeat must be > 0 seconds (or None: not registered)")
+        beat = None if heartbeat is None else seconds(heartbeat, "ISR(heartbeat=...)")
+        if beat is not None and not 0 < beat < float("inf"):
+            raise ConfigError("ISR(heartbeat=...) must be > 0 seconds (or None: not registered)")
         if isinstance(log_size, bool) or not isinstance(log_size, int) or log_size < 1:
             raise ConfigError("log_size must be a positive integer")
         self.adapter = adapter
@@ -138,6 +146,7 @@ class ISR:
             on_error=on_error,
             random=random,
         )
+        self._state.enabled = self.enabled = enabled
         self._async = AsyncDriver(self._state, refresh_workers)
         self._sync = SyncDriver(self._state, refresh_workers)
         self._loaders: weakref.WeakSet[Loader[Any]] = weakref.WeakSet()
@@ -148,25 +157,40 @@ class ISR:
         self.instance_id = f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._host = host
         self._started = time.time()
-        self.heartbeat = None if heartbeat is None else float(heartbeat)
+        self.heartbeat = beat
         self._state.instance_id = self.instance_id
-        self._state.registered = heartbeat is not None
+        self._state.registered = beat is not None
         self._state.log_size = log_size
         self._beat: _Heartbeat | None = None
         if self.heartbeat is not None and adapter.shared:
             self._beat = _Heartbeat(adapter, self._instance, self.heartbeat)
+        #: Key templates in use, for the warning when two functions share one.
+        self._templates: weakref.WeakValueDictionary[str, Loader[Any]] = (
+            weakref.WeakValueDictionary()
+        )
+        # What the hot paths compare entries' generations with: the store, or CLOSED while
+        # the cache is off (isr._switch); changed under the lock, with the loaders'.
+        self._hot: Any = adapter
+        self._hot_lock = threading.Lock()
+        self._peek = adapter.peek
+        self._sites = CallSites(self.attach)
+        register(self)
+        install(self)  # metrics and spans, with the [otel] extra
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> ISR:
         """A runtime on the store the environment names: ``ISR_CACHE_URL`` (a cache URL),
         else ``ISR_TARGET`` (development, tests: memory; single-host: disk under
         ``ISR_CACHE_DIR``; multi-instance, serverless: Redis, which then needs
-        ``ISR_CACHE_URL``), else memory. ``ISR_NAMESPACE`` sets the namespace. Other
-        arguments as for `ISR`."""
+        ``ISR_CACHE_URL``), else memory. ``ISR_NAMESPACE`` sets the namespace;
+        ``ISR_ENABLED=0`` (or ``false``, ``no``, ``off``) builds it disabled (see
+        `isr.disabled`). Other arguments as for `ISR`."""
         env = os.environ if environ is None else environ
         url = url_from_env(env)
         if "namespace" not in options and env.get("ISR_NAMESPACE"):
             options["namespace"] = env["ISR_NAMESPACE"]
+        if "enabled" not in options:
+            options["enabled"] = enabled_from_env(env)
         return cls(url, **options)
 
     # ------------------------------------------------------------------ lifecycle
@@ -253,15 +277,16 @@ class ISR:
     def with_revalidate(
         self,
         key: str | Callable[..., str],
-        ttl: float,
+        ttl: Seconds,
         *,
-        swr: float | None = None,
-        stale_if_error: float = 86400,
+        swr: Seconds | None = None,
+        stale_if_error: Seconds | None = 86400,
         tags: Iterable[str | Callable[..., str]] | str = (),
-        soft_timeout: float | None = None,
-        timeout: float | None = None,
+        soft_timeout: Seconds | None = None,
+        timeout: Seconds | None = None,
         xfetch: float | None = None,
         on_error: ErrorHook | None = None,
+        shared: bool = False,
     ) -> Revalidate:
         """`isr.with_revalidate` bound to this runtime (see there for the arguments)."""
         return make_decorator(
@@ -275,6 +300,7 @@ class ISR:
             timeout=timeout,
             xfetch=xfetch,
             on_error=on_error,
+            shared=shared,
         )
 
     def attach(self, loader: Loader[Any]) -> None:
@@ -282,21 +308,176 @@ class ISR:
         driver = self._async if loader.is_async else self._sync
         ns = loader.namespace
         ns["_isr_peek"] = self.adapter.peek
-        ns["_isr_ad"] = self.adapter
         ns["_isr_clock"] = self.clock
         ns["_isr_miss"] = driver.miss
         ns["_isr_quick"] = self._async.quick_answer
         ns["_isr_lookup"] = driver.lookup
         ns["_isr_spawn"] = driver.spawn
         ns["_isr_early"] = self._early
-        if loader.runtime is not self:
-            loader.runtime = self
-            ns["_isr_hits"] = 0  # hits counted from here on belong to this runtime
-            self._loaders.add(loader)
+        ns["_isr_refresh"] = driver.refresh
+        ns["_isr_invalidate"] = self.invalidate if loader.is_async else self.invalidate_sync
+        if loader.runtime is None and loader.template is not None:
+            self._share_template(loader, loader.template)
+        with self._hot_lock:
+            ns["_isr_ad"] = self._hot
+            if loader.runtime is not self:
+                loader.runtime = self
+                loader.reset()  # answers counted from here on belong to this runtime
+                self._loaders.add(loader)
+        if loader.template is not None:
+            self._templates.setdefault(loader.template, loader)
+
+    def _share_template(self, loader: Loader[Any], template: str) -> None:
+        """Warn when another function already uses ``loader``'s key template here: their
+        entries share keys, so each may be served what the other loaded."""
+        other = self._templates.get(template)
+        if other is None or other.runtime is not self:
+            return
+        mine, theirs = _where(loader), _where(other)
+        if mine != theirs:  # the same function decorated again (a factory, a reload) is fine
+            warn(
+                f"{mine}() and {theirs}() both use the key template {template!r} on one "
+                "runtime: their entries share keys, so each may be served what the other "
+                "loaded. Give each function its own key prefix."
+            )
+
+    def shut_hot_paths(self, shut: bool) -> None:
+        """Give the hot paths of this runtime's functions `isr.CLOSED` (``shut``:
+        the cache is off somewhere in the process) or the store again (if enabled)."""
+        with self._hot_lock:
+            self._hot = self.adapter if self.enabled and not shut else CLOSED
+            for loader in list(self._loaders):
+                if loader.runtime is self:
+                    loader.namespace["_isr_ad"] = self._hot
 
     def _early(self, loader: Loader[Any], entry: Any, now: float) -> bool:
         """Whether a fresh hit starts an early refresh (XFetch; the wrappers' hit block)."""
         return xfetch_due(loader.delta, loader.xfetch, self._state.random(), now, entry.fresh_until)
+
+    # ------------------------------------------------------------------ the call-site form
+
+    @overload
+    async def revalidating(
+        self,
+        key: str,
+        ttl: Seconds,
+        fetcher: Callable[[], Awaitable[T]],
+        *,
+        lookup: Literal[False] = False,
+        **options: Unpack[RevalidatingOptions],
+    ) -> T: ...
+    @overload
+    async def revalidating(
+        self,
+        key: str,
+        ttl: Seconds,
+        fetcher: Callable[[], Awaitable[T]],
+        *,
+        lookup: Literal[True],
+        **options: Unpack[RevalidatingOptions],
+    ) -> Result[T]: ...
+
+    async def revalidating(
+        self,
+        key: str,
+        ttl: Seconds,
+        fetcher: Callable[[], Awaitable[T]],
+        *,
+        tags: Iterable[str] = (),
+        swr: Seconds | None = None,
+        stale_if_error: Seconds | None = 86400,
+        timeout: Seconds | None = None,  # noqa: ASYNC109 - the loader's, as on the decorator
+        soft_timeout: Seconds | None = None,
+        name: str | None = None,
+        lookup: bool = False,
+    ) -> T | Result[T]:
+        """The value under ``key``, kept and revalidated as `with_revalidate` keeps a
+        decorated function's: fetched by ``fetcher()`` (a coroutine function taking no
+        arguments: a lambda, a bound method) on a miss, once for every concurrent caller;
+        served STALE while one background refresh runs; the old value if the fetch fails,
+        within ``stale_if_error``. The windows and ``tags``, ``timeout``, ``soft_timeout``
+        as for the decorator. ``lookup=True``: the `Result` (value, status, age) instead of
+        the value. ``name``: what metrics and logs call this call site (by default the
+        fetcher's qualified name). The options are checked when a call fetches.
+
+            posts = await rt.revalidating("posts:all", 60, lambda: cms.get("/posts"),
+                                          tags=["posts"], swr=600)
+
+        Named for what it does, beside `with_revalidate`: the value, revalidating; the
+        decorator stays the main form (its key is computed from the arguments, and its
+        fresh hit costs less: see the benchmarks).
+        """
+        hit = self._site_hit(key, fetcher, name, lookup)
+        if hit is not _NOT_FRESH:
+            return hit  # type: ignore[no-any-return]
+        args = (fetcher, checked_call(key, fetcher, tags))
+        loader = self._sites.loader(
+            name or label(fetcher), True, ttl, swr, stale_if_error, timeout, soft_timeout
+        )
+        answer = await self._async.call(loader, key, args, {})
+        return Result(*answer) if lookup else answer[0]
+
+    @overload
+    def revalidating_sync(
+        self,
+        key: str,
+        ttl: Seconds,
+        fetcher: Callable[[], T],
+        *,
+        lookup: Literal[False] = False,
+        **options: Unpack[RevalidatingOptions],
+    ) -> T: ...
+    @overload
+    def revalidating_sync(
+        self,
+        key: str,
+        ttl: Seconds,
+        fetcher: Callable[[], T],
+        *,
+        lookup: Literal[True],
+        **options: Unpack[RevalidatingOptions],
+    ) -> Result[T]: ...
+
+    def revalidating_sync(
+        self,
+        key: str,
+        ttl: Seconds,
+        fetcher: Callable[[], T],
+        *,
+        tags: Iterable[str] = (),
+        swr: Seconds | None = None,
+        stale_if_error: Seconds | None = 86400,
+        timeout: Seconds | None = None,
+        soft_timeout: Seconds | None = None,
+        name: str | None = None,
+        lookup: bool = False,
+    ) -> T | Result[T]:
+        """`revalidating` for sync code: ``fetcher()`` is a plain function (refreshes run
+        on the runtime's refresh threads)."""
+        hit = self._site_hit(key, fetcher, name, lookup)
+        if hit is not _NOT_FRESH:
+            return hit  # type: ignore[no-any-return]
+        args = (fetcher, checked_call(key, fetcher, tags))
+        loader = self._sites.loader(
+            name or label(fetcher), False, ttl, swr, stale_if_error, timeout, soft_timeout
+        )
+        answer = self._sync.call(loader, key, args, {})
+        return Result(*answer) if lookup else answer[0]
+
+    def _site_hit(self, key: str, fetcher: object, name: str | None, lookup: bool) -> Any:
+        """The call-site form's fresh hit, by the hot-path rule of ``isr/adapters/base.py``
+        (counted under the call site's name): the value, or its `Result` with ``lookup``;
+        `_NOT_FRESH` when the call must go to the driver."""
+        entry = self._peek(key)
+        if entry is not None and entry.gen is self._hot.gen:
+            now = self.clock()
+            if now < entry.fresh_until:
+                entry.used = True
+                site = name or label(fetcher)
+                hits = self._sites.hits
+                hits[site] = hits.get(site, 0) + 1
+                return Result(entry.value, _HIT, now - entry.created) if lookup else entry.value
+        return _NOT_FRESH
 
     # ------------------------------------------------------------------ stats
 
@@ -304,6 +485,7 @@ class ISR:
         """Counters since the runtime started (a snapshot)."""
         n = self._state.counts
         fast = sum(loader.fast_hits() for loader in self._loaders if loader.runtime is self)
+        fast += sum(self._sites.hits.values())
         return Stats(
             hits=n["hits"] + fast,
             stale=n["stale"],
@@ -315,11 +497,12 @@ class ISR:
             refreshes=n["refreshes"],
             refresh_failures=n["refresh_failures"],
             invalidations=n["invalidations"],
+            bypassed=n["bypassed"],
             evictions=self.adapter.evictions,
             entries=self.adapter.size(),
             refreshing=len(self._async.pending) + len(self._sync.pending),
             outbox=len(self._state.outbox),
-            store_errors=self.adapter.errors,
+            store_errors=self.adapter.errors + self._state.log_failures,
             gone=sum(loader.gone for loader in self._loaders if loader.runtime is self),
             store=self.adapter.counters(),
         )
@@ -396,6 +579,14 @@ class ISR:
             log=log,
             instances=instances,
             instance_id=self.instance_id,
+            off=None
+            if self.enabled and not bypassing()
+            else "the cache is off "
+            + (
+                "in this runtime (ISR(enabled=False))"
+                if not self.enabled
+                else "here (isr.disabled)"
+            ),
         )
 
     def _windows(self, key: str) -> Windows | None:
@@ -555,6 +746,27 @@ def _limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ConfigError(f"limit must be a positive integer, not {limit!r}")
     return limit
+
+
+def _where(loader: Loader[Any]) -> str:
+    """A decorated function's module and qualified name."""
+    return f"{getattr(loader.fn, '__module__', None) or '?'}.{loader.name}"
+
+
+_ON = {"1": True, "true": True, "yes": True, "on": True, "": True}
+_OFF = {"0": False, "false": False, "no": False, "off": False}
+
+
+def enabled_from_env(environ: Mapping[str, str]) -> bool:
+    """``ISR_ENABLED``: unset, ``1``, ``true``, ``yes`` or ``on`` (any case): enabled;
+    ``0``, ``false``, ``no`` or ``off``: disabled; anything else: `isr.ConfigError`."""
+    text = environ.get("ISR_ENABLED", "").strip().lower()
+    try:
+        return {**_ON, **_OFF}[text]
+    except KeyError:
+        raise ConfigError(
+            f"ISR_ENABLED={environ['ISR_ENABLED']!r}: use 1/true/yes/on or 0/false/no/off"
+        ) from None
 
 
 def _checked(name: str, what: str, mode: ModeName | Mode) -> Mode:

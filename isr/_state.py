@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -39,6 +39,7 @@ from ._flight import Flight
 from ._ledger import Ledger
 from ._loader import ErrorHook, Loader
 from ._status import Status
+from ._switch import bypassing
 
 if TYPE_CHECKING:
     from isr.adapters.base import Adapter
@@ -61,7 +62,14 @@ COUNTERS = (
     "refreshes",
     "refresh_failures",
     "invalidations",
+    "bypassed",
 )
+#: What a loader run is observed with when no metrics are recorded: nothing.
+_UNOBSERVED = nullcontext()
+
+
+def _unobserved(loader: Loader[Any], key: str, trigger: Status) -> AbstractContextManager[object]:
+    return _UNOBSERVED
 
 
 class Invalidation(NamedTuple):
@@ -144,6 +152,28 @@ class RuntimeState:
         #: Log ids of this runtime's invalidations no confirmation has covered yet.
         self.unconfirmed: deque[str] = deque(maxlen=journal)
         self.log_failures = 0
+        #: False for a runtime built disabled (see `bypassing`).
+        self.enabled = True
+        #: The block around each loader run (``isr._metrics``: a span and its duration).
+        self.observe: Callable[[Loader[Any], str, Status], AbstractContextManager[object]] = (
+            _unobserved
+        )
+        #: Invalidations by (scope, mode): ``"key"``, ``"tag"`` or ``"all"``, and the mode.
+        self.invalidated: dict[tuple[str, Mode], int] = {}
+
+    def bypassing(self) -> bool:
+        """Whether the cache is off for the call being made (`isr.disabled`, or a runtime
+        built disabled): its loader then runs alone and nothing is stored."""
+        return not self.enabled or bypassing()
+
+    def trigger(self, background: bool, seen: Entry | None) -> Status:
+        """The status of the read that started a loader run: MISS (a fetch), STALE (a
+        background refresh) or HIT (an early refresh of a fresh entry: XFetch)."""
+        if not background:
+            return _MISS
+        if self.classify(seen, self.clock()) is FRESH:
+            return _HIT
+        return _STALE
 
     # ------------------------------------------------------------------ counting
 
@@ -370,6 +400,7 @@ class RuntimeState:
         invalidation, to apply to the store."""
         self.count("invalidations")
         with self.lock:
+            self.invalidated[kind, mode] = self.invalidated.get((kind, mode), 0) + 1
             if kind == "key":
                 self.backoffs.succeeded(name)
             else:  # every key it may reach may try its origin again at once

@@ -50,3 +50,6 @@ class Stats:
     """Store-specific counters: with an L1, ``l1_entries``, ``bus_received`` (invalidations
     from other instances) and ``bus_resyncs`` (times the L1 was dropped because messages
     may have been lost)."""
+    bypassed: int = 0
+    """Calls made with the cache off (`isr.disabled`, or a runtime built disabled): each
+    ran its loader and stored nothing."""

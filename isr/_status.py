@@ -22,6 +22,11 @@ class Status(str, enum.Enum):
     """Fetched by this call (or by a concurrent call it waited for)."""
     STALE_IF_ERROR = "STALE-IF-ERROR"
     """The fetch failed and an old value within ``stale_if_error`` was served instead."""
+    BYPASS = "BYPASS"
+    """The cache was off (`isr.disabled`, or a runtime built with ``enabled=False``): the
+    loader ran for this call alone and nothing was stored. The page middleware also sends
+    ``X-Cache: BYPASS`` for a request it passes to the app untouched (not a GET or HEAD,
+    ``Authorization``, a ``bypass_query`` parameter, ...)."""
 
     def __str__(self) -> str:
         return self.value

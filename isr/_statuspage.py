@@ -324,23 +324,15 @@ def joined_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def function_rates(runtime: ISR) -> list[tuple[str, str, Mapping[str, int]]]:
-    """Answers by status for each decorated function and page rule of ``runtime``:
-    (name, ``"function"`` or ``"page rule"``, counts), page rules first, then by name."""
-    pages = {
-        id(route.counter): route.rule.path
-        for edge in list(runtime._edges)
-        for route in edge.site.routes
-    }
-    rows = []
-    for loader in list(runtime._loaders):
-        if loader.runtime is not runtime:
-            continue
-        calls = getattr(loader, "calls", None)
-        counts = calls() if callable(calls) else {"HIT": loader.fast_hits()}
-        if id(loader) in pages:
-            rows.append((pages[id(loader)], "page rule", counts))
-        else:
-            rows.append((loader.name, "function", counts))
+    """Answers by status for each decorated function and page rule of ``runtime`` (the
+    counters `isr.ISR.stats` and the metrics read; nothing counted here): (name,
+    ``"function"`` or ``"page rule"``, counts), page rules first, then by name."""
+    pages = {id(route.counter) for edge in list(runtime._edges) for route in edge.site.routes}
+    rows: list[tuple[str, str, Mapping[str, int]]] = [
+        (loader.label, "page rule" if id(loader) in pages else "function", loader.calls())
+        for loader in list(runtime._loaders)
+        if loader.runtime is runtime
+    ]
     rows.sort(key=lambda row: (row[1] != "page rule", row[0]))
     return rows
 

@@ -13,6 +13,7 @@ waits for it with the timeout instead (`RUNS_TIMEOUTS_INLINE`).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -25,10 +26,13 @@ import anyio.to_thread
 
 from isr.adapters.base import Adapter, ThreadedStore
 
+from ._errors import warn
 from ._spawn import spawn_detached
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
+
+    from ._loader import Loader
 
 __all__ = [
     "ASYNC_RUNS_TIMEOUTS_INLINE",
@@ -39,10 +43,12 @@ __all__ = [
     "Event",
     "ShieldCancellation",
     "Spawner",
+    "async_warn_blocking",
     "async_fail_after",
     "async_run_blocking",
     "async_sleep",
     "async_usable",
+    "warn_blocking",
     "fail_after",
     "run_blocking",
     "sleep",
@@ -136,6 +142,34 @@ def async_fail_after(seconds: float | None) -> AbstractContextManager[object]:
 def fail_after(seconds: float | None) -> AbstractContextManager[object]:
     """`async_fail_after` for threads: a no-op (see the module docstring)."""
     return nullcontext()
+
+
+def async_warn_blocking(loader: Loader[Any], key: str) -> None:
+    """An async caller is about to wait for a load of ``key``: nothing to say, it awaits."""
+
+
+def warn_blocking(loader: Loader[Any], key: str) -> None:
+    """A sync caller is about to wait for a load of ``key``: if it is inside a running event
+    loop (asyncio's or trio's), that loop stops until the origin answers. Say so, once per
+    function, naming the async spelling (`isr.ISRWarning`)."""
+    if loader.warned or not _in_event_loop():
+        return
+    loader.warned = True
+    warn(
+        f"{loader.name}() is cached by isr as a sync function and was called inside a running "
+        f"event loop: its load of {key!r} blocks the loop (every other task waits) until the "
+        f"origin answers. {loader.async_hint}, or call it in a worker thread "
+        "(anyio.to_thread.run_sync). Said once per function."
+    )
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread is running an asyncio or a trio event loop."""
+    if asyncio._get_running_loop() is not None:
+        return True
+    trio = sys.modules.get("trio")
+    in_trio_run = getattr(getattr(trio, "lowlevel", None), "in_trio_run", None)
+    return bool(in_trio_run is not None and in_trio_run())
 
 
 def async_usable(adapter: Adapter) -> Adapter:

@@ -48,11 +48,13 @@ def compile_template(
     what: str,
     func_name: str,
     consts: dict[str, Any],
+    used: set[str] | None = None,
 ) -> str:
     """Return an f-string expression equivalent to ``template.format(**bound_arguments)``.
 
-    ``consts`` receives the format specs the expression refers to. Raises `TemplateError`
-    naming the template, the field and the function's parameters when they do not match.
+    ``consts`` receives the format specs the expression refers to; ``used``, if given, the
+    parameters the template names. Raises `TemplateError` naming the template, the field
+    and the function's parameters when they do not match.
     """
     if not isinstance(template, str):
         raise TemplateError(
@@ -80,6 +82,8 @@ def compile_template(
                 f"{what} template {template!r} names {{{first}}}, but {func_name}() "
                 f"has no parameter {first!r}; its parameters are: {names}"
             )
+        if used is not None:
+            used.add(first)
         expr = first
         for is_attr, item in rest:
             if is_attr:

@@ -301,8 +301,10 @@ class ISRMiddleware(Edge[_Wire]):
             return await self._render(route, request)
 
         route.lookup = render.lookup
-        # Where the quick path counts its hits, so that stats() sees them.
+        # Where the quick path counts its hits, so that stats() sees them; metrics name
+        # the route's calls after its path.
         route.counter = render.__isr_loader__  # type: ignore[attr-defined]
+        route.counter.label = rule.path
 
     # ------------------------------------------------------------------ serving
 
@@ -332,6 +334,7 @@ class ISRMiddleware(Edge[_Wire]):
             except KeyError:
                 target = self.site.match(path, scheme, host)
         if method != "GET" and method != "HEAD":
+            self.passed(target)
             if method in SAFE_METHODS:
                 send = send if target is None else _with_x_cache(send, b"BYPASS")
             else:  # an unsafe method: what it changed is invalidated once the app says so
@@ -392,6 +395,9 @@ class ISRMiddleware(Edge[_Wire]):
         """Answer a GET or HEAD for ``target`` through the runtime: bypass, lookup (which
         renders the canonical request on a miss), then the page, a 304, a 412 or what the
         render gave to serve once."""
+        if self.bypassing(target):  # the cache is off: the app answers, as it came
+            await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
+            return
         route = target.route
         raw_headers = scope["headers"]
         headers: dict[bytes, bytes] = dict(raw_headers)
@@ -402,6 +408,7 @@ class ISRMiddleware(Edge[_Wire]):
         raw_query: bytes = scope.get("query_string", b"")
         request = canonical(target, headers, raw_query.decode("latin-1"), deployment)
         if request is None:
+            self.passed(target)
             await self.app(scope, receive, _with_x_cache(send, b"BYPASS"))
             return
         try:

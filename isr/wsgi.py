@@ -209,6 +209,7 @@ class ISRMiddleware(Edge[_Wire]):
 
         route.lookup = render.lookup
         route.counter = render.__isr_loader__  # type: ignore[attr-defined]
+        route.counter.label = rule.path  # metrics name the route's calls after its path
 
     # ------------------------------------------------------------------ serving
 
@@ -228,6 +229,7 @@ class ISRMiddleware(Edge[_Wire]):
             except KeyError:
                 target = self.site.match(path, scheme, host)
         if method != "GET" and method != "HEAD":
+            self.passed(target)
             if method in SAFE_METHODS:
                 if target is not None:
                     start_response = _with_x_cache(start_response, "BYPASS")
@@ -266,11 +268,14 @@ class ISRMiddleware(Edge[_Wire]):
         self, environ: Environ, start_response: StartResponse, target: Target, head: bool
     ) -> Iterable[bytes]:
         """Answer a GET or HEAD for ``target`` through the runtime (see isr.asgi)."""
+        if self.bypassing(target):  # the cache is off: the app answers, as it came
+            return self.app(environ, _with_x_cache(start_response, "BYPASS"))
         route = target.route
         headers = _headers(environ)
         deployment = {name: environ[name] for name in _DEPLOYMENT if name in environ}
         request = canonical(target, headers, environ.get("QUERY_STRING", ""), deployment)
         if request is None:
+            self.passed(target)
             return self.app(environ, _with_x_cache(start_response, "BYPASS"))
         try:
             result = route.lookup(request)

@@ -29,6 +29,7 @@ from isr._coherence import current_source, instance_from, instance_record, is_li
 
 from ._faults import INSTANCES, Site, running_site
 from ._strapi5 import deliveries
+from ._third_party import DictStore
 from .conftest import FakeClock
 from .recording_server import Recorded, RecordingServer
 from .redis_server import RedisServer
@@ -476,3 +477,74 @@ def test_a_killed_replica_is_missing_then_disappears(tmp_path: Path) -> None:
         _, answer = site.invalidate(PA, key="page:y")
         done = site.http.post(f"{site.replicas[PA]}/confirm", params={"timeout": "2"}).json()
         assert (done["missing"], len(done["confirmed"])) == ([], 2)
+
+
+def test_records_an_attacker_wrote_in_redis_are_dropped(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """Whoever can write the store can make the registry and the log say nothing useful,
+    never run code here or break the listing: malformed records are left out (and the
+    registry's are deleted), the others are read."""
+    with (
+        isr.ISR(redis_server.url, namespace=namespace) as rt,
+        Redis.from_url(redis_server.url) as client,
+    ):
+        assert rt.wait_ready_sync(5)
+        rt.invalidate_sync("k")
+        client.hset(
+            f"{namespace}:n",
+            mapping={
+                "r:evil": b"\x80\x04cos\nsystem\n(S'touch /tmp/pwned'\ntR.",
+                "r:odd": json.dumps({"id": "other", "host": "h"}),
+                "a:evil": "not a number",
+                "a:orphan": "5",
+            },
+        )
+        client.xadd(f"{namespace}:log", {"r": b"\x80\x04K\x01."})
+        client.xadd(f"{namespace}:log", {"x": "no record"})
+        client.hset(f"{namespace}:logc", "0-1", "{not json")
+        assert [i.id for i in rt.instances_sync()] == [rt.instance_id]
+        assert client.hkeys(f"{namespace}:n") == [f"r:{rt.instance_id}".encode()]
+        assert [e.name for e in rt.invalidation_log_sync()] == ["k"]
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_an_invalidation_made_while_redis_was_down_is_logged_once_applied(
+    namespace: str,
+) -> None:
+    with RedisServer() as server:
+        rt = isr.ISR(f"{server.url}?timeout=0.2&breaker_cooldown=0.2", namespace=namespace)
+        try:
+            assert rt.wait_ready_sync(5)
+            server.stop()
+            with invalidation_source("cli"), pytest.raises(isr.StoreUnavailable):
+                rt.invalidate_sync("while-down")
+            assert rt.stats().outbox == 1
+            server.start()
+            deadline = time.monotonic() + 10
+            while rt.stats().outbox:
+                assert time.monotonic() < deadline, "the outbox was not applied"
+                time.sleep(0.05)
+            (logged,) = rt.invalidation_log_sync()
+            assert (logged.name, logged.source) == ("while-down", "cli")
+        finally:
+            rt.close()
+
+
+class BrokenLog(DictStore):
+    """A third-party store whose log raises (a bug, a full disk)."""
+
+    def log_invalidation(self, entry: LoggedInvalidation, keep: int) -> str | None:
+        raise OSError("disk full")
+
+
+def test_a_log_that_fails_never_fails_the_invalidation(caplog: pytest.LogCaptureFixture) -> None:
+    with isr.ISR(BrokenLog()) as rt:
+        before = rt.stats().store_errors
+        rt.invalidate_sync("a")
+        rt.invalidate_sync("b")
+        assert rt.stats().invalidations == 2
+        assert rt.stats().store_errors == before + 2
+        assert rt.invalidation_log_sync() == []
+    logged = [r for r in caplog.records if "invalidation log could not be written" in r.message]
+    assert len(logged) == 1  # once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import re
 from typing import Any
@@ -133,7 +134,9 @@ def test_a_key_callable_returning_a_non_string_caches_nothing(srt: isr.ISR) -> N
         {"ttl": -1},
         {"ttl": "60"},
         {"ttl": 1, "swr": -5},
-        {"ttl": 1, "stale_if_error": None},
+        {"ttl": 1, "stale_if_error": -1},
+        {"ttl": 1, "stale_if_error": "forever"},
+        {"ttl": datetime.timedelta(seconds=-1)},
         {"ttl": 1, "xfetch": 0},
         {"ttl": 1, "timeout": -1},
     ],

@@ -382,3 +382,18 @@ def test_page_keys_of_urls_as_the_middleware_computes_them() -> None:
     assert keyed.page_key("http://a.example/p/1", {"Cookie": "s=1"}) is None
     assert rt.explain_sync(german).loader == "/p/{x}"  # a keyed host's page: its rule
     assert rt.explain_sync("page:/p/1").loader is None  # no origin-keyed site has it
+
+
+async def test_where_the_cache_is_off_the_next_read_is_a_bypass(clock: FakeClock) -> None:
+    async with isr.ISR("memory://", clock=clock) as rt:
+        get_post = _loader(rt)
+        await get_post("hello")
+        assert (await rt.explain("post:hello")).next_read == "HIT"
+        with isr.disabled():
+            e = await rt.explain("post:hello")
+        assert (e.next_read, e.refresh, e.verdict) == ("BYPASS", False, "fresh")
+        assert "the cache is off here (isr.disabled)" in e.why
+    with isr.ISR("memory://", clock=clock, enabled=False) as off:
+        e = off.explain_sync("post:hello")
+        assert e.next_read == "BYPASS"
+        assert "ISR(enabled=False)" in e.why

@@ -1,7 +1,8 @@
-"""The hot-path rule (``isr/adapters/base.py``) is one rule, inlined in three places for speed:
-the generated wrappers (``isr/_decorator.py``'s ``_HIT_RULE``) and the page middleware's quick
-paths (ASGI and WSGI). For every state a cached entry can be in, all three take the fast path
-exactly when the rule says a fresh hit, and leave every other case to the runtime."""
+"""The hot-path rule (``isr/adapters/base.py``) is one rule, inlined in four places for speed:
+the generated wrappers (``isr/_decorator.py``'s ``_HIT_RULE``), the call-site form
+(``ISR._site_hit``) and the page middleware's quick paths (ASGI and WSGI). For every state a
+cached entry can be in, all four take the fast path exactly when the rule says a fresh hit,
+and leave every other case to the runtime."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import anyio
 import pytest
 
 import isr
@@ -29,7 +31,7 @@ def rule(entry: Entry | None, store: Adapter, now: float) -> bool:
 
 def fast_hits(rt: isr.ISR) -> int:
     """Hits served by an inlined rule (not by the runtime's slow path)."""
-    return sum(loader.fast_hits() for loader in rt._loaders)
+    return sum(loader.fast_hits() for loader in rt._loaders) + sum(rt._sites.hits.values())
 
 
 async def page_app(scope: Any, receive: Any, send: Any) -> None:
@@ -93,7 +95,7 @@ STATES: list[tuple[str, Callable[[isr.ISR, FakeClock], object], bool]] = [
 
 
 @pytest.mark.parametrize(("state", "step", "fresh"), STATES, ids=[s for s, _, _ in STATES])
-@pytest.mark.parametrize("where", ["decorator", "asgi", "wsgi"])
+@pytest.mark.parametrize("where", ["decorator", "call-site", "asgi", "wsgi"])
 async def test_the_fast_path_serves_exactly_what_the_rule_calls_fresh(
     where: str, state: str, step: Callable[[isr.ISR, FakeClock], object], fresh: bool
 ) -> None:
@@ -107,6 +109,11 @@ async def test_the_fast_path_serves_exactly_what_the_rule_calls_fresh(
 
         def read() -> object:
             return load("p")
+
+    elif where == "call-site":
+
+        def read() -> object:
+            return rt.revalidating_sync(KEY, TTL, lambda: "page")
 
     elif where == "asgi":
         app = asgi.ISRMiddleware(page_app, rt, [asgi.Rule("/p", ttl=TTL)], origin="http://test")
@@ -122,8 +129,8 @@ async def test_the_fast_path_serves_exactly_what_the_rule_calls_fresh(
         def read() -> object:
             return wsgi_get(wapp, "/p")
 
-    async def visit() -> object:
-        return await aread() if where == "asgi" else read()
+    async def visit() -> object:  # a sync read in a worker thread, as it must be
+        return await aread() if where == "asgi" else await anyio.to_thread.run_sync(read)
 
     await visit()  # a miss: rendered, stored
     await visit()  # an answer from the store prepares what the quick paths send

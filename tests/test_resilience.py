@@ -197,6 +197,28 @@ def test_after_a_restart_from_an_older_dump_no_instance_serves_what_was_purged_s
     c.close()
 
 
+def test_an_l1_whose_bus_resubscribed_across_a_restart_still_never_serves_the_purged(
+    server: RedisServer, ns: str
+) -> None:
+    """The bus of an L1 instance resubscribes to a Redis restarted from an older dump (and
+    resyncs) before any read: the generation it resyncs to is the dump's, unchanged, so
+    only the new server's run_id says what happened. Its next read must check it."""
+    origin = Origin()
+    a, b = instance(server.url, ns), instance(server.url, ns)
+    get_a, get_b = page(a, origin), page(b, origin)
+    assert get_a("x") == get_b("x") == "x v1"
+    dump = server.save()
+    origin.version = 2
+    a.invalidate_sync("page:x", "purge")
+    a.close()
+    until(lambda: get_b("x") == "x v2")
+    resyncs = b.stats().store["bus_resyncs"]
+    server.restart(dump)
+    until(lambda: b.stats().store["bus_resyncs"] > resyncs)  # before any read of b's
+    assert {get_b("x") for _ in range(5)} == {"x v2"}
+    b.close()
+
+
 def test_a_dropped_connection_to_the_same_server_keeps_the_cache(
     server: RedisServer, ns: str
 ) -> None:

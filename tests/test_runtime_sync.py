@@ -105,9 +105,10 @@ async def test_async_code_can_drain_sync_refreshes(clock: FakeClock) -> None:
     rt = isr.ISR(clock=clock)
     origin = Origin()
     get = cached(rt, origin)
-    get("a")
+    with pytest.warns(isr.ISRWarning, match="blocks the loop"):  # a miss, in the loop
+        get("a")
     clock.advance(10)
     origin.version = 2
-    get("a")
+    get("a")  # stale: answered at once, refreshed in a thread
     await rt.aclose()
     assert rt.adapter.get("item:a").value == "a v2"  # type: ignore[union-attr]

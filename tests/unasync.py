@@ -43,6 +43,17 @@ STATUS_RENAMES: dict[str, str] = {
     "invalidation_log": "invalidation_log_sync",
 }
 TEST_KEYWORDS: Sequence[tuple[str, str]] = ((r"\npytestmark = pytest\.mark\.anyio\n", ""),)
+#: Renames for the tests of the features beside the call, whose decorated functions keep
+#: the one spelling ``fn.invalidate`` (so no ``invalidate`` rename there).
+FEATURE_RENAMES: dict[str, str] = {
+    "rt": "srt",
+    "drain": "drain_sync",
+    "invalidate_tag": "invalidate_tag_sync",
+    "revalidating": "revalidating_sync",
+    "AsyncCached": "SyncCached",
+    "AsyncTaskGroup": "TaskGroup",
+    "async_wait_until": "wait_until",
+}
 
 #: (async source, generated sync twin, its own renames and keyword rewrites), paths
 #: relative to the repository's root.
@@ -53,6 +64,12 @@ PAIRS: Sequence[tuple[str, str, dict[str, str], Sequence[tuple[str, str]]]] = (
     ("adapters/_async/redis.py", "adapters/_sync/redis.py", {}, ()),
     ("adapters/_async/l1.py", "adapters/_sync/l1.py", {}, ()),
     ("tests/_async/test_runtime.py", "tests/_sync/test_runtime.py", TEST_RENAMES, TEST_KEYWORDS),
+    (
+        "tests/_async/test_features.py",
+        "tests/_sync/test_features.py",
+        FEATURE_RENAMES,
+        TEST_KEYWORDS,
+    ),
 )
 
 #: Whole-word renames, async spelling -> sync spelling.
@@ -69,6 +86,7 @@ RENAMES: dict[str, str] = {
     "async_fail_after": "fail_after",
     "async_sleep": "sleep",
     "async_usable": "usable",
+    "async_warn_blocking": "warn_blocking",
     # the store interface (isr.adapters.base.Adapter)
     "aget": "get",
     "aset": "set",
@@ -202,7 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             path.write_text(text, encoding="utf-8")
             print(f"wrote {target}")
-    every = [*RENAMES, *TEST_RENAMES, *(p for p, _ in (*KEYWORDS, *TEST_KEYWORDS))]
+    every = [
+        *RENAMES,
+        *TEST_RENAMES,
+        *FEATURE_RENAMES,
+        *(p for p, _ in (*KEYWORDS, *TEST_KEYWORDS)),
+    ]
     unused = [name for name in every if name not in used]
     if unused:
         problems.append(f"substitutions no file uses any more: {', '.join(unused)}")

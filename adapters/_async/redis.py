@@ -334,6 +334,9 @@ class AsyncRedisOps(RedisBase):
         if self._pending_runs:
             await self._acheck_runs()
         fields, _ = await self._arun(lambda c: c.hmget(self._g, _FIELDS), None)
+        if self._pending_runs:  # that read met a restarted server first: check, read again
+            await self._acheck_runs()
+            fields, _ = await self._arun(lambda c: c.hmget(self._g, _FIELDS), None)
         if fields is None:
             return cache.value
         if self._lost(fields):

@@ -328,6 +328,9 @@ class SyncRedisOps(RedisBase):
         if self._pending_runs:
             self._check_runs()
         fields, _ = self._run(lambda c: c.hmget(self._g, _FIELDS), None)
+        if self._pending_runs:  # that read met a restarted server first: check, read again
+            self._check_runs()
+            fields, _ = self._run(lambda c: c.hmget(self._g, _FIELDS), None)
         if fields is None:
             return cache.value
         if self._lost(fields):

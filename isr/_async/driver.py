@@ -23,12 +23,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from isr._coherence import Confirmation
-from isr._decisions import Answer
+from isr._context import loading
+from isr._decisions import FETCH, Answer
 from isr._entry import Entry, Mode, classify
 from isr._errors import StoreUnavailable
 from isr._flight import Flight, Reading
 from isr._loader import Loader
-from isr._status import Result
+from isr._status import Result, Status
 from isr._synchronization import (
     ASYNC_RUNS_TIMEOUTS_INLINE,
     AsyncEvent,
@@ -37,6 +38,7 @@ from isr._synchronization import (
     async_fail_after,
     async_sleep,
     async_usable,
+    async_warn_blocking,
 )
 from isr.adapters.names import checked
 
@@ -83,7 +85,7 @@ class AsyncDriver:
         entry it peeked, if the store answers without waiting (HIT, STALE, STALE-IF-ERROR in
         backoff); None: take the slow path."""
         state = self.state
-        if entry is None or not state.quick:
+        if entry is None or not state.quick or state.bypassing():
             return None
         entry = self.store.revive(key, entry)  # marks recorded lazily (a tag's), applied
         if entry is None:
@@ -93,24 +95,76 @@ class AsyncDriver:
         decision = state.read(loader, key, entry, verdict, now)
         if decision.refresh:
             self.spawn(loader, key, args, kwargs, entry)
-        return decision.answer
+        answer = decision.answer
+        if answer is not None:
+            loader.tally(answer[1])
+        return answer
 
     async def miss(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """A call's value, past the wrapper's hot path."""
-        return (await self.resolve(loader, key, args, kwargs))[0]
+        return (await self.call(loader, key, args, kwargs))[0]
 
     async def lookup(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Result[Any]:
         """A call's `Result`, past the wrapper's hot path."""
-        return Result(*await self.resolve(loader, key, args, kwargs))
+        return Result(*await self.call(loader, key, args, kwargs))
 
-    async def resolve(
+    async def refresh(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """``fn.refresh``: fetch ``key`` now, or join the fetch of it in flight; store the
+        value and return it. The origin's error reaches the caller (no fallback)."""
+        return (await self.call(loader, key, args, kwargs, True))[0]
+
+    async def call(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        force: bool = False,
+    ) -> Answer:
+        """Answer one call past the hot path, counted for its loader: by `resolve`, or with
+        the cache off (`isr.disabled`) by the loader alone (`bypass`)."""
+        try:
+            if self.state.bypassing():
+                answer = await self.bypass(loader, key, args, kwargs)
+            else:
+                answer = await self.resolve(loader, key, args, kwargs, force)
+        except Exception:
+            loader.errors += 1
+            raise
+        loader.tally(answer[1])
+        return answer
+
+    async def bypass(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Answer:
-        """Answer one call: from the store, or from a fetch this call leads or joins."""
+        """With the cache off: run the loader for this call alone and store nothing (its
+        ``isr.cache_life`` and the like apply to nothing)."""
+        state = self.state
+        checked(key)
+        async_warn_blocking(loader, key)
+        state.count("bypassed")
+        state.count("loader_calls")
+        observed = state.observe(loader, key, Status.BYPASS)
+        with loading(), observed, async_fail_after(loader.timeout):
+            value = await loader.fn(*args, **kwargs)
+        return (value, Status.BYPASS, 0.0, None)
+
+    async def resolve(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        force: bool = False,
+    ) -> Answer:
+        """Answer one call: from the store, or from a fetch this call leads or joins
+        (``force``: fetch whatever the store holds, with no fallback: `refresh`)."""
         state = self.state
         checked(key)  # every store refuses a key that is not Unicode text, at the call
         while True:
@@ -133,13 +187,17 @@ class AsyncDriver:
                     if store.losses != state.losses:
                         continue  # it lost its state: recover, then read again
             now = state.clock()
-            decision = state.read(loader, key, entry, classify(entry, now, generation), now)
+            if force:
+                decision = FETCH
+            else:
+                decision = state.read(loader, key, entry, classify(entry, now, generation), now)
             if decision.refresh:
                 self.spawn(loader, key, args, kwargs, entry)
             if decision.answer is not None:
                 return decision.answer
             fallback = decision.fallback
             soft = loader.soft_timeout if fallback is not None else None
+            async_warn_blocking(loader, key)
             with state.lock:
                 flight = self.flights.get(key)
                 lead = flight is None
@@ -257,7 +315,8 @@ class AsyncDriver:
             try:
                 state.count("loader_calls")
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                with async_fail_after(left):
+                trigger = state.trigger(background, flight.seen)
+                with state.observe(loader, key, trigger), async_fail_after(left):
                     value = await loader.fn(*args, **kwargs)
                 entry = state.stored(run, loader, key, args, kwargs, value)
                 if entry is not None and token is not None:
@@ -388,8 +447,10 @@ class AsyncDriver:
         took. Recorded on the logged invalidations it covers."""
         state, store = self.state, async_usable(self.store)
         started = time.perf_counter()
-        target = store.published
+        # The log ids first: each was logged after its publish, so the epoch read next
+        # is at least every covered invalidation's (another task may publish meanwhile).
         covered = state.take_unconfirmed()
+        target = store.published
         me = state.instance_id
         others = [i for i in await store.ainstances(state.clock()) if i.id != me]
         if state.outbox:  # not in the store yet: nobody else can have applied it

@@ -25,12 +25,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from isr._coherence import Confirmation
-from isr._decisions import Answer
+from isr._context import loading
+from isr._decisions import FETCH, Answer
 from isr._entry import Entry, Mode, classify
 from isr._errors import StoreUnavailable
 from isr._flight import Flight, Reading
 from isr._loader import Loader
-from isr._status import Result
+from isr._status import Result, Status
 from isr._synchronization import (
     RUNS_TIMEOUTS_INLINE,
     Event,
@@ -39,6 +40,7 @@ from isr._synchronization import (
     fail_after,
     sleep,
     usable,
+    warn_blocking,
 )
 from isr.adapters.names import checked
 
@@ -85,7 +87,7 @@ class SyncDriver:
         entry it peeked, if the store answers without waiting (HIT, STALE, STALE-IF-ERROR in
         backoff); None: take the slow path."""
         state = self.state
-        if entry is None or not state.quick:
+        if entry is None or not state.quick or state.bypassing():
             return None
         entry = self.store.revive(key, entry)  # marks recorded lazily (a tag's), applied
         if entry is None:
@@ -95,24 +97,76 @@ class SyncDriver:
         decision = state.read(loader, key, entry, verdict, now)
         if decision.refresh:
             self.spawn(loader, key, args, kwargs, entry)
-        return decision.answer
+        answer = decision.answer
+        if answer is not None:
+            loader.tally(answer[1])
+        return answer
 
     def miss(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """A call's value, past the wrapper's hot path."""
-        return (self.resolve(loader, key, args, kwargs))[0]
+        return (self.call(loader, key, args, kwargs))[0]
 
     def lookup(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Result[Any]:
         """A call's `Result`, past the wrapper's hot path."""
-        return Result(*self.resolve(loader, key, args, kwargs))
+        return Result(*self.call(loader, key, args, kwargs))
 
-    def resolve(
+    def refresh(
+        self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """``fn.refresh``: fetch ``key`` now, or join the fetch of it in flight; store the
+        value and return it. The origin's error reaches the caller (no fallback)."""
+        return (self.call(loader, key, args, kwargs, True))[0]
+
+    def call(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        force: bool = False,
+    ) -> Answer:
+        """Answer one call past the hot path, counted for its loader: by `resolve`, or with
+        the cache off (`isr.disabled`) by the loader alone (`bypass`)."""
+        try:
+            if self.state.bypassing():
+                answer = self.bypass(loader, key, args, kwargs)
+            else:
+                answer = self.resolve(loader, key, args, kwargs, force)
+        except Exception:
+            loader.errors += 1
+            raise
+        loader.tally(answer[1])
+        return answer
+
+    def bypass(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Answer:
-        """Answer one call: from the store, or from a fetch this call leads or joins."""
+        """With the cache off: run the loader for this call alone and store nothing (its
+        ``isr.cache_life`` and the like apply to nothing)."""
+        state = self.state
+        checked(key)
+        warn_blocking(loader, key)
+        state.count("bypassed")
+        state.count("loader_calls")
+        observed = state.observe(loader, key, Status.BYPASS)
+        with loading(), observed, fail_after(loader.timeout):
+            value = loader.fn(*args, **kwargs)
+        return (value, Status.BYPASS, 0.0, None)
+
+    def resolve(
+        self,
+        loader: Loader[Any],
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        force: bool = False,
+    ) -> Answer:
+        """Answer one call: from the store, or from a fetch this call leads or joins
+        (``force``: fetch whatever the store holds, with no fallback: `refresh`)."""
         state = self.state
         checked(key)  # every store refuses a key that is not Unicode text, at the call
         while True:
@@ -133,13 +187,17 @@ class SyncDriver:
                     if store.losses != state.losses:
                         continue  # it lost its state: recover, then read again
             now = state.clock()
-            decision = state.read(loader, key, entry, classify(entry, now, generation), now)
+            if force:
+                decision = FETCH
+            else:
+                decision = state.read(loader, key, entry, classify(entry, now, generation), now)
             if decision.refresh:
                 self.spawn(loader, key, args, kwargs, entry)
             if decision.answer is not None:
                 return decision.answer
             fallback = decision.fallback
             soft = loader.soft_timeout if fallback is not None else None
+            warn_blocking(loader, key)
             with state.lock:
                 flight = self.flights.get(key)
                 lead = flight is None
@@ -257,7 +315,8 @@ class SyncDriver:
             try:
                 state.count("loader_calls")
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                with fail_after(left):
+                trigger = state.trigger(background, flight.seen)
+                with state.observe(loader, key, trigger), fail_after(left):
                     value = loader.fn(*args, **kwargs)
                 entry = state.stored(run, loader, key, args, kwargs, value)
                 if entry is not None and token is not None:
@@ -386,8 +445,10 @@ class SyncDriver:
         took. Recorded on the logged invalidations it covers."""
         state, store = self.state, usable(self.store)
         started = time.perf_counter()
-        target = store.published
+        # The log ids first: each was logged after its publish, so the epoch read next
+        # is at least every covered invalidation's (another task may publish meanwhile).
         covered = state.take_unconfirmed()
+        target = store.published
         me = state.instance_id
         others = [i for i in store.instances(state.clock()) if i.id != me]
         if state.outbox:  # not in the store yet: nobody else can have applied it
