@@ -500,15 +500,14 @@ def _others(has_l1: bool, instances: Sequence[Instance] | None, me: str | None) 
     """What is known of the L1 copies of the instances other than ``me``."""
     others = [i for i in instances or () if i.id != me]
     with_l1 = sum(1 for i in others if i.l1)
-    here = "" if has_l1 else "this runtime keeps no L1 (it reads the store itself); "
+    here = "" if has_l1 else "this runtime keeps no L1; "
     if instances is None:
         return f"{here}other instances: not known here"
     if not with_l1:
         return f"{here}no other live instance keeps an L1 ({len(others)} other live)"
     return (
         f"{here}{with_l1} other live instance(s) keep an L1, not asked whether they hold a "
-        "copy: each L1 is its instance's own memory; every invalidation reaches it over the "
-        "bus, and a confirmation says which instances applied it"
+        "copy (each hears every invalidation over the bus: see its confirmation)"
     )
 
 

@@ -545,7 +545,8 @@ def _rates(s: Snapshot) -> str:
         "Nothing cached yet.",
     )
     extra = (
-        f"{t.refreshes} background refreshes ({t.refresh_failures} failed), "
+        f"{t.refreshes} background refresh{'' if t.refreshes == 1 else 'es'} "
+        f"({t.refresh_failures} failed), "
         f"{t.invalidations} invalidations, {t.store_errors} store errors, "
         f"{t.entries if t.entries is not None else '?'} entries"
     )
