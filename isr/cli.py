@@ -31,7 +31,8 @@ confirmed and which did not; an instance missing is reported, not an error (exit
 ``Age``, ``ETag`` and ``Cache-Control``, and explains the page's key.
 
 **A page's key** (``explain --url``) is computed by the page cache's own rules
-(`isr.asgi.ISRMiddleware.page_key`) when ``--app module:attr`` names the app's runtime
+(`isr.asgi.ISRMiddleware.page_key`, with the request headers ``--header`` gives, sent with
+the request too) when ``--app module:attr`` names the app's runtime
 (an `isr.ISR`: every page middleware built on it is found) or a middleware; the app's
 runtime is then the one explained, with its functions' and rules' windows, so its store
 must be one the command can reach (not ``memory://``). Without ``--app`` the command
@@ -357,6 +358,9 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Redacto
         raise ConfigError("give --app (the app's runtime and store) or --store, not both")
     if args.url and urlsplit(args.url).scheme not in ("http", "https"):
         raise ConfigError(f"--url takes an http:// or https:// URL, not {redact(args.url)!r}")
+    if args.header and not args.url:
+        raise ConfigError("--header goes with --url")
+    headers = _headers(args.header)
     if args.app:
         runtime, pages = _app(args.app)
         own = False
@@ -367,7 +371,7 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Redacto
         lines: list[str] = []
         if args.url:
             try:
-                response = httpx.get(args.url, timeout=args.timeout)
+                response = httpx.get(args.url, headers=headers, timeout=args.timeout)
             except httpx.HTTPError as exc:
                 why = f"{type(exc).__name__}: {exc}"
                 raise Unreachable(f"{args.url} did not answer: {why}") from exc
@@ -376,7 +380,7 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Redacto
             lines.append(f"url         {args.url}")
             answer = ", ".join(f"{name}: {value}" for name, value in shown.items() if value)
             lines.append(f"answer      {response.status_code}; {answer or 'no cache headers'}")
-            key, key_from = _url_key(args.url, pages, runtime)
+            key, key_from = _url_key(args.url, headers, pages, runtime)
             report |= {"key": key, "key_from": key_from}
             if key is None:
                 lines.append(f"page key    none: {key_from}")
@@ -395,11 +399,26 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Redacto
     return 0
 
 
-def _url_key(url: str, pages: list[Edge[Any]], runtime: ISR) -> tuple[str | None, str]:
-    """The page key of ``url`` and how it was found."""
+def _headers(given: list[str]) -> dict[str, str]:
+    """``--header "Name: value"`` (repeatable): the request headers of ``explain --url``."""
+    headers: dict[str, str] = {}
+    for item in given:
+        name, colon, value = item.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or any(c in name for c in ' \t()<>@,;\\"/[]?={}'):
+            raise ConfigError(f"--header takes 'Name: value', not {item!r}")
+        check_header_value(value or "-", f"the value of --header {name}")
+        headers[name] = value
+    return headers
+
+
+def _url_key(
+    url: str, headers: dict[str, str], pages: list[Edge[Any]], runtime: ISR
+) -> tuple[str | None, str]:
+    """The page key of ``url`` requested with ``headers``, and how it was found."""
     if pages:
         for page in pages:
-            key = page.page_key(url)
+            key = page.page_key(url, headers)
             if key is not None:
                 return key, "the app's page rules"
         return None, "no page rule of the app caches this URL (no rule matches, or it bypasses)"
@@ -717,6 +736,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:ATTR",
         help="the app's isr.ISR runtime (or page middleware), e.g. blog.app:rt: its page "
         "rules give a URL's key, its functions the windows; explained on its store",
+    )
+    explain.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header for --url (repeatable): a rule's vary headers shape the key",
     )
     explain.add_argument("--json", action="store_true", help="print JSON data")
     explain.add_argument("--timeout", type=float, default=30.0, help="for --url (seconds)")

@@ -65,6 +65,10 @@ def test_a_key_in_plain_words_and_as_json(
         (["explain", "--key", "a", "--app", "no_such_module_x:rt"], "ModuleNotFoundError"),
         (["explain", "--key", "a", "--app", "json:dumps"], "name the app's isr.ISR runtime"),
         (["explain", "--key", "", "--store", "disk:///tmp/isr-explain-x"], "--key KEY or"),
+        (["explain", "--key", "k", "--header", "A: b"], "--header goes with --url"),
+        (["explain", "--url", "http://x/", "--header", "no colon"], "'Name: value'"),
+        (["explain", "--url", "http://x/", "--header", "Bad Name: v"], "'Name: value'"),
+        (["explain", "--url", "http://x/", "--header", "X: a\rb"], "control character"),
     ],
 )
 def test_bad_input_is_a_clear_error_with_status_2(
@@ -98,6 +102,7 @@ rt = isr.ISR({url!r})
 app = ISRMiddleware(App(), rt, [
     Rule("/posts/{{slug}}", ttl=60, swr=600, tags=["posts", "post:{{slug}}"]),
     Rule("/list", ttl=30, query=["page"]),
+    Rule("/news/{{slug}}", ttl=30, vary=["accept-language"]),
 ], origin="https://blog.example")
 """
 
@@ -167,3 +172,21 @@ def test_an_unreachable_url_fails_with_status_1(
     code, _ = run(["explain", "--url", "http://127.0.0.1:9/x", "--timeout", "2", *store])
     assert code == 1
     assert "did not answer" in capsys.readouterr().err
+
+
+def test_vary_headers_given_with_the_url_select_the_pages_variant(site: Any) -> None:
+    with serving(site.app, "h11") as base:
+        german = {"Accept-Language": "de"}
+        assert httpx.get(f"{base}/news/one", headers=german).headers["x-cache"] == "MISS"
+        app = f"{site.__name__}:rt"
+        argv = ["explain", "--url", f"{base}/news/one", "--app", app, "--json"]
+        code, data = run([*argv, "--header", "Accept-Language: de"])
+        report = json.loads(data)
+        assert code == 0
+        assert report["key"] == site.app.page_key("/news/one", german)
+        assert report["headers"]["x-cache"] == "HIT"
+        assert report["explanation"]["next_read"] == "HIT"
+        code, data = run(argv)  # no Accept-Language: another variant, not cached yet
+        report = json.loads(data)
+        assert report["key"] != site.app.page_key("/news/one", german)
+        assert report["headers"]["x-cache"] == "MISS"
