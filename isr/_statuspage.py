@@ -242,7 +242,12 @@ class StatusPage:
             return self._login(401, None)
         if len(request.query) > MAX_QUERY:
             return self._answer(414, self._message("Too long", "The search is too long."))
-        fields = parse_qs(request.query, max_num_fields=8)
+        try:
+            fields = parse_qs(request.query, max_num_fields=8)
+        except ValueError:  # more fields than a search has
+            return self._answer(
+                400, self._message("Bad request", "The search has too many fields.")
+            )
         return Render((fields.get("q") or [""])[0].strip())
 
     def _post(self, request: Request, now: float) -> Answer:

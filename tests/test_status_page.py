@@ -207,6 +207,8 @@ async def test_the_page_shows_the_rates_and_explains_keys_and_paths(
 async def test_oversized_and_odd_requests_get_clear_refusals(client: Client) -> None:
     await client.login("/s")
     assert (await client.request("GET", "/s", params={"q": "k" * 5000})).status_code == 414
+    many = "&".join(f"f{i}=1" for i in range(20))
+    assert (await client.request("GET", f"/s?{many}")).status_code == 400
     big = await client.request("POST", "/s", content=b"action=login&secret=" + b"x" * 9000)
     assert big.status_code == 413
     odd = await client.request("PUT", "/s")
