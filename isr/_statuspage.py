@@ -222,7 +222,9 @@ class StatusPage:
         return False
 
     def _cookie(self, request: Request, value: str, max_age: int) -> str:
-        path = request.raw_path or "/"
+        # Percent-encoded but for what a cookie's Path may hold as it is: a ";" in the
+        # request's path must not add an attribute.
+        path = quote(request.raw_path or "/", safe="/%-._~!$&'()*+=:@")
         secure = request.https if self.secure_cookie is None else self.secure_cookie
         flags = f"; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict"
         return f"{COOKIE}={value}{flags}{'; Secure' if secure else ''}"

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import isr
 from isr._statuspage import COOKIE, StatusPage
@@ -144,6 +146,19 @@ async def test_a_script_may_send_the_secret_as_a_bearer_token(client: Client) ->
     _strict(page)
 
 
+def test_a_path_cannot_add_attributes_to_the_session_cookie() -> None:
+    from isr._statuspage import Request
+
+    page = StatusPage(isr.ISR(), secret=SECRET)
+    body = f"action=login&secret={SECRET}".encode()
+    for path in ("/s;Domain=evil.example", "/s; SameSite=None", "/s,x=1", "/s\u00e9 x"):
+        answer = page.decide(Request("POST", path, "", {}, body, True), now=0.0)
+        cookie = dict(answer.headers)["set-cookie"]  # type: ignore[union-attr]
+        attributes = [part.strip().split("=")[0] for part in cookie.split(";")]
+        assert attributes == [COOKIE, "Path", "Max-Age", "HttpOnly", "SameSite", "Secure"]
+        assert cookie.isascii()
+
+
 def test_a_forged_tampered_or_expired_cookie_is_refused() -> None:
     page = StatusPage(isr.ISR(), secret=SECRET, session=60)
     value = page.cookie_value(now=1000.0)
@@ -254,3 +269,43 @@ async def test_instances_and_invalidations_with_their_confirmations(
     page = (await client.request("GET", "/ops/status")).text
     log = page[page.index('id="log"') : page.index('id="rates"')]
     assert re.search(r'<td class="ok">1 confirmed in [0-9.]+ ms</td>', log)
+
+
+FUZZ_PAGE = StatusPage(isr.ISR(), secret=SECRET)
+FUZZ_COOKIE = f"{COOKIE}={FUZZ_PAGE.cookie_value(10**9)}"
+
+
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "get", ""]),
+    raw_path=st.text(max_size=40),
+    query=st.text(max_size=120),
+    headers=st.dictionaries(
+        st.sampled_from(["authorization", "cookie", "content-type", "x-any", "host"]),
+        st.one_of(st.text(max_size=80), st.just(FUZZ_COOKIE), st.just(f"Bearer {SECRET}")),
+        max_size=4,
+    ),
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.builds(lambda q: q.encode(), st.text(max_size=200)),
+        st.just(f"action=login&secret={SECRET}".encode()),
+    ),
+    https=st.booleans(),
+)
+def test_fuzz_no_request_breaks_the_page_or_shows_the_secret(
+    method: str, raw_path: str, query: str, headers: dict[str, str], body: bytes, https: bool
+) -> None:
+    from isr._statuspage import Render, Request
+    from isr._sync.status import gather
+
+    request = Request(method, raw_path, query, headers, body, https)
+    step = FUZZ_PAGE.decide(request, now=1000.0)
+    if isinstance(step, Render):
+        step = FUZZ_PAGE.render(gather(FUZZ_PAGE, step.query))
+    assert step.status in (200, 303, 400, 401, 405, 413, 414)
+    assert SECRET.encode() not in step.body
+    assert SECRET not in str(step.headers)
+    assert ("cache-control", "no-store") in step.headers
+    assert b"<script" not in step.body.lower()
