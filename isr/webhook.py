@@ -85,9 +85,10 @@ file) is refused at construction, without being shown.
 
 **Confirmation before the purge.** Once the invalidation is in the store, the webhook waits
 (at most ``confirm_timeout`` seconds, 1 by default; 0: it does not wait) until every live
-instance has applied it (`isr.ISR.confirm`: each replica's L1 dropped the pages), and only
-then purges the CDNs: a CDN that refetches right after the purge gets the new page from
-whichever replica it asks, never an old copy it would keep. An instance that does not
+instance has applied it (`isr.ISR.confirm`: each replica's L1 dropped the pages; with 0 the
+answer has no ``"instances"``), and only then purges the CDNs: a CDN that refetches right
+after the purge gets the new page from whichever replica it asks, never an old copy it
+would keep. An instance that does not
 confirm in time (frozen, cut off) does not fail the request: the CDNs are purged anyway,
 the answer names it, and a warning is logged. The answer says
 ``"instances": {"confirmed": 3, "missing": [], "ms": 2.1}`` (the count of instances that

@@ -26,6 +26,7 @@ from redis import Redis
 import isr
 from isr import Confirmation, Instance, LoggedInvalidation, invalidation_source
 from isr._coherence import current_source, instance_from, instance_record, is_live
+from isr.webhook import Webhook
 
 from ._faults import INSTANCES, Site, running_site
 from ._strapi5 import deliveries
@@ -548,3 +549,25 @@ def test_a_log_that_fails_never_fails_the_invalidation(caplog: pytest.LogCapture
         assert rt.invalidation_log_sync() == []
     logged = [r for r in caplog.records if "invalidation log could not be written" in r.message]
     assert len(logged) == 1  # once
+
+
+@pytest.mark.anyio
+async def test_the_webhook_s_confirmation_can_be_turned_off_and_is_checked() -> None:
+    body = json.dumps({"tags": ["posts"]}).encode()
+    headers = {"authorization": "Bearer s3cret-value", "content-type": "application/json"}
+    async with isr.ISR() as rt:
+        on = await Webhook(rt, secret="s3cret-value").handle(headers, body)
+        assert on.status == 200
+        assert on.body["instances"]["confirmed"] == 1
+        assert on.body["instances"]["missing"] == []
+        off = await Webhook(rt, secret="s3cret-value", confirm_timeout=0).handle(headers, body)
+        assert off.status == 200
+        assert "instances" not in off.body
+        for bad in (-1, float("nan"), 61, True, "1"):
+            with pytest.raises(isr.ConfigError, match="confirm_timeout"):
+                Webhook(rt, secret="s3cret-value", confirm_timeout=bad)  # type: ignore[arg-type]
+        log = await rt.invalidation_log()
+        assert [(e.source, e.confirmation is not None) for e in log] == [
+            ("webhook", False),
+            ("webhook", True),
+        ]
