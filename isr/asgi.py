@@ -218,6 +218,8 @@ class ISRMiddleware(Edge[_Wire]):
     works), plus ``#`` and a hash of the rule's ``query`` parameters (sorted) and the
     values of its ``vary`` headers when there are any; every variant of a path also
     carries the tag ``isr:path:{path}`` (`isr._http.path_tag`), which reaches them all.
+    ``middleware.page_key(url, headers)`` computes a URL's key the same way (what ``isr
+    explain --url`` and the status page's search use; `isr.ISR.explain` explains it).
 
     Only a complete 200 is kept, and only without ``Set-Cookie``, ``Cache-Control:
     private``, ``no-store`` or ``no-cache``, and with a ``Vary`` naming only headers the
