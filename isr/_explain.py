@@ -10,6 +10,7 @@ never by a second reading of the rules.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
@@ -512,19 +513,13 @@ def _others(has_l1: bool, instances: Sequence[Instance] | None, me: str | None) 
 
 
 def logged_json(item: LoggedInvalidation) -> dict[str, Any]:
-    """A logged invalidation as JSON-ready data (its confirmation as the webhook says it:
-    how many confirmed, which were missing, in how many ms)."""
+    """A logged invalidation as JSON-ready data: its record as the store keeps it, its id,
+    and its confirmation as the webhook says it (how many confirmed, which were missing, in
+    how many ms)."""
     confirmation = item.confirmation
     return {
         "id": item.id,
-        "at": item.at,
-        "scope": item.scope,
-        "name": item.name,
-        "mode": item.mode,
-        "source": item.source,
-        "detail": dict(item.detail),
-        "instance": item.instance,
-        "epoch": item.epoch,
+        **json.loads(item.to_record()),
         "confirmation": None if confirmation is None else confirmation.as_json(),
     }
 
