@@ -232,6 +232,18 @@ class Adapter(abc.ABC):
         """Store-specific counters for `isr.ISR.stats` (an L1's bus, say)."""
         return {}
 
+    def fetch_locked(self, key: str) -> bool | None:
+        """Whether some process holds ``key``'s fetch lock in the store now (what `isr
+        explain` reports); None when the store keeps no fetch locks (one process uses it:
+        its runtime knows its own fetches) or could not be asked."""
+        return None
+
+    def inspect(self, key: str) -> Entry | None:
+        """The entry under ``key`` as the store holds it, for a look that must change
+        nothing (`isr.ISR.explain`): a store with a per-process copy (an L1) reads the
+        shared store and leaves its copy as it was. The default is `get`."""
+        return self.get(key)
+
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         """Take ``key``'s fetch lock for ``ttl`` seconds unless someone holds it. A store
         only one process uses needs none: the default always succeeds."""
@@ -388,6 +400,12 @@ class Adapter(abc.ABC):
             return await self.astore(key, entry, since)
         finally:
             await self.arelease(key, token)
+
+    async def afetch_locked(self, key: str) -> bool | None:
+        return self.fetch_locked(key)
+
+    async def ainspect(self, key: str) -> Entry | None:
+        return self.inspect(key)
 
     async def aclaim(self, name: str, ttl: float) -> bool | None:
         return self.claim(name, ttl)

@@ -645,6 +645,9 @@ class DiskAdapter(Adapter):
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         return bool(self._cache.add(self._l + checked(key), token, expire=ttl))
 
+    def fetch_locked(self, key: str) -> bool | None:
+        return (self._l + checked(key)) in self._cache  # an expired lock is not in it
+
     def release(self, key: str, token: str) -> None:
         name = self._l + checked(key)
         with self._cache.transact():

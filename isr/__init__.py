@@ -29,6 +29,7 @@ from ._context import cache_life, cache_tag, no_store
 from ._decorator import AsyncBound, AsyncCached, Revalidate, SyncBound, SyncCached
 from ._entry import Mode
 from ._errors import ConfigError, ISRError, ISRWarning, StoreUnavailable, TemplateError
+from ._explain import Explanation
 from ._runtime import ISR
 from ._stats import Stats
 from ._status import Result, Status
@@ -42,6 +43,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "Explanation",
     "Confirmation",
     "ISRError",
     "ISRWarning",

@@ -992,6 +992,7 @@ class Edge(Generic[P]):
     ) -> None:
         self.runtime = runtime
         self.site = Site(rules, origin, hosts)
+        runtime._edges.add(self)  # what `isr.ISR.explain` finds page rules in
         self._surrogate_keys = surrogate_keys
         self._cache_tag_header = cache_tag_header
         self._origin = self.site.origin
@@ -1034,6 +1035,24 @@ class Edge(Generic[P]):
         BYPASS`` (metrics: ``isr.calls`` under the route's path)."""
         if target is not None and target is not BYPASS:
             target.route.counter.bypassed += 1
+
+    def page_key(self, url: str, headers: Mapping[str, str] | None = None) -> str | None:
+        """The key under which this middleware caches the page a GET of ``url`` gets: a
+        path with its query (``"/posts/hello?page=2"``), or a full URL, whose scheme and
+        host count for a site without ``origin``. ``headers``: the request's, of which
+        only the rule's ``vary`` headers shape the key. None when the cache keeps no page
+        for it: no rule matches, a host not allowed, a ``bypass_query`` parameter,
+        ``Authorization`` or ``Cookie`` (unless ``private_ok``) in ``headers``. What
+        ``isr explain --url`` and the status page's search find the key with."""
+        parts = urlsplit(url)
+        given = {name.lower(): value for name, value in (headers or {}).items()}
+        host = parts.netloc or given.get("host")
+        target = self.site.match(unquote(parts.path) or "/", parts.scheme or "http", host)
+        if target is None or target is BYPASS:
+            return None
+        raw = {name.encode("latin-1"): value.encode("latin-1") for name, value in given.items()}
+        request = canonical(target, raw, parts.query, {})
+        return None if request is None else request.key
 
     def _attach(self, route: Route) -> None:
         raise NotImplementedError

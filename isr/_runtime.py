@@ -30,6 +30,7 @@ from isr.adapters.base import Adapter
 from isr.adapters.names import checked
 
 from ._async.driver import AsyncDriver
+from ._async.explain import read_facts
 from ._callsite import CallSites, RevalidatingOptions, checked_call, label
 from ._codec import Codec
 from ._coherence import Confirmation, Instance, LoggedInvalidation
@@ -38,13 +39,24 @@ from ._decisions import xfetch_due
 from ._decorator import Revalidate, make_decorator
 from ._entry import Mode, ModeName, Seconds, parse_mode, seconds
 from ._errors import ConfigError, warn
+from ._explain import (
+    LOG_SEARCHED,
+    Explanation,
+    Facts,
+    Windows,
+    explanation,
+    literal_length,
+    page_rule_windows,
+    template_matches,
+)
 from ._loader import ErrorHook, Loader
 from ._metrics import install
 from ._state import RuntimeState
 from ._stats import Stats
 from ._status import Result, Status
-from ._switch import CLOSED, register
+from ._switch import CLOSED, bypassing, register
 from ._sync.driver import SyncDriver
+from ._sync.explain import read_facts as read_facts_sync
 from ._synchronization import async_usable
 
 __all__ = ["ISR"]
@@ -138,6 +150,9 @@ class ISR:
         self._async = AsyncDriver(self._state, refresh_workers)
         self._sync = SyncDriver(self._state, refresh_workers)
         self._loaders: weakref.WeakSet[Loader[Any]] = weakref.WeakSet()
+        #: The page middleware serving from this runtime (`isr._http.Edge`), whose rules
+        #: `explain` matches page keys with.
+        self._edges: weakref.WeakSet[Any] = weakref.WeakSet()
         host = socket.gethostname()
         self.instance_id = f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
         self._host = host
@@ -528,6 +543,81 @@ class ISR:
         """`invalidate_all` for sync code."""
         self._sync.invalidate_all(parse_mode(mode))
 
+    # ------------------------------------------------------------------ explaining
+
+    async def explain(self, key: str) -> Explanation:
+        """What the store and this runtime hold for ``key`` now, and what its next read will
+        do and why (an `isr.Explanation`; ``str()`` of it says it in plain words): when the
+        value was produced, its windows and where it stands in them, its tags, its mark and
+        the logged invalidation that set it, the generation, a fetch or backoff under way,
+        this instance's L1 copy. Reads the store without changing what any read finds;
+        counts nothing. The page key of a URL: `isr.asgi.page_key`."""
+        _checked_key(key)
+        facts = await read_facts(self.adapter, key, self.clock)
+        log = await self.invalidation_log(LOG_SEARCHED)
+        return self._explained(facts, log, await self.instances())
+
+    def explain_sync(self, key: str) -> Explanation:
+        """`explain` for sync code."""
+        _checked_key(key)
+        facts = read_facts_sync(self.adapter, key, self.clock)
+        log = self.invalidation_log_sync(LOG_SEARCHED)
+        return self._explained(facts, log, self.instances_sync())
+
+    def _explained(
+        self, facts: Facts, log: list[LoggedInvalidation], instances: list[Instance]
+    ) -> Explanation:
+        key, state = facts.key, self._state
+        with state.lock:
+            backoff = state.backoffs.active(key, facts.now)
+            fetching = key in self._async.flights or key in self._sync.flights
+        return explanation(
+            facts,
+            windows=self._windows(key),
+            backoff=backoff,
+            fetching_here=fetching,
+            log=log,
+            instances=instances,
+            instance_id=self.instance_id,
+            off=None
+            if self.enabled and not bypassing()
+            else "the cache is off "
+            + (
+                "in this runtime (ISR(enabled=False))"
+                if not self.enabled
+                else "here (isr.disabled)"
+            ),
+        )
+
+    def _windows(self, key: str) -> Windows | None:
+        """The windows ``key`` gets from what is registered here: the page rule whose path
+        matches a page key, else the decorated function whose key template matches it
+        (the most specific: the most literal text)."""
+        edges = list(self._edges)
+        found = page_rule_windows(key, [edge.site for edge in edges])
+        if found is not None:
+            return found
+        pages = {id(route.counter) for edge in edges for route in edge.site.routes}
+        best: Loader[Any] | None = None
+        for loader in list(self._loaders):
+            template = loader.template
+            if loader.runtime is not self or template is None or id(loader) in pages:
+                continue
+            if template_matches(template, key) and (
+                best is None or literal_length(template) > literal_length(best.template or "")
+            ):
+                best = loader
+        if best is None or best.template is None:
+            return None
+        return Windows(
+            "function",
+            best.name,
+            best.template,
+            best.policy,
+            best.xfetch,
+            best.soft_timeout,
+        )
+
     # ------------------------------------------------------------------ coherence
 
     def _instance(self) -> Instance:
@@ -600,6 +690,12 @@ class ISR:
 
     def __repr__(self) -> str:
         return f"ISR({type(self.adapter).__name__}, loaders={len(self._loaders)})"
+
+
+def _checked_key(key: str) -> None:
+    if not isinstance(key, str) or not key:
+        raise ConfigError(f"the key to explain must be a non-empty str, not {key!r}")
+    checked(key)
 
 
 class _Heartbeat:

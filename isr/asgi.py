@@ -25,10 +25,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from types import MethodType
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 
 import isr
+from isr._async.status import gather
 from isr._entry import Entry
 from isr._http import (
     BYPASS,
@@ -56,6 +58,10 @@ from isr._http import (
     unsafe_targets,
 )
 from isr._httpdate import http_date
+from isr._statuspage import MAX_BODY as STATUS_MAX_BODY
+from isr._statuspage import Render as StatusRender
+from isr._statuspage import Request as StatusRequest
+from isr._statuspage import StatusPage, joined_headers
 
 __all__ = [
     "ERROR_STATUSES",
@@ -69,6 +75,7 @@ __all__ = [
     "Rule",
     "Scope",
     "Send",
+    "StatusApp",
 ]
 
 #: An ASGI connection scope (the ASGI 3 spec's ``scope`` dict).
@@ -211,6 +218,8 @@ class ISRMiddleware(Edge[_Wire]):
     works), plus ``#`` and a hash of the rule's ``query`` parameters (sorted) and the
     values of its ``vary`` headers when there are any; every variant of a path also
     carries the tag ``isr:path:{path}`` (`isr._http.path_tag`), which reaches them all.
+    ``middleware.page_key(url, headers)`` computes a URL's key the same way (what ``isr
+    explain --url`` and the status page's search use; `isr.ISR.explain` explains it).
 
     Only a complete 200 is kept, and only without ``Set-Cookie``, ``Cache-Control:
     private``, ``no-store`` or ``no-cache``, and with a ``Vary`` naming only headers the
@@ -628,3 +637,67 @@ def _with_x_cache(send: Send, status: bytes) -> Send:
         await send(message)
 
     return wrapped
+
+
+class StatusApp(StatusPage):
+    """The status page as an ASGI app: live instances, recent invalidations with their
+    confirmations, answers by function and page rule, and a search that explains a key or
+    a path (`isr.ISR.explain`). Mount it where you like (any path it is called on shows the
+    page); ``secret`` guards it, 16 characters at least: a browser signs in with a form
+    that sets a session cookie (HttpOnly, SameSite=Strict, signed, ``session`` seconds,
+    ``Secure`` on https or with ``secure_cookie=True``), a script sends ``Authorization:
+    Bearer <secret>``. Server-rendered, escaped, no script, a strict
+    ``Content-Security-Policy``, ``Cache-Control: no-store``; ``log_limit`` invalidations
+    shown. See ``isr._statuspage`` for the choices; `isr.wsgi.StatusApp` is its twin."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body, seen, more = b"", 0, True
+        while more and seen <= 16 * STATUS_MAX_BODY:  # a larger one is left unread
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if len(body) <= STATUS_MAX_BODY:
+                body += chunk
+            more = message.get("more_body", False)
+        headers = joined_headers(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
+        )
+        raw = scope.get("raw_path")
+        raw_path = (
+            raw.decode("latin-1") if raw else quote(scope.get("root_path", "") + scope["path"])
+        )
+        request = StatusRequest(
+            scope["method"],
+            raw_path.partition("?")[0],
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            body,
+            scope.get("scheme") == "https",
+        )
+        step = self.decide(request, time.time())
+        if isinstance(step, StatusRender):
+            step = self.render(await gather(self, step.query))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": step.status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in step.headers]
+                + [(b"content-length", str(len(step.body)).encode())],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": b"" if request.method == "HEAD" else step.body}
+        )

@@ -9,6 +9,8 @@
     isr stats --store disk:///var/cache/blog
     isr instances --store redis://cache:6379/0 --namespace blog     # or --json
     isr log --limit 20                                              # or --json
+    isr explain --key post:hello                       # on ISR_CACHE_URL's store
+    isr explain --url http://127.0.0.1:8000/posts/hello --app blog.app:rt --json
     isr --version
 
 ``warm`` requests each page once, as a visitor would, so the site's own cache fills (the
@@ -23,6 +25,22 @@ register as an instance; its invalidations are logged as coming from ``"cli"``. 
 invalidating on a store, ``invalidate`` waits (``--confirm``, 1 s by default; 0: not at
 all) until every live instance has applied them (`isr.ISR.confirm`) and prints how many
 confirmed and which did not; an instance missing is reported, not an error (exit 0).
+
+``explain`` says what the store holds for a key now and what its next read will do and why
+(`isr.ISR.explain`); ``--url`` requests the page first, shows its answer's ``X-Cache``,
+``Age``, ``ETag`` and ``Cache-Control``, and explains the page's key.
+
+**A page's key** (``explain --url``) is computed by the page cache's own rules
+(`isr.asgi.ISRMiddleware.page_key`, with the request headers ``--header`` gives, sent with
+the request too) when ``--app module:attr`` names the app's runtime
+(an `isr.ISR`: every page middleware built on it is found) or a middleware; the app's
+runtime is then the one explained, with its functions' and rules' windows, so its store
+must be one the command can reach (not ``memory://``). Without ``--app`` the command
+knows no rules: it takes ``page:{path}`` (a site with ``origin=``), else
+``page:{scheme}://{host}{path}``, whichever the store holds, and says so; a rule that keys
+query parameters or ``vary`` headers adds a hash to the key that only ``--app`` can
+compute. The middleware sends no header naming the key, on purpose: nothing is added to
+every answer for a diagnosis.
 
 **The store** is the one ``--store`` names, else ``ISR_CACHE_URL``, else the one
 ``ISR_TARGET=single-host`` puts on disk (`isr.ISR.from_env`); with none of them the command
@@ -72,7 +90,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 import httpx
@@ -80,6 +98,8 @@ import httpx
 from ._coherence import Confirmation, LoggedInvalidation, invalidation_source
 from ._config import url_from_env
 from ._errors import ConfigError
+from ._explain import Explanation
+from ._http import PATH_SAFE, Edge, normalize_host
 from ._redact import Redactor, check_header_value, redact_url, url_password
 from ._runtime import ISR
 from .adapters.base import Adapter
@@ -186,6 +206,11 @@ def _store(args: argparse.Namespace, err: TextIO) -> ISR:
         url = url_from_env(os.environ)
         if url == "memory://" and not os.environ.get("ISR_CACHE_URL", "").strip():
             raise ConfigError(NO_STORE)
+    if args.command == "explain" and url.startswith("memory:"):
+        raise ConfigError(
+            "memory:// lives inside one process: the isr command's own store holds nothing "
+            "an application serves; name its disk or Redis store"
+        )
     if args.command == "invalidate" and url.startswith("memory:"):
         raise ConfigError(
             "memory:// lives inside one process: invalidating the isr command's own, empty "
@@ -276,6 +301,140 @@ def _invalidate(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Reda
         out.write(f"{errors} store error(s): see the log; the invalidation may be incomplete\n")
         return 1
     return 0
+
+
+#: The response headers ``explain --url`` shows.
+SHOWN_HEADERS = ("x-cache", "age", "etag", "cache-control", "x-cache-tags")
+
+
+def _app(spec: str) -> tuple[ISR, list[Edge[Any]]]:
+    """``module:attr`` (``--app``): the runtime it names (an `isr.ISR`, or a page
+    middleware built on one) and the page middleware built on that runtime."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--app takes module:attr (e.g. blog.app:rt), not {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as uvicorn and gunicorn find an app
+    try:
+        found: Any = importlib.import_module(module_name)
+        for name in attr.split("."):
+            found = getattr(found, name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--app {spec}: {type(exc).__name__}: {exc}") from None
+    if isinstance(found, Edge):
+        runtime = found.runtime
+    elif isinstance(found, ISR):
+        runtime = found
+    else:
+        raise ConfigError(
+            f"--app {spec} is a {type(found).__name__}: name the app's isr.ISR runtime or its "
+            "isr.asgi / isr.wsgi ISRMiddleware"
+        )
+    if isinstance(runtime.adapter, MemoryAdapter):
+        raise ConfigError(
+            f"the runtime of --app {spec} keeps its cache in memory, inside the app's process, "
+            "where no other process can look: explain pages on a disk or Redis store "
+            "(ISR_CACHE_URL), or from inside the app (rt.explain, the status page)"
+        )
+    return runtime, sorted(runtime._edges, key=id)
+
+
+def _guessed_keys(url: str) -> list[str]:
+    """A page's possible keys without the app's rules: a site's with ``origin``, then one
+    keying its scheme and host (`isr._http.Site.key`, no query or vary part)."""
+    parts = urlsplit(url)
+    path = quote(unquote(parts.path) or "/", safe=PATH_SAFE)
+    keys = [f"page:{path}"]
+    host = normalize_host(parts.netloc, parts.scheme)
+    if host is not None:
+        keys.append(f"page:{parts.scheme}://{host}{path}")
+    return keys
+
+
+def _explain(args: argparse.Namespace, out: TextIO, err: TextIO, redact: Redactor) -> int:
+    if bool(args.key) == bool(args.url):
+        raise ConfigError("say what to explain: --key KEY or --url URL (one of them)")
+    if args.app and args.store:
+        raise ConfigError("give --app (the app's runtime and store) or --store, not both")
+    if args.url and urlsplit(args.url).scheme not in ("http", "https"):
+        raise ConfigError(f"--url takes an http:// or https:// URL, not {redact(args.url)!r}")
+    if args.header and not args.url:
+        raise ConfigError("--header goes with --url")
+    headers = _headers(args.header)
+    if args.app:
+        runtime, pages = _app(args.app)
+        own = False
+    else:
+        runtime, pages, own = _store(args, err), [], True
+    try:
+        report: dict[str, Any] = {}
+        lines: list[str] = []
+        if args.url:
+            try:
+                response = httpx.get(args.url, headers=headers, timeout=args.timeout)
+            except httpx.HTTPError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                raise Unreachable(f"{args.url} did not answer: {why}") from exc
+            shown = {name: response.headers.get(name) for name in SHOWN_HEADERS}
+            report |= {"url": args.url, "status": response.status_code, "headers": shown}
+            lines.append(f"url         {args.url}")
+            answer = ", ".join(f"{name}: {value}" for name, value in shown.items() if value)
+            lines.append(f"answer      {response.status_code}; {answer or 'no cache headers'}")
+            key, key_from = _url_key(args.url, headers, pages, runtime)
+            report |= {"key": key, "key_from": key_from}
+            if key is None:
+                lines.append(f"page key    none: {key_from}")
+                _report(out, args.json, report, lines)
+                return 1
+            lines.append(f"page key    {key} ({key_from})")
+        else:
+            key = args.key
+        explained: Explanation = runtime.explain_sync(key)
+        report["explanation"] = explained.as_json()
+        lines.append(explained.text())
+        _report(out, args.json, report, lines)
+    finally:
+        if own:
+            runtime.close()
+    return 0
+
+
+def _headers(given: list[str]) -> dict[str, str]:
+    """``--header "Name: value"`` (repeatable): the request headers of ``explain --url``."""
+    headers: dict[str, str] = {}
+    for item in given:
+        name, colon, value = item.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or any(c in name for c in ' \t()<>@,;\\"/[]?={}'):
+            raise ConfigError(f"--header takes 'Name: value', not {item!r}")
+        check_header_value(value or "-", f"the value of --header {name}")
+        headers[name] = value
+    return headers
+
+
+def _url_key(
+    url: str, headers: dict[str, str], pages: list[Edge[Any]], runtime: ISR
+) -> tuple[str | None, str]:
+    """The page key of ``url`` requested with ``headers``, and how it was found."""
+    if pages:
+        for page in pages:
+            key = page.page_key(url, headers)
+            if key is not None:
+                return key, "the app's page rules"
+        return None, "no page rule of the app caches this URL (no rule matches, or it bypasses)"
+    keys = _guessed_keys(url)
+    for key in keys:
+        if runtime.explain_sync(key).found:
+            return key, "from the path, without the app's rules (--app): the one the store holds"
+    note = "; with query parameters a rule may key, give --app" if urlsplit(url).query else ""
+    return keys[0], f"from the path, without the app's rules (--app): not in the store{note}"
+
+
+def _report(out: TextIO, as_json: bool, report: dict[str, Any], lines: list[str]) -> None:
+    if as_json:
+        out.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    else:
+        out.write("\n".join(lines) + "\n")
 
 
 def _stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -566,6 +725,28 @@ def _parser() -> argparse.ArgumentParser:
         help="Redis: count exactly (SCAN) when the database holds at most this many keys, "
         "else estimate from a sample (default 100000)",
     )
+
+    explain = commands.add_parser(
+        "explain", help="what the cache holds for a key or page, and what the next read does"
+    )
+    explain.add_argument("--key", help="a cache key (post:hello, page:/posts/hello)")
+    explain.add_argument("--url", help="a page's URL: requested, then its key explained")
+    explain.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="the app's isr.ISR runtime (or page middleware), e.g. blog.app:rt: its page "
+        "rules give a URL's key, its functions the windows; explained on its store",
+    )
+    explain.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header for --url (repeatable): a rule's vary headers shape the key",
+    )
+    explain.add_argument("--json", action="store_true", help="print JSON data")
+    explain.add_argument("--timeout", type=float, default=30.0, help="for --url (seconds)")
+    store_options(explain)
     return parser
 
 
@@ -609,7 +790,7 @@ def _warn(err: TextIO, flag: str, instead: str) -> None:
 
 def _credentials(args: argparse.Namespace) -> list[str | None]:
     """The passwords of the URLs the command was given (its own or the environment's)."""
-    urls = [getattr(args, name, None) for name in ("store", "webhook", "base_url")]
+    urls = [getattr(args, name, None) for name in ("store", "webhook", "base_url", "url")]
     urls.append(os.environ.get("ISR_CACHE_URL"))
     return [url_password(url) for url in urls if url]
 
@@ -640,6 +821,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             return _instances(args, out, err)
         if args.command == "log":
             return _log(args, out, err)
+        if args.command == "explain":
+            return _explain(args, out, err, redact)
         return _stats(args, out, err)
     except Unreachable as exc:
         err.write(redact(f"isr {args.command}: {exc}") + "\n")

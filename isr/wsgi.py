@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import isr
 from isr._entry import Entry
@@ -50,6 +51,11 @@ from isr._http import (
     respond,
     unsafe_targets,
 )
+from isr._statuspage import MAX_BODY as STATUS_MAX_BODY
+from isr._statuspage import Render as StatusRender
+from isr._statuspage import Request as StatusRequest
+from isr._statuspage import StatusPage, joined_headers
+from isr._sync.status import gather
 from isr.webhook import WebhookWSGIApp as WebhookApp
 
 __all__ = [
@@ -59,6 +65,7 @@ __all__ = [
     "OriginError",
     "Rule",
     "StartResponse",
+    "StatusApp",
     "WSGIApp",
     "WebhookApp",
 ]
@@ -458,3 +465,38 @@ def _with_x_cache(start_response: StartResponse, status: str) -> StartResponse:
         return start_response(code, headers, exc_info)
 
     return wrapped
+
+
+class StatusApp(StatusPage):
+    """`isr.asgi.StatusApp` as a WSGI app (the same page, access rules and options)."""
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        body = b""
+        length = environ.get("CONTENT_LENGTH") or ""
+        if method == "POST" and length.isdigit():
+            body = environ["wsgi.input"].read(min(int(length), STATUS_MAX_BODY + 1))
+        headers = joined_headers(
+            (name[5:].replace("_", "-"), value)
+            for name, value in environ.items()
+            if name.startswith("HTTP_") and isinstance(value, str)
+        )
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        # PEP 3333: the path's bytes, each as one latin-1 character.
+        raw_path = quote(path.encode("latin-1", "replace"), safe="/%-._~!$&'()*+,;=:@")
+        request = StatusRequest(
+            method,
+            raw_path,
+            environ.get("QUERY_STRING", ""),
+            headers,
+            body,
+            environ.get("wsgi.url_scheme") == "https",
+        )
+        step = self.decide(request, time.time())
+        if isinstance(step, StatusRender):
+            step = self.render(gather(self, step.query))
+        phrase = HTTPStatus(step.status).phrase
+        start_response(
+            f"{step.status} {phrase}", [*step.headers, ("content-length", str(len(step.body)))]
+        )
+        return [b"" if method == "HEAD" else step.body]

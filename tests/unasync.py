@@ -36,6 +36,12 @@ TEST_RENAMES: dict[str, str] = {
     "AsyncTaskGroup": "TaskGroup",
     "async_wait_until": "wait_until",
 }
+#: The runtime's own methods the status page calls.
+STATUS_RENAMES: dict[str, str] = {
+    "explain": "explain_sync",
+    "instances": "instances_sync",
+    "invalidation_log": "invalidation_log_sync",
+}
 TEST_KEYWORDS: Sequence[tuple[str, str]] = ((r"\npytestmark = pytest\.mark\.anyio\n", ""),)
 #: Renames for the tests of the features beside the call, whose decorated functions keep
 #: the one spelling ``fn.invalidate`` (so no ``invalidate`` rename there).
@@ -53,6 +59,8 @@ FEATURE_RENAMES: dict[str, str] = {
 #: relative to the repository's root.
 PAIRS: Sequence[tuple[str, str, dict[str, str], Sequence[tuple[str, str]]]] = (
     ("isr/_async/driver.py", "isr/_sync/driver.py", {}, ()),
+    ("isr/_async/explain.py", "isr/_sync/explain.py", {}, ()),
+    ("isr/_async/status.py", "isr/_sync/status.py", STATUS_RENAMES, ()),
     ("adapters/_async/redis.py", "adapters/_sync/redis.py", {}, ()),
     ("adapters/_async/l1.py", "adapters/_sync/l1.py", {}, ()),
     ("tests/_async/test_runtime.py", "tests/_sync/test_runtime.py", TEST_RENAMES, TEST_KEYWORDS),
@@ -92,6 +100,8 @@ RENAMES: dict[str, str] = {
     "aannounce": "announce",
     "aacquire": "acquire",
     "arelease": "release",
+    "afetch_locked": "fetch_locked",
+    "ainspect": "inspect",
     "aclaim": "claim",
     "amark": "mark",
     "ainvalidate_tag": "invalidate_tag",

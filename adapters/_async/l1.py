@@ -100,6 +100,12 @@ class AsyncL1Ops(L1Base):
     async def aacquire(self, key: str, token: str, ttl: float) -> bool:
         return await self.l2.aacquire(key, token, ttl)
 
+    async def afetch_locked(self, key: str) -> bool | None:
+        return await self.l2.afetch_locked(key)
+
+    async def ainspect(self, key: str) -> Entry | None:
+        return (await self.l2.aread(key))[0]  # Redis's, the L1's copy left as it is
+
     async def arelease(self, key: str, token: str) -> None:
         await self.l2.arelease(key, token)
 

@@ -450,6 +450,10 @@ class AsyncRedisOps(RedisBase):
         taken, _ = await self._arun(take, True)
         return taken
 
+    async def afetch_locked(self, key: str) -> bool | None:
+        found, reached = await self._arun_command(("EXISTS", self._l + checked(key)), 0)
+        return bool(found) if reached else None
+
     async def arelease(self, key: str, token: str) -> None:
         name = self._l + checked(key)
         await self._arun(lambda c: c.eval(_RELEASE, 1, name, token), None)

@@ -96,6 +96,12 @@ class SyncL1Ops(L1Base):
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         return self.l2.acquire(key, token, ttl)
 
+    def fetch_locked(self, key: str) -> bool | None:
+        return self.l2.fetch_locked(key)
+
+    def inspect(self, key: str) -> Entry | None:
+        return (self.l2.read(key))[0]  # Redis's, the L1's copy left as it is
+
     def release(self, key: str, token: str) -> None:
         self.l2.release(key, token)
 

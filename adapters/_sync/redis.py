@@ -444,6 +444,10 @@ class SyncRedisOps(RedisBase):
         taken, _ = self._run(take, True)
         return taken
 
+    def fetch_locked(self, key: str) -> bool | None:
+        found, reached = self._run_command(("EXISTS", self._l + checked(key)), 0)
+        return bool(found) if reached else None
+
     def release(self, key: str, token: str) -> None:
         name = self._l + checked(key)
         self._run(lambda c: c.eval(_RELEASE, 1, name, token), None)
