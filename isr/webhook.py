@@ -1027,8 +1027,9 @@ class WebhookApp(Webhook):
 
 
 def _join(headers: dict[str, str], name: str, value: str) -> None:
-    # A repeated header is joined, as HTTP says: a second Authorization fails.
-    headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    # A repeated header is joined, as HTTP says: a second Authorization fails. With a bare
+    # comma, as WSGI servers (gunicorn) join them, so both apps answer the same text.
+    headers[name] = f"{headers[name]},{value}" if name in headers else value
 
 
 def _response_headers(response: WebhookResponse, body: bytes) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 
 import isr
 from isr import Status
@@ -491,6 +491,18 @@ def test_under_gunicorn_a_strapi_unpublish_reaches_the_store_and_varnish(
 
 @FUZZ
 @given(request=fuzzed_requests())
+# Found by the fuzzer: a repeated Content-Type, joined by a WSGI server with a bare comma.
+@example(
+    request=(
+        "POST",
+        [
+            (b"authorization", f"Bearer {FUZZ_SECRET}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-type", b""),
+        ],
+        b"{}",
+    )
+)
 @pytest.mark.anyio
 async def test_fuzz_the_wsgi_app_answers_as_the_asgi_app(
     request: tuple[str, list[tuple[bytes, bytes]], bytes],
