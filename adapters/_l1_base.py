@@ -5,6 +5,7 @@ sync code in ``isr/adapters/_sync/l1.py``."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import ClassVar
 
 from isr._entry import Entry, Generation, Mode
@@ -49,6 +50,7 @@ class L1Base(Adapter):
             on_lost=self._unsubscribed,
             epoch_poll=epoch_poll,
             sender=l2.sender,
+            on_ask=self._holds,
         )
 
     # ------------------------------------------------------------------ coherence
@@ -84,6 +86,14 @@ class L1Base(Adapter):
         self._set_generation(self.l2.fresh_generation())
         self.coherent = True
         self.gen = self._generation.current
+
+    def _holds(self, key: str) -> bool:
+        """Whether the L1 holds a copy of ``key`` (asked by another instance's explain;
+        looked at, not touched)."""
+        return self.l1.peek(key) is not None
+
+    def holders(self, key: str, ids: Sequence[str], within: float) -> dict[str, bool] | None:
+        return self.l2.holders(key, ids, within)
 
     def _tag_invalidated(self, tag: str, mode: Mode, before: float | None = None) -> None:
         """The L1's copies of ``tag``'s entries obey ``mode``: one mark in the L1 (see

@@ -11,12 +11,13 @@ import asyncio
 import logging
 import math
 import re
+import secrets
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlunsplit
@@ -513,6 +514,8 @@ class RedisBase(Adapter):
         self._logc = f"{ns}:logc"
         self.bus_channel = f"{ns}:bus"
         self.ack_channel = f"{ns}:ack"
+        self.ask_channel = f"{ns}:ask"
+        self._ask = f"{ns}:ask:"
         self.epoch_key = f"{ns}:epoch"
         #: This process's name on the bus (its own messages are not applied twice).
         self.sender = uuid.uuid4().hex[:16]
@@ -901,6 +904,28 @@ class RedisBase(Adapter):
             if left <= 0:
                 return False
             time.sleep(min(0.05, left))
+
+    def holders(self, key: str, ids: Sequence[str], within: float) -> dict[str, bool] | None:
+        """`isr.adapters.base.Adapter.holders` over the bus: the question published on
+        ``{ns}:ask``, the answers read from the hash each instance's bus writes them into,
+        every 10 ms until all of ``ids`` answered or ``within`` passed. None: Redis could
+        not be asked."""
+        qid = secrets.token_hex(8)
+        answers = self._ask + qid
+        _, sent = self._run(lambda c: c.publish(self.ask_channel, f"{qid} {key}"), None)
+        if not sent:
+            return None
+        wanted, found = set(ids), {}
+        deadline = time.monotonic() + within
+        while True:
+            raw, _ = self._run(lambda c: c.hgetall(answers), None)
+            for name, held in (raw or {}).items():
+                found[name.decode() if isinstance(name, bytes) else str(name)] = held in (b"1", "1")
+            if wanted <= found.keys() or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        self._run(lambda c: c.delete(answers), None)
+        return {i: found[i] for i in ids if i in found}
 
     def fresh_generation(self) -> Generation:
         """The generation record read now, not from the poll cache."""

@@ -232,6 +232,12 @@ class Adapter(abc.ABC):
         """Store-specific counters for `isr.ISR.stats` (an L1's bus, say)."""
         return {}
 
+    def holders(self, key: str, ids: Sequence[str], within: float) -> dict[str, bool] | None:
+        """Ask the live instances ``ids`` (those keeping an L1) whether their L1 holds a copy
+        of ``key`` now (what `isr explain` reports): each one's answer, those that answered
+        within ``within`` seconds; None when the store has no way to ask (no bus)."""
+        return None
+
     def fetch_locked(self, key: str) -> bool | None:
         """Whether some process holds ``key``'s fetch lock in the store now (what `isr
         explain` reports); None when the store keeps no fetch locks (one process uses it:

@@ -100,10 +100,16 @@ class RedisBus:
         on_lost: Callable[[], None] = lambda: None,
         epoch_poll: float = 1.0,
         sender: str | None = None,
+        on_ask: Callable[[str], bool] = lambda key: False,
     ) -> None:
         self._factory = client_factory
         self.channel = f"{namespace}:bus"
         self.ack_channel = f"{namespace}:ack"
+        #: Questions from `isr explain` ("<question id> <key>": does your L1 hold the key?),
+        #: answered into the hash ``{ns}:ask:<question id>`` under this instance's id.
+        self.ask_channel = f"{namespace}:ask"
+        self._ask_prefix = f"{namespace}:ask:"
+        self._on_ask = on_ask
         self._registry = f"{namespace}:n"
         self._epoch_key = f"{namespace}:epoch"
         self._on_message = on_message
@@ -164,7 +170,7 @@ class RedisBus:
         client = self._factory()
         pubsub = cast(Any, client).pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(self.channel)
+            pubsub.subscribe(self.channel, self.ask_channel)
             epoch = self._epoch(client)
             if self.last_epoch is not None:
                 # Reconnected: whatever was published while away is lost to us.
@@ -217,6 +223,9 @@ class RedisBus:
         if channel == self.ack_channel or channel == self.ack_channel.encode():
             self._heard_ack(text)
             return
+        if channel == self.ask_channel or channel == self.ask_channel.encode():
+            self._asked(text, client)
+            return
         try:
             epoch_text, prev_text, sender, kind, mode, name = text.split(" ", 5)
             epoch, prev = int(epoch_text), int(prev_text)
@@ -253,6 +262,21 @@ class RedisBus:
             # The next message's, or the heartbeat's record, says it; logged, not raised:
             # a confirmation waiting for it reports this instance missing at worst.
             logger.warning("invalidation bus: acknowledgement failed (%s)", type(exc).__name__)
+
+    def _asked(self, text: str, client: redis.Redis) -> None:
+        """Answer a question of `isr explain`: whether this instance's L1 holds a key (a
+        registered instance only: the asker knows the live ones by their ids)."""
+        qid, _, key = text.partition(" ")
+        iid = self.instance_id
+        if iid is None or not key or not qid.isalnum() or len(qid) > 32:
+            return
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.hset(self._ask_prefix + qid, iid, "1" if self._on_ask(key) else "0")
+            pipe.pexpire(self._ask_prefix + qid, 10_000)
+            pipe.execute()
+        except _FAILURES as exc:
+            logger.warning("invalidation bus: could not answer explain (%s)", type(exc).__name__)
 
     def listen_to_acks(self) -> bool:
         """Have the bus listen to the acknowledgements from now on; whether it already

@@ -38,6 +38,8 @@ __all__ = [
 
 #: How many logged invalidations `isr.ISR.explain` searches for the one that set a mark.
 LOG_SEARCHED = 200
+#: How long explain waits for the other instances to say whether their L1 holds the key.
+HOLDERS_WAIT = 0.5
 
 
 class Facts(NamedTuple):
@@ -149,6 +151,9 @@ class Explanation:
     """Whether this instance holds a copy in its L1; None: its store keeps none."""
     l1_others: str = ""
     """What is known of the other instances' L1 copies, in words."""
+    l1_holders: Mapping[str, bool] = field(default_factory=dict)
+    """The other live instances keeping an L1 that answered whether theirs holds a copy
+    (id: True or False); one missing from it did not answer in time."""
     instances: tuple[str, ...] = ()
     """The live instances (ids) sharing the store, where known."""
     notes: tuple[str, ...] = ()
@@ -243,11 +248,13 @@ def explanation(
     instances: Sequence[Instance] | None,
     instance_id: str | None,
     off: str | None = None,
+    holders: Mapping[str, bool] | None = None,
 ) -> Explanation:
     """The `Explanation` of what ``facts`` show, with the loader's ``windows`` (None: no
     template matches), this process's ``backoff`` for the key (active or not), whether it
     is ``fetching_here``, the invalidation ``log`` (newest first; None: not available) and
-    the live ``instances``. ``off``: why the cache is off for the caller (a disabled
+    the live ``instances`` (``holders``: which of them said their L1 holds the key, when
+    they were asked). ``off``: why the cache is off for the caller (a disabled
     runtime or `isr.disabled` scope), if it is: the next read then runs its loader."""
     now, wall, key = facts.now, facts.wall, facts.key
     active = backoff if backoff is not None and now < backoff.retry_at else None
@@ -375,7 +382,8 @@ def explanation(
             "error": f"{type(active.error).__name__}: {active.error}",
         },
         l1_here=(facts.local is not None) if facts.has_l1 else None,
-        l1_others=_others(facts.has_l1, instances, instance_id),
+        l1_others=_others(facts.has_l1, instances, instance_id, holders),
+        l1_holders={} if holders is None else dict(holders),
         instances=tuple(instance.id for instance in instances or ()),
         notes=tuple(notes),
         **out,
@@ -497,19 +505,32 @@ def _error(backoff: Backoff) -> str:
     return f"{type(backoff.error).__name__}: {backoff.error}"
 
 
-def _others(has_l1: bool, instances: Sequence[Instance] | None, me: str | None) -> str:
-    """What is known of the L1 copies of the instances other than ``me``."""
+def _others(
+    has_l1: bool,
+    instances: Sequence[Instance] | None,
+    me: str | None,
+    holders: Mapping[str, bool] | None = None,
+) -> str:
+    """What is known of the L1 copies of the instances other than ``me``: what they
+    answered (``holders``), if they were asked."""
     others = [i for i in instances or () if i.id != me]
-    with_l1 = sum(1 for i in others if i.l1)
+    with_l1 = [i.id for i in others if i.l1]
     here = "" if has_l1 else "this runtime keeps no L1; "
     if instances is None:
         return f"{here}other instances: not known here"
     if not with_l1:
         return f"{here}no other live instance keeps an L1 ({len(others)} other live)"
-    return (
-        f"{here}{with_l1} other live instance(s) keep an L1, not asked whether they hold a "
-        "copy (each hears every invalidation over the bus: see its confirmation)"
-    )
+    if holders is None:
+        return f"{here}{len(with_l1)} other live instance(s) keep an L1: could not be asked"
+    hold = [i for i in with_l1 if holders.get(i) is True]
+    lack = [i for i in with_l1 if holders.get(i) is False]
+    silent = [i for i in with_l1 if i not in holders]
+    parts = [
+        f"held by {', '.join(hold)}" if hold else "held by no other instance",
+        f"not by {', '.join(lack)}" if lack and hold else "",
+        f"{', '.join(silent)} did not answer" if silent else "",
+    ]
+    return here + "; ".join(p for p in parts if p)
 
 
 def logged_json(item: LoggedInvalidation) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from ._decorator import Revalidate, make_decorator
 from ._entry import Mode, ModeName, Seconds, parse_mode, seconds
 from ._errors import ConfigError, warn
 from ._explain import (
+    HOLDERS_WAIT,
     LOG_SEARCHED,
     Explanation,
     Facts,
@@ -555,17 +556,30 @@ class ISR:
         _checked_key(key)
         facts = await read_facts(self.adapter, key, self.clock)
         log = await self.invalidation_log(LOG_SEARCHED)
-        return self._explained(facts, log, await self.instances())
+        instances = await self.instances()
+        holders = await anyio.to_thread.run_sync(self._holders, key, instances)
+        return self._explained(facts, log, instances, holders)
 
     def explain_sync(self, key: str) -> Explanation:
         """`explain` for sync code."""
         _checked_key(key)
         facts = read_facts_sync(self.adapter, key, self.clock)
         log = self.invalidation_log_sync(LOG_SEARCHED)
-        return self._explained(facts, log, self.instances_sync())
+        instances = self.instances_sync()
+        return self._explained(facts, log, instances, self._holders(key, instances))
+
+    def _holders(self, key: str, instances: list[Instance]) -> dict[str, bool] | None:
+        """What the other live instances keeping an L1 answer when asked whether theirs
+        holds ``key`` (at most `HOLDERS_WAIT` seconds); None: they could not be asked."""
+        ids = [i.id for i in instances if i.l1 and i.id != self.instance_id]
+        return self.adapter.holders(key, ids, HOLDERS_WAIT) if ids else {}
 
     def _explained(
-        self, facts: Facts, log: list[LoggedInvalidation], instances: list[Instance]
+        self,
+        facts: Facts,
+        log: list[LoggedInvalidation],
+        instances: list[Instance],
+        holders: dict[str, bool] | None = None,
     ) -> Explanation:
         key, state = facts.key, self._state
         with state.lock:
@@ -579,6 +593,7 @@ class ISR:
             log=log,
             instances=instances,
             instance_id=self.instance_id,
+            holders=holders,
             off=None
             if self.enabled and not bypassing()
             else "the cache is off "

@@ -12,6 +12,7 @@ import pytest
 
 import isr
 from isr._entry import Mode
+from isr.adapters.l1 import L1Adapter
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -310,11 +311,44 @@ async def test_l1_copies_are_reported_and_never_made_by_explaining(
         assert seen_by_b.next_read == "HIT"
         assert seen_by_b.l1_here is False
         assert (await b.explain("post:hello")).l1_here is False  # explaining kept none
-        assert "1 other live instance(s) keep an L1, not asked" in seen_by_b.l1_others
-        assert (await a.explain("post:hello")).l1_here is True
+        assert seen_by_b.l1_holders == {a.instance_id: True}  # asked over the bus
+        assert f"held by {a.instance_id}" in seen_by_b.l1_others
+        seen_by_a = await a.explain("post:hello")
+        assert seen_by_a.l1_here is True
+        assert seen_by_a.l1_holders == {b.instance_id: False}
+        assert "held by no other instance" in seen_by_a.l1_others
         await a.invalidate("post:hello")
         e = await a.explain("post:hello")
         assert (e.mark, e.next_read, e.l1_here) == ("expire", "MISS", True)
+
+
+def test_the_instances_whose_l1_holds_a_key_are_asked_and_a_frozen_one_is_named(
+    redis_server: Any, namespace: str
+) -> None:
+    """Three instances, each with its L1: the one explaining learns which of the two
+    others hold the key, and names one that does not answer (its bus stopped) in time."""
+    url = f"{redis_server.url}?timeout=5"
+    with (
+        isr.ISR(url, namespace=namespace, l1=True) as a,
+        isr.ISR(url, namespace=namespace, l1=True) as b,
+        isr.ISR(url, namespace=namespace, l1=True) as c,
+    ):
+        for rt in (a, b, c):
+            assert rt.wait_ready_sync(10)
+
+        @b.with_revalidate("n:{n}", ttl=60)
+        def n_b(n: int) -> int:
+            return n
+
+        n_b(1)  # b holds n:1; c does not
+        e = a.explain_sync("n:1")
+        assert e.l1_holders == {b.instance_id: True, c.instance_id: False}
+        assert e.l1_others == f"held by {b.instance_id}; not by {c.instance_id}"
+        assert isinstance(c.adapter, L1Adapter)
+        c.adapter.bus.close()  # c's bus hears nothing more (its heartbeat goes on)
+        e = a.explain_sync("n:1")
+        assert e.l1_holders == {b.instance_id: True}
+        assert e.l1_others.endswith(f"{c.instance_id} did not answer")
 
 
 async def test_the_mark_is_matched_to_the_invalidation_that_set_it(clock: FakeClock) -> None:
