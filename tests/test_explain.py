@@ -293,10 +293,8 @@ def test_explain_from_another_thread_while_reads_go_on(clock: FakeClock) -> None
 
 
 async def test_l1_copies_are_reported_and_never_made_by_explaining(
-    redis_server: Any, namespace: str, anyio_backend: str
+    redis_server: Any, namespace: str
 ) -> None:
-    if anyio_backend != "asyncio":
-        pytest.skip("redis-py's asyncio client (the L1 store's async operations)")
     url = f"{redis_server.url}?timeout=5"
     async with (
         isr.ISR(url, namespace=namespace, l1=True) as a,
