@@ -536,7 +536,6 @@ def make_decorator(
         )
         loader.template = key if isinstance(key, str) else None
         loader.namespace = namespace
-        loader.template = key if isinstance(key, str) else None
         namespace["_isr_ld"] = loader
         bind(loader)
         wrapper = namespace[wrapper_name]

@@ -85,8 +85,7 @@ class ISR:
     processes share (disk, Redis), the runtime registers itself as an instance and says it
     is alive this often, from a daemon thread (`instances`); None: it does not register (a
     one-off script, the ``isr`` command). ``log_size``: how many invalidations the store's
-    log keeps (`invalidation_log`; about as many on Redis, whose stream is trimmed
-    approximately).
+    log keeps (`invalidation_log`; on Redis a stream trimmed to exactly that many).
     """
 
     def __init__(
@@ -551,7 +550,8 @@ class ISR:
         do and why (an `isr.Explanation`; ``str()`` of it says it in plain words): when the
         value was produced, its windows and where it stands in them, its tags, its mark and
         the logged invalidation that set it, the generation, a fetch or backoff under way,
-        this instance's L1 copy. Reads the store without changing what any read finds;
+        this instance's L1 copy and which other instances' L1s hold one (asked over the
+        bus, at most 0.5 s). Reads the store without changing what any read finds;
         counts nothing. The page key of a URL: `isr.asgi.page_key`."""
         _checked_key(key)
         facts = await read_facts(self.adapter, key, self.clock)
