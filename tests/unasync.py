@@ -125,7 +125,7 @@ RENAMES: dict[str, str] = {
     "_aclient_ready": "_client_ready",
     "_adone": "_done",
     "_acheck_runs": "_check_runs",
-    "_aentry": "_entry",
+    "_atag_marked": "_tag_marked",
     "_aread_generation": "_read_generation",
     "_aowner": "_owner",
     "_aop": "_op",

@@ -38,12 +38,7 @@ class AsyncL1Ops(L1Base):
         self.l1.set(key, entry)
 
     async def astore(self, key: str, entry: Entry, since: float) -> Entry | None:
-        stored = await self.l2.astore(key, entry, since)
-        if stored is None:
-            self.l1.delete(key)
-        else:
-            self.l1.set(key, stored)
-        return stored
+        return self._landed(key, await self.l2.astore(key, entry, since), True)
 
     async def ainvalidate_tag(
         self, tag: str, mode: Mode, before: float | None = None
@@ -116,12 +111,7 @@ class AsyncL1Ops(L1Base):
         return taken, entry
 
     async def afinish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:
-        stored = await self.l2.afinish(key, entry, since, token)
-        if stored is None:
-            self.l1.delete(key)
-        else:
-            self.l1.set(key, stored)
-        return stored
+        return self._landed(key, await self.l2.afinish(key, entry, since, token), True)
 
     async def aclaim(self, name: str, ttl: float) -> bool | None:
         return await self.l2.aclaim(name, ttl)

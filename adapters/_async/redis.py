@@ -116,21 +116,21 @@ class AsyncRedisOps(RedisBase):
             else:
                 found, reached = await self._arun_command(("MGET", *names), None)
             data, records = (found[0], found[1:]) if found else (None, None)
-        return await self._aentry(key, data, reached, tags, records)
+        entry, reached = self._reading(key, cast("bytes | None", data), reached)
+        if entry is None or not entry.tags:  # the usual hit: no further step
+            return entry, reached
+        return await self._atag_marked(key, entry, reached, tags, records)
 
-    async def _aentry(
+    async def _atag_marked(
         self,
         key: str,
-        data: Any,
+        entry: Entry,
         reached: bool,
         tags: tuple[str, ...] | None,
         records: list[Any] | None,
     ) -> tuple[Entry | None, bool]:
-        """`aread`'s answer from what Redis gave: ``data``, the entry's record, and
-        ``records``, those of the ``tags`` this process expected it to carry."""
-        entry, reached = self._reading(key, cast("bytes | None", data), reached)
-        if entry is None or not entry.tags:
-            return entry, reached
+        """``entry``, read from Redis, as its tags' records say (``records``: those of the
+        ``tags`` this process expected it to carry, read with it)."""
         if entry.tags != tags:  # first read here (or retagged): its tags' records now
             self._hint(key, entry.tags)
             names = [self._v + tag for tag in entry.tags]
@@ -475,7 +475,9 @@ class AsyncRedisOps(RedisBase):
         if found is None:
             return True, None  # as `aacquire`: out of reach, each process fetches
         taken, data, records = found[0] == 1, found[1], list(found[2:])
-        entry, _ = await self._aentry(key, data, reached, tags, records if tags else None)
+        entry, _ = self._reading(key, data, reached)
+        if entry is not None and entry.tags:
+            entry, _ = await self._atag_marked(key, entry, reached, tags, records or None)
         return taken, entry
 
     async def afinish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:

@@ -38,12 +38,7 @@ class SyncL1Ops(L1Base):
         self.l1.set(key, entry)
 
     def store(self, key: str, entry: Entry, since: float) -> Entry | None:
-        stored = self.l2.store(key, entry, since)
-        if stored is None:
-            self.l1.delete(key)
-        else:
-            self.l1.set(key, stored)
-        return stored
+        return self._landed(key, self.l2.store(key, entry, since), True)
 
     def invalidate_tag(self, tag: str, mode: Mode, before: float | None = None) -> int | None:
         self._tag_invalidated(tag, mode, before)  # first, as `delete`
@@ -112,12 +107,7 @@ class SyncL1Ops(L1Base):
         return taken, entry
 
     def finish(self, key: str, entry: Entry, since: float, token: str) -> Entry | None:
-        stored = self.l2.finish(key, entry, since, token)
-        if stored is None:
-            self.l1.delete(key)
-        else:
-            self.l1.set(key, stored)
-        return stored
+        return self._landed(key, self.l2.finish(key, entry, since, token), True)
 
     def claim(self, name: str, ttl: float) -> bool | None:
         return self.l2.claim(name, ttl)
