@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,16 +35,32 @@ def split(url: str) -> tuple[str, bool]:
     return url.removesuffix("#l1"), url.endswith("#l1")
 
 
+_children: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way leaves no child running into the next test."""
+    yield
+    while _children:
+        child = _children.pop()
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+
+
 def spawn(url: str, namespace: str, work: Path, callers: int, *extra: str) -> subprocess.Popen[str]:
     store, l1 = split(url)
     args = [store, namespace, str(work), str(callers), *extra, *(["--l1"] if l1 else [])]
-    return subprocess.Popen(
+    child = subprocess.Popen(
         [sys.executable, "-m", "tests._mp_child", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    _children.append(child)
+    return child
 
 
 def finish(proc: subprocess.Popen[str]) -> list[list[object]]:
@@ -63,7 +80,9 @@ def release_when_ready(procs: list[subprocess.Popen[str]], work: Path) -> None:
     deadline = time.monotonic() + 60
     while len(list(work.glob("ready-*"))) < len(procs):
         assert time.monotonic() < deadline, "the children never got ready"
-        assert all(p.poll() is None for p in procs), "a child ended early"
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"a child ended early: {p.communicate()[1]}")
         time.sleep(0.01)
     (work / "release").touch()
 
