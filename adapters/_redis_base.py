@@ -408,6 +408,81 @@ class _Gate:
         self.free += slots
 
 
+class _Watched:
+    """One asyncio op under a `_Watch`: its task, its deadline (``reschedule`` moves it, as
+    on an ``asyncio.timeout``), and whether the watch cancelled it for running past it."""
+
+    __slots__ = ("cancelling", "deadline", "expired", "task")
+
+    def __init__(self, task: Any, deadline: float) -> None:
+        self.task = task  # an asyncio.Task: uncancel() and cancelling() are 3.11's
+        self.deadline = deadline
+        self.cancelling = task.cancelling()
+        self.expired = False
+
+    def reschedule(self, when: float) -> None:
+        self.deadline = when
+
+    def timed_out(self) -> bool:
+        """Whether the `CancelledError` the op raised is the watch's, and only the watch's
+        (then it is taken back: the op raises ``TimeoutError``)."""
+        return self.expired and self.task.uncancel() <= self.cancelling
+
+
+class _Watch:
+    """Bounds the asyncio client's ops on one event loop with one timer among them all.
+
+    ``asyncio.timeout`` costs an op a timer of its own (a handle made, pushed on the loop's
+    heap, cancelled), about a tenth of a loopback GET; here an op costs a dict entry, and
+    the one timer, due at the earliest deadline, cancels what ran past its own and rearms.
+    An op it cancelled raises ``TimeoutError`` (`RedisBase._aop`), as under
+    ``asyncio.timeout``: a cancellation from elsewhere stays a cancellation."""
+
+    __slots__ = ("at", "handle", "loop", "ops", "within")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, within: float) -> None:
+        self.loop = loop
+        #: An op's bound (but a ``long`` one's, and one whose connection's handshake renews it).
+        self.within = within
+        self.ops: dict[_Watched, None] = {}
+        self.handle: asyncio.TimerHandle | None = None
+        self.at = math.inf
+
+    def start(self, within: float) -> _Watched:
+        task = asyncio.current_task(self.loop)
+        assert task is not None  # an op is awaited, so in a task
+        op = _Watched(task, self.loop.time() + within)
+        self.ops[op] = None
+        if op.deadline < self.at:
+            self.arm(op.deadline)
+        return op
+
+    def end(self, op: _Watched) -> None:
+        self.ops.pop(op, None)
+
+    def arm(self, at: float) -> None:
+        """Have the timer go off at ``at`` (earlier than it would)."""
+        if self.handle is not None:
+            self.handle.cancel()
+        self.at = at
+        self.handle = self.loop.call_at(at, self._check)
+
+    def _check(self) -> None:
+        """Cancel the ops past their deadline; rearm for the earliest of the others."""
+        self.handle, self.at = None, math.inf
+        now, at = self.loop.time(), math.inf
+        for op in list(self.ops):
+            if op.deadline <= now:
+                del self.ops[op]
+                op.expired = True
+                op.task.cancel()
+            elif op.deadline < at:
+                at = op.deadline
+        if at < math.inf:
+            self.at = at
+            self.handle = self.loop.call_at(at, self._check)
+
+
 class _Queued:
     """Commands that found every connection slot taken, sent as one pipeline by the next
     op to get a slot (`RedisBase._arun_command`): under load, one round trip and one write
@@ -546,6 +621,8 @@ class RedisBase(Adapter):
         self._aclient: aredis.Redis | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._agate = _Gate(max_connections)
+        #: What bounds the plain asyncio client's ops (`_aop`), made with it (Python 3.11+).
+        self._awatch: _Watch | None = None
         self._aqueued: _Queued | None = None
         self._aflushing: set[asyncio.Task[None]] = set()
         # Cluster only: whether the asyncio client has loaded its slot map (see _aready_wait)
@@ -740,7 +817,41 @@ class RedisBase(Adapter):
         """One command (``args``, as ``execute_command`` takes them) through the breaker,
         as `_arun`; when every connection slot is taken, queued with the others that wait
         and sent with them in one pipeline (`_Queued`)."""
-        gate, breaker = self._agate, self.breaker
+        gate, breaker, watch = self._agate, self.breaker, self._awatch
+        if (
+            gate.free
+            and watch is not None
+            and not breaker.failures
+            and asyncio._get_running_loop() is self._aloop
+        ):
+            # The usual command, in one step (`_arun` and `_aop` inlined: a cached read's
+            # whole cost over the client's): a slot free, the breaker closed, this loop's
+            # plain client made and watched.
+            client, loop = self._aclient, watch.loop
+            gate.free -= 1
+            watched = _Watched(asyncio.current_task(loop), loop.time() + watch.within)
+            watch.ops[watched] = None
+            if watched.deadline < watch.at:
+                watch.arm(watched.deadline)
+            token = _OP.set(watched)
+            try:
+                result = await client.execute_command(*args)  # type: ignore[union-attr]
+            except asyncio.CancelledError:
+                if not watched.timed_out():
+                    raise
+                late = f"a Redis command took longer than {watch.within:g} s"
+                self._failed(TimeoutError(late))
+                return default, False
+            except FAILURES as exc:
+                self._failed(exc)
+                return default, False
+            finally:
+                watch.ops.pop(watched, None)
+                _OP.reset(token)
+                gate.leave()
+            if breaker.failures:  # another op failed meanwhile; this one reached it
+                breaker.success()
+            return result, True
         if self.cluster or gate.free or (breaker.failures and not breaker.allow()):
             return await self._arun(lambda c: c.execute_command(*args), default)
         queued = self._aqueued
@@ -800,18 +911,33 @@ class RedisBase(Adapter):
     async def _aop(self, op: Callable[[Any], Awaitable[T]], client: Any, long: bool) -> T:
         """Run ``op`` within its deadline: ``timeout`` (at least ``connect_timeout``, for an
         op that has to connect first), renewed when a new connection's handshake starts;
-        `LONG_OP` for a ``long`` one. One timer an op: redis-py's socket timeout would cost
-        every command a task (the write's ``wait_for``), a tenth of a loopback GET, so the
-        plain asyncio client has none; a Cluster client keeps redis-py's."""
+        `LONG_OP` for a ``long`` one. One timer among every op (`_Watch`): redis-py's socket
+        timeout would cost every command a task (the write's ``wait_for``), a tenth of a
+        loopback GET, so the plain asyncio client has none; a Cluster client keeps
+        redis-py's."""
         within = self._op_within
         if within is None:
             return await op(client)
-        async with _deadline(LONG_OP if long else within) as scope:
-            token = _OP.set(scope)
-            try:
-                return await op(client)
-            finally:
-                _OP.reset(token)
+        within = LONG_OP if long else within
+        watch = self._awatch
+        if watch is None:  # Python 3.10: async-timeout's timer an op
+            async with _deadline(within) as scope:
+                token = _OP.set(scope)
+                try:
+                    return await op(client)
+                finally:
+                    _OP.reset(token)
+        watched = watch.start(within)
+        token = _OP.set(watched)
+        try:
+            return await op(client)
+        except asyncio.CancelledError:
+            if watched.timed_out():
+                raise TimeoutError(f"a Redis command took longer than {within:g} s") from None
+            raise
+        finally:
+            watch.end(watched)
+            _OP.reset(token)
 
     def _owner(self) -> object:
         """Whose generation read a sync caller may join: any thread's."""
@@ -875,6 +1001,8 @@ class RedisBase(Adapter):
                 )
             self._aclient, self._aloop = client, loop
             self._agate = _Gate(self.max_connections)
+            if self._op_within is not None and sys.version_info >= (3, 11):
+                self._awatch = _Watch(loop, self._op_within)
             self._aqueued = None
         return client
 

@@ -81,22 +81,29 @@ _policies: dict[tuple[Any, ...], Policy] = {}
 
 def _entry(key: str, record: Any) -> Entry:
     try:
-        if not isinstance(record, (list, tuple)) or not record:
+        if type(record) is list and len(record) == 10:  # JSON's (its format checked below)
+            fmt, value, created, ttl, swr, sie, mark, gen, tags, tagv = record
+        elif not isinstance(record, (list, tuple)) or not record:
             raise ValueError("not an array")
-        if record[0] == _FORMAT:
-            _, value, created, ttl, swr, sie, mark, gen, tags, tagv = record
+        elif record[0] == _FORMAT:  # a pickle's tuple
+            fmt, value, created, ttl, swr, sie, mark, gen, tags, tagv = record
         elif record[0] == 1:  # an earlier release's, without tag numbers: any counts
-            _, value, created, ttl, swr, sie, mark, gen, tags = record
-            tagv = ()
+            fmt, value, created, ttl, swr, sie, mark, gen, tags = record
+            fmt, tagv = _FORMAT, []
         else:
-            raise ValueError(f"record format {record[0]!r}")
+            fmt = record[0]
+        if fmt != _FORMAT:
+            raise ValueError(f"record format {fmt!r}")
         windows = (ttl, swr, sie, mark)
         policy = _policies.get(windows)
         if policy is None:
             policy = Policy(ttl, swr, sie, None if mark is None else Mode(mark))
             if len(_policies) < 4096:
                 _policies[windows] = policy
-        return Entry(value, float(created), policy, int(gen), tuple(tags), tuple(map(int, tagv)))
+        # (No tags, the usual entry: no tuple to build.)
+        tags = () if tags == [] else tuple(tags)
+        tagv = () if tagv == [] else tuple(map(int, tagv))
+        return Entry(value, float(created), policy, int(gen), tags, tagv)
     except (TypeError, ValueError) as exc:
         raise CodecError(f"the record under {key!r} is not an isr entry: {exc}") from None
 

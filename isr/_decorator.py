@@ -202,20 +202,23 @@ _EARLY = """
                 _isr_spawn(_isr_ld, _isr_k, {args}, {kwargs}, _isr_e)"""
 
 #: Past the fresh hit, the async driver's ``quick_answer`` serves a stale (or backing-off)
-#: local entry without awaiting; None: await the slow path.
+#: local entry without awaiting; None: await the slow path (at once when nothing was peeked:
+#: a network store's every read).
 _FAST_ASYNC = """
 async def {name}({params}):
 {hit}
-    _isr_a = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
-    if _isr_a is not None:
-        return _isr_a[0]
+    if _isr_e is not None:
+        _isr_a = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
+        if _isr_a is not None:
+            return _isr_a[0]
     return await _isr_miss(_isr_ld, _isr_k, {args}, {kwargs})
 
 async def lookup({params}):
 {lookup_hit}
-    _isr_a = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
-    if _isr_a is not None:
-        return _isr_Result(*_isr_a)
+    if _isr_e is not None:
+        _isr_a = _isr_quick(_isr_ld, _isr_k, _isr_e, {args}, {kwargs})
+        if _isr_a is not None:
+            return _isr_Result(*_isr_a)
     return await _isr_lookup(_isr_ld, _isr_k, {args}, {kwargs})
 """
 

@@ -562,6 +562,34 @@ async def test_a_slow_redis_costs_a_caller_at_most_its_timeout(ns: str, flavour:
                 pauser.close()
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the asyncio client's own bound
+@pytest.mark.anyio
+async def test_a_caller_giving_up_on_a_hung_redis_is_cancelled_not_timed_out(
+    ns: str, flavour: Flavour
+) -> None:
+    """Commands are bounded by one timer among them all (Redis's timeout, a failure: the
+    test above): a caller's own deadline, shorter, still ends its wait at once, as a
+    cancellation; the store neither counts a failure nor stops being used."""
+    with RedisServer(flavour) as server:
+        pauser = redis.Redis.from_url(server.url)
+        async with isr.ISR(f"{server.url}?timeout=1.5", namespace=ns) as rt:
+            get = async_cached(rt, Origin())
+            await get("x")
+            pauser.client_pause(4000, all=True)  # every command hangs for 4 s
+            try:
+                started = time.monotonic()
+                with anyio.move_on_after(0.2) as scope:
+                    await get("x")
+                assert scope.cancelled_caught
+                assert time.monotonic() - started < 1.0  # the caller's 0.2 s, not Redis's 1.5
+                assert rt.stats().store_errors == 0
+                assert not adapter_of(rt).breaker.failures
+            finally:
+                pauser.client_unpause()
+                pauser.close()
+            assert vs(await get.lookup("x")) == ("x v1", Status.HIT)
+
+
 def test_wait_ready_tells_whether_redis_answers(server: RedisServer) -> None:
     with isr.ISR(server.url, namespace=f"ready-{uuid.uuid4().hex[:8]}") as up:
         assert up.wait_ready_sync(5) is True

@@ -96,7 +96,15 @@ class AsyncRedisOps(RedisBase):
         return await self._arun(op, default)
 
     async def aget(self, key: str) -> Entry | None:
-        return (await self.aread(key))[0]
+        if self._tag_hints.get(key):
+            return (await self.aread(key))[0]
+        # `aread`'s usual read, with no step between the caller and the command.
+        name = self._e + checked(key)
+        data, reached = await self._arun_command(("GET", name), None)
+        entry = self._decode(key, data)
+        if entry is None or not entry.tags:
+            return entry
+        return (await self._atag_marked(key, entry, reached, None, None))[0]
 
     async def aread(self, key: str) -> tuple[Entry | None, bool]:
         """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key

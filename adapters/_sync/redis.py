@@ -96,7 +96,15 @@ class SyncRedisOps(RedisBase):
         return self._run(op, default)
 
     def get(self, key: str) -> Entry | None:
-        return (self.read(key))[0]
+        if self._tag_hints.get(key):
+            return (self.read(key))[0]
+        # `read`'s usual read, with no step between the caller and the command.
+        name = self._e + checked(key)
+        data, reached = self._run_command(("GET", name), None)
+        entry = self._decode(key, data)
+        if entry is None or not entry.tags:
+            return entry
+        return (self._tag_marked(key, entry, reached, None, None))[0]
 
     def read(self, key: str) -> tuple[Entry | None, bool]:
         """`get`, and whether this read had Redis's word on ``key``: (None, True) is a key

@@ -105,8 +105,18 @@ class SyncDriver:
     def miss(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """A call's value, past the wrapper's hot path."""
-        return (self.call(loader, key, args, kwargs))[0]
+        """A call's value, past the wrapper's hot path (`call`'s work, inlined: a shared
+        store's hit comes this way)."""
+        try:
+            if self.state.bypassing():
+                answer = self.bypass(loader, key, args, kwargs)
+            else:
+                answer = self.resolve(loader, key, args, kwargs)
+        except Exception:
+            loader.errors += 1
+            raise
+        loader.tally(answer[1])
+        return answer[0]
 
     def lookup(
         self, loader: Loader[Any], key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -182,7 +192,15 @@ class SyncDriver:
                     if entry is not None:
                         entry = store.revive(key, entry)
                 else:
-                    entry = self._read(store, key)
+                    reading: Reading[Event] = Reading()
+                    if self.reads.setdefault(key, reading) is not reading:
+                        entry = self._read(store, key)  # another caller's read: joined
+                    else:  # `_read`'s usual case, inline (the hit's path): this caller reads
+                        try:
+                            entry = reading.entry = store.get(key)
+                            reading.done = True
+                        finally:
+                            self._read_done(key, reading)
                     generation = state.last_gen = store.generation()
                     if store.losses != state.losses:
                         continue  # it lost its state: recover, then read again
@@ -251,12 +269,16 @@ class SyncDriver:
             reading.entry = store.get(key)
             reading.done = True
         finally:
-            with state.lock:
-                del self.reads[key]
-                waiting = reading.event
-            if waiting is not None:
-                waiting.set()
+            self._read_done(key, reading)
         return reading.entry
+
+    def _read_done(self, key: str, reading: Reading[Event]) -> None:
+        """``reading`` ended (``done``, or its reader was cancelled): wake who joined it."""
+        with self.state.lock:
+            del self.reads[key]
+            waiting = reading.event
+        if waiting is not None:
+            waiting.set()
 
     # ------------------------------------------------------------------ fetching
 
