@@ -60,7 +60,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -337,6 +337,22 @@ def _check_directory(path: str, shared_dir: bool) -> None:
         )
 
 
+def _retried_while_locked(setup: Callable[[], None], within: float = 60.0) -> None:
+    """Run ``setup`` (idempotent), again while SQLite answers "database is locked": several
+    workers starting at once on a new directory all create its tables, and switching a new
+    database to WAL takes a lock SQLite does not wait for (diskcache retries its own set-up
+    the same way)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            setup()
+            return
+        except sqlite3.OperationalError as exc:  # noqa: PERF203 (once at start-up)
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class DiskAdapter(Adapter):
     """diskcache store for the worker processes of one host (see the module docstring)."""
 
@@ -391,6 +407,11 @@ class DiskAdapter(Adapter):
         self._local_db = threading.local()
         self._dbs: list[sqlite3.Connection] = []
         self._dbs_lock = threading.Lock()
+        _retried_while_locked(self._create_tables)
+
+    def _create_tables(self) -> None:
+        """The tag table, the registry of instances and the invalidation log (each made
+        once, whoever comes first)."""
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(

@@ -150,3 +150,36 @@ def test_a_dead_lock_holder_blocks_nobody_past_the_lock_ttl(
     assert page("home") == "home by the survivor"
     assert time.monotonic() - started < 1 + 2.0  # the lock's 1 s TTL, and some slack
     runtime.close()
+
+
+_WORKER = """
+import os, sys, time
+import isr
+go = sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.001)
+rt = isr.ISR(sys.argv[1], namespace="workers")
+rt.close()
+"""
+
+
+def test_workers_starting_at_once_on_a_new_disk_directory_all_start(tmp_path: Path) -> None:
+    """A server's workers start together: each creates the disk store's tables in the new
+    directory at the same moment, and every one of them starts."""
+    for n in range(5):  # five fresh directories, eight workers each
+        url, go = f"disk://{tmp_path / f'cache{n}'}", tmp_path / f"go{n}"
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", _WORKER, url, str(go)],
+                cwd=ROOT,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        _children.extend(workers)
+        time.sleep(0.5)  # every worker has started Python and waits for the go
+        go.touch()
+        for worker in workers:
+            _, err = worker.communicate(timeout=60)
+            assert worker.returncode == 0, err
