@@ -412,13 +412,14 @@ class _Watched:
     """One asyncio op under a `_Watch`: its task, its deadline (``reschedule`` moves it, as
     on an ``asyncio.timeout``), and whether the watch cancelled it for running past it."""
 
-    __slots__ = ("cancelling", "deadline", "expired", "task")
+    __slots__ = ("cancelling", "deadline", "expired", "grace", "task")
 
     def __init__(self, task: Any, deadline: float) -> None:
         self.task = task  # an asyncio.Task: uncancel() and cancelling() are 3.11's
         self.deadline = deadline
         self.cancelling = task.cancelling()
         self.expired = False
+        self.grace = 0.0  # how far stalls of the loop moved the deadline (`_Watch._check`)
 
     def reschedule(self, when: float) -> None:
         self.deadline = when
@@ -436,7 +437,19 @@ class _Watch:
     heap, cancelled), about a tenth of a loopback GET; here an op costs a dict entry, and
     the one timer, due at the earliest deadline, cancels what ran past its own and rearms.
     An op it cancelled raises ``TimeoutError`` (`RedisBase._aop`), as under
-    ``asyncio.timeout``: a cancellation from elsewhere stays a cancellation."""
+    ``asyncio.timeout``: a cancellation from elsewhere stays a cancellation.
+
+    A stall of the loop itself is not Redis's slowness: when the timer goes off more than
+    `STALL` seconds late (the process or the machine paused, a long garbage collection,
+    blocking code on the loop), the clock of every op in flight starts again (each gets
+    ``within`` from now, up to `GRACE` more in all), since their answers may have arrived
+    meanwhile and wait behind the timer. Without it, one stall during a burst failed every
+    command in flight and opened the breaker."""
+
+    #: Seconds late that mean the loop stalled (a busy loop's timers are a few ms late).
+    STALL = 0.05
+    #: The most an op's deadline moves for stalls: a wait stays bounded.
+    GRACE = 2.0
 
     __slots__ = ("at", "handle", "loop", "ops", "within")
 
@@ -469,9 +482,15 @@ class _Watch:
 
     def _check(self) -> None:
         """Cancel the ops past their deadline; rearm for the earliest of the others."""
+        late = self.loop.time() - self.at
         self.handle, self.at = None, math.inf
         now, at = self.loop.time(), math.inf
+        stalled = late > self.STALL
         for op in list(self.ops):
+            if stalled and op.grace < self.GRACE:  # its clock starts again, from now
+                more = min(max(0.0, now + self.within - op.deadline), self.GRACE - op.grace)
+                op.deadline += more
+                op.grace += more
             if op.deadline <= now:
                 del self.ops[op]
                 op.expired = True
@@ -614,8 +633,10 @@ class RedisBase(Adapter):
         self._op_within: float | None = None
         self._akwargs = kwargs
         if not cluster and _deadline is not None:
+            # The op's bound covers connecting too (`_aop`): redis-py's own connect timer
+            # would count a stall of the loop against Redis (see `_Watch`).
             self._op_within = max(timeout, self.connect_timeout)
-            self._akwargs = {**kwargs, "socket_timeout": None}
+            self._akwargs = {**kwargs, "socket_timeout": None, "socket_connect_timeout": None}
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None  # made on first use, as the asyncio one
         self._aclient: aredis.Redis | None = None

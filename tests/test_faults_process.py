@@ -123,14 +123,20 @@ async def test_a_dead_lock_holder_delays_a_caller_without_a_timeout_by_the_lock_
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("callers", "keys"), [(200, 1), (1000, 100)])
+@pytest.mark.parametrize(
+    ("callers", "keys", "stall"), [(200, 1, None), (1000, 100, None), (1000, 100, 0.4)]
+)
 async def test_a_burst_on_a_cold_process_is_absorbed(
     redis_server: RedisServer,
     namespace: str,
     caplog: pytest.LogCaptureFixture,
     callers: int,
     keys: int,
+    stall: float | None,
 ) -> None:
+    """``stall``: the loop is held up that long early in the burst (blocking code on the
+    loop, a long garbage collection, a pause of the machine): not Redis's slowness, so no
+    command fails for it and the breaker stays closed."""
     fetches = Counter[int]()
     answers: list[tuple[int, isr.Result[dict[str, int]]]] = []
     # A fresh runtime on redis:// with its default timeouts (0.25 s), no connection yet.
@@ -145,8 +151,15 @@ async def test_a_burst_on_a_cold_process_is_absorbed(
         async def read(n: int) -> None:
             answers.append((n, await item.lookup(n)))
 
+        async def hold_up_the_loop() -> None:
+            await anyio.sleep(0.01)  # commands in flight, connections opening
+            assert stall is not None
+            time.sleep(stall)  # noqa: ASYNC251 (the stall under test)
+
         with caplog.at_level(logging.WARNING, logger="isr"):
             async with anyio.create_task_group() as tg:
+                if stall:
+                    tg.start_soon(hold_up_the_loop)
                 for i in range(callers):
                     tg.start_soon(read, i % keys)
         stats = rt.stats()

@@ -575,7 +575,7 @@ async def test_a_caller_giving_up_on_a_hung_redis_is_cancelled_not_timed_out(
         async with isr.ISR(f"{server.url}?timeout=1.5", namespace=ns) as rt:
             get = async_cached(rt, Origin())
             await get("x")
-            pauser.client_pause(4000, all=True)  # every command hangs for 4 s
+            pauser.client_pause(1500, all=True)  # every command hangs for 1.5 s
             try:
                 started = time.monotonic()
                 with anyio.move_on_after(0.2) as scope:
@@ -588,6 +588,38 @@ async def test_a_caller_giving_up_on_a_hung_redis_is_cancelled_not_timed_out(
                 pauser.client_unpause()
                 pauser.close()
             assert vs(await get.lookup("x")) == ("x v1", Status.HIT)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the asyncio client's own bound
+@pytest.mark.anyio
+async def test_a_stall_of_the_loop_leaves_a_wait_on_a_hung_redis_bounded(
+    ns: str, flavour: Flavour
+) -> None:
+    """A stall of the loop gives the commands in flight their time again (their answers
+    may have arrived meanwhile, tests/test_faults_process.py), but a Redis that does not
+    answer still fails them: the wait stays bounded."""
+    with RedisServer(flavour) as server:
+        pauser = redis.Redis.from_url(server.url)
+        async with isr.ISR(f"{server.url}?breaker_cooldown=5", namespace=ns) as rt:
+            get = async_cached(rt, Origin())
+            await get("x")
+            pauser.client_pause(4000, all=True)  # every command hangs for 4 s
+
+            async def hold_up_the_loop() -> None:
+                await anyio.sleep(0.05)
+                time.sleep(0.5)  # noqa: ASYNC251 (the stall under test)
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(hold_up_the_loop)
+                    started = time.monotonic()
+                    assert vs(await get.lookup("x")) == ("x v1", Status.MISS)
+                    took = time.monotonic() - started
+                assert took < 3.0  # the 0.5 s stall, a few 0.25 s timeouts; not Redis's 4 s
+                assert rt.stats().store_errors >= 1
+            finally:
+                pauser.client_unpause()
+                pauser.close()
 
 
 def test_wait_ready_tells_whether_redis_answers(server: RedisServer) -> None:
