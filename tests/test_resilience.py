@@ -82,7 +82,12 @@ def test_after_redis_restarts_empty_an_invalidate_all_still_reaches_everyone(
     assert until(lambda: get_a("y") == "y v1" and get_b("y") == "y v1") < 5  # in use again
     origin.version = 2
     a.invalidate_all_sync(mode)  # type: ignore[arg-type]
-    # Nothing written before it is served as fresh after it, on either instance.
+    # Heard by both (another instance hears it a pub/sub round trip later, which a loaded
+    # machine can stretch past the next read: what `confirm` is for) ...
+    confirmation = a.confirm_sync(timeout=5)
+    assert confirmation.complete, confirmation
+    assert len(confirmation.confirmed) == 2, confirmation
+    # ... nothing written before it is served as fresh after it, on either instance.
     for get in (get_a, get_b):
         result = get.lookup("y")
         assert result.status is not Status.HIT or result.value == "y v2", result
