@@ -233,3 +233,27 @@ def test_a_value_the_codec_refuses_is_never_answered_with_the_old_one(
     assert len(calls) == 4
     assert rt.stats().stale_if_error == 0
     rt.close()
+
+
+def test_a_large_value_lives_in_a_file_and_a_file_gone_is_a_miss(tmp_path: Path) -> None:
+    """A record of 32 KiB or more is kept in a file of its own (diskcache's layout): it is
+    read back whole, and one removed under the record (a cleaner, a full disk's culling)
+    is a miss that fetches again, not an error."""
+    rt = isr.ISR(f"disk://{tmp_path / 'cache'}")
+    calls: list[int] = []
+
+    @rt.with_revalidate("big:{n}", ttl=60)
+    def big(n: int) -> str:
+        calls.append(n)
+        return "x" * 40_000 + str(len(calls))
+
+    assert big(1) == "x" * 40_000 + "1"
+    assert big.lookup(1).status is Status.HIT
+    assert big(1) == "x" * 40_000 + "1"
+    files = list((tmp_path / "cache").rglob("*.val"))
+    assert len(files) == 1
+    files[0].unlink()
+    assert big.lookup(1).status is Status.MISS
+    assert big(1) == "x" * 40_000 + "2"
+    assert rt.stats().store_errors == 0
+    rt.close()
