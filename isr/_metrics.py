@@ -73,6 +73,17 @@ def install(runtime: ISR) -> None:
     runtime._state.observe = instruments.loading
 
 
+def retire(runtime: ISR) -> None:
+    """Take a closing runtime's counts into the totals now: once it is collected as garbage,
+    nothing is left to read them from (a runtime that lived between two collections of the
+    metrics would otherwise never have counted)."""
+    instruments = _otel if isinstance(_otel, _Instruments) else None
+    if instruments is not None:
+        with _lock:
+            if runtime in _runtimes:
+                instruments.collect(runtime)
+
+
 def _instruments() -> _Instruments | None:
     global _otel
     if _otel is None:
@@ -189,15 +200,19 @@ class _Instruments:
         """Take every live runtime's counts into the totals (under the lock: readers may
         collect from their own threads)."""
         for runtime in list(_runtimes):
-            for loader in list(runtime._loaders):
-                if loader.runtime is runtime:
-                    label = loader.label
-                    self.calls.add(loader, loader.calls(), lambda s, f=label: _call(f, s))
-            self.calls.add(runtime._sites, dict(runtime._sites.hits), lambda f: _call(f, "HIT"))
-            self.invalidations.add(runtime, dict(runtime._state.invalidated), _invalidation)
-            store = runtime.adapter
-            name = type(store).__name__.removesuffix("Adapter").lower()
-            self.store_errors.add(store, {name: store.errors}, lambda n: (("isr.store", n),))
+            self.collect(runtime)
+
+    def collect(self, runtime: ISR) -> None:
+        """Take ``runtime``'s counts into the totals (what grew since it was last taken)."""
+        for loader in list(runtime._loaders):
+            if loader.runtime is runtime:
+                label = loader.label
+                self.calls.add(loader, loader.calls(), lambda s, f=label: _call(f, s))
+        self.calls.add(runtime._sites, dict(runtime._sites.hits), lambda f: _call(f, "HIT"))
+        self.invalidations.add(runtime, dict(runtime._state.invalidated), _invalidation)
+        store = runtime.adapter
+        name = type(store).__name__.removesuffix("Adapter").lower()
+        self.store_errors.add(store, {name: store.errors}, lambda n: (("isr.store", n),))
 
     def _calls(self, options: object) -> Iterable[Any]:
         with _lock:

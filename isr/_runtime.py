@@ -51,7 +51,7 @@ from ._explain import (
     template_matches,
 )
 from ._loader import ErrorHook, Loader
-from ._metrics import install
+from ._metrics import install, retire
 from ._state import RuntimeState
 from ._stats import Stats
 from ._status import Result, Status
@@ -262,6 +262,7 @@ class ISR:
         if self._beat is not None:
             await anyio.to_thread.run_sync(self._beat.stop)
         await self.adapter.aclose()
+        retire(self)
 
     def close(self) -> None:
         """`aclose` for sync code: waits for running sync refreshes, then closes the store."""
@@ -271,6 +272,7 @@ class ISR:
         if self._beat is not None:
             self._beat.stop()
         self.adapter.close()
+        retire(self)
 
     # ------------------------------------------------------------------ decorating
 

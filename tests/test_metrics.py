@@ -174,6 +174,29 @@ def test_counters_never_go_back_when_a_runtime_goes_away(otel: Collector) -> Non
     assert otel.counts("isr.calls", isr_function=name) == before == {"MISS": 1, "HIT": 4}
 
 
+def test_a_closed_runtime_counts_even_when_collected_before_the_metrics_are_read(
+    otel: Collector,
+) -> None:
+    """A short-lived runtime (a script's, a test's) counts, although no collection of the
+    metrics happened while it lived."""
+
+    def run() -> str:
+        rt = isr.ISR()
+
+        @rt.with_revalidate("m3b:{x}", ttl=10)
+        def brief(x: int) -> int:
+            return x
+
+        for _ in range(3):
+            brief(1)
+        rt.close()
+        return brief.__qualname__
+
+    name = run()
+    gc.collect()  # the runtime, its loaders and its store are gone
+    assert otel.counts("isr.calls", isr_function=name) == {"MISS": 1, "HIT": 2}
+
+
 @pytest.mark.anyio
 async def test_loader_runs_are_timed_and_traced(otel: Collector, anyio_backend: str) -> None:
     otel.spans.clear()
