@@ -430,6 +430,11 @@ class _Watched:
         return self.expired and self.task.uncancel() <= self.cancelling
 
 
+def _late(within: float) -> TimeoutError:
+    """What an op the watch cancelled at its deadline raises (and the breaker logs)."""
+    return TimeoutError(f"a Redis command took longer than {within:g} s")
+
+
 class _Watch:
     """Bounds the asyncio client's ops on one event loop with one timer among them all.
 
@@ -482,10 +487,9 @@ class _Watch:
 
     def _check(self) -> None:
         """Cancel the ops past their deadline; rearm for the earliest of the others."""
-        late = self.loop.time() - self.at
-        self.handle, self.at = None, math.inf
         now, at = self.loop.time(), math.inf
-        stalled = late > self.STALL
+        stalled = now - self.at > self.STALL  # the timer went off late: the loop stalled
+        self.handle, self.at = None, math.inf
         for op in list(self.ops):
             if stalled and op.grace < self.GRACE:  # its clock starts again, from now
                 more = min(max(0.0, now + self.within - op.deadline), self.GRACE - op.grace)
@@ -860,8 +864,7 @@ class RedisBase(Adapter):
             except asyncio.CancelledError:
                 if not watched.timed_out():
                     raise
-                late = f"a Redis command took longer than {watch.within:g} s"
-                self._failed(TimeoutError(late))
+                self._failed(_late(watch.within))
                 return default, False
             except FAILURES as exc:
                 self._failed(exc)
@@ -954,7 +957,7 @@ class RedisBase(Adapter):
             return await op(client)
         except asyncio.CancelledError:
             if watched.timed_out():
-                raise TimeoutError(f"a Redis command took longer than {within:g} s") from None
+                raise _late(within) from None
             raise
         finally:
             watch.end(watched)
